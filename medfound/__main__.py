@@ -1,0 +1,7 @@
+"""``python -m medfound`` runs the ``medfound`` command."""
+
+import sys
+
+from medfound.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: synthetic multi-domain demo data (:mod:`medfound.data.synthetic`)."""

@@ -1,0 +1,232 @@
+"""Building blocks shared by the synthetic dataset generators.
+
+Everything here is deterministic: random numbers come from :func:`make_rng`, which
+derives an independent stream from ``(seed, *keys)``, so one image can be regenerated
+without generating the others, and files are written without timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from medfound.errors import ConfigError
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "SIZES",
+    "check_size",
+    "make_rng",
+    "grid",
+    "ellipse_distance",
+    "soft_inside",
+    "gaussian_blur",
+    "smooth_noise",
+    "draw_curves",
+    "jpeg_roundtrip",
+    "to_uint8",
+    "save_png",
+    "write_json",
+    "sha256_file",
+    "write_dataset_docs",
+]
+
+#: Bumped whenever a generator's output changes for the same seed.
+GENERATOR_VERSION = "1.0.0"
+
+#: Named dataset sizes; each generator maps them to its own counts and resolutions.
+SIZES = ("small", "medium")
+
+
+def check_size(size: str) -> str:
+    """Return ``size`` if it is a known preset, else raise :class:`ConfigError`."""
+    if size not in SIZES:
+        raise ConfigError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
+    return size
+
+
+def make_rng(seed: int, *keys: str | int) -> np.random.Generator:
+    """Independent, reproducible random stream for ``(seed, *keys)``.
+
+    Keys are hashed with CRC32 (stable across Python runs, unlike ``hash``).
+
+    Example
+    -------
+    >>> a = make_rng(0, "fundus", 3).random()
+    >>> b = make_rng(0, "fundus", 3).random()
+    >>> a == b
+    True
+    """
+    entropy = [int(seed) & 0xFFFFFFFF] + [zlib.crc32(str(k).encode()) for k in keys]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(yy, xx)`` as float64 arrays of shape ``(height, width)``."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    return yy, xx
+
+
+def ellipse_distance(
+    yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float, theta: float = 0.0
+) -> np.ndarray:
+    """Normalised elliptical radius: ``< 1`` inside the ellipse, ``1`` on its border.
+
+    ``theta`` rotates the ellipse (radians, counter-clockwise in image coordinates).
+    """
+    dy, dx = yy - cy, xx - cx
+    c, s = np.cos(theta), np.sin(theta)
+    u = (c * dx + s * dy) / rx
+    v = (-s * dx + c * dy) / ry
+    return np.sqrt(u * u + v * v)
+
+
+def soft_inside(distance: np.ndarray, softness: float) -> np.ndarray:
+    """Smooth indicator of ``distance < 1`` with a logistic edge ``softness`` wide (in distance units)."""
+    return 1.0 / (1.0 + np.exp(np.clip((distance - 1.0) / max(softness, 1e-6), -50, 50)))
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    radius = max(1, int(np.ceil(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur(image: np.ndarray, sigma: float | Sequence[float]) -> np.ndarray:
+    """Separable Gaussian blur over the first two axes (reflect padding).
+
+    ``sigma`` is one value or ``(sigma_y, sigma_x)``; zero leaves that axis untouched.
+    Works on ``(H, W)`` and ``(H, W, C)`` arrays.
+    """
+    sigmas = (sigma, sigma) if np.isscalar(sigma) else tuple(sigma)
+    out = np.asarray(image, dtype=np.float64)
+    for axis, s in enumerate(sigmas):
+        if s <= 0:
+            continue
+        k = _gaussian_kernel(float(s))
+        r = len(k) // 2
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(out, pad, mode="reflect")
+        acc = np.zeros_like(out)
+        n = out.shape[axis]
+        for i, w in enumerate(k):
+            acc += w * np.take(padded, np.arange(i, i + n), axis=axis)
+        out = acc
+    return out
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], correlation: float) -> np.ndarray:
+    """Zero-mean, unit-std smooth random field with a correlation length of ``correlation`` pixels."""
+    field = gaussian_blur(rng.standard_normal(shape), correlation)
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def draw_curves(
+    shape: tuple[int, int],
+    curves: Sequence[Sequence[tuple[float, float]]],
+    widths: Sequence[float],
+    supersample: int = 2,
+) -> np.ndarray:
+    """Rasterise polylines (``[(x, y), ...]``) of given widths into a float map in ``[0, 1]``.
+
+    Drawn at ``supersample`` times the resolution and box-averaged down, so thin
+    curves get anti-aliased edges.
+    """
+    h, w = shape
+    canvas = Image.new("L", (w * supersample, h * supersample), 0)
+    draw = ImageDraw.Draw(canvas)
+    for points, width in zip(curves, widths):
+        pts = [(x * supersample, y * supersample) for x, y in points]
+        lw = max(1, int(round(width * supersample)))
+        draw.line(pts, fill=255, width=lw, joint="curve")
+    arr = np.asarray(canvas, dtype=np.float64) / 255.0
+    return arr.reshape(h, supersample, w, supersample).mean(axis=(1, 3))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Clip a float image in ``[0, 1]`` and round to uint8."""
+    return np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+
+
+def jpeg_roundtrip(image_u8: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode with JPEG at ``quality`` to imprint block and ringing artefacts."""
+    buf = io.BytesIO()
+    Image.fromarray(image_u8).save(buf, format="JPEG", quality=int(quality), subsampling=2)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert(Image.fromarray(image_u8).mode))
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG (deterministic bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", optimize=False, compress_level=6)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON with sorted keys and a trailing newline (stable bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_dataset_docs(
+    root: Path,
+    *,
+    name: str,
+    title: str,
+    layout: str,
+    description: str,
+    seed: int,
+    size: str,
+    extra: dict[str, Any],
+    files: Sequence[Path],
+) -> dict[str, Any]:
+    """Write ``manifest.json`` and ``README.md`` into a dataset folder and return the manifest.
+
+    The manifest lists every file with its SHA-256 so a copy can be verified, and states
+    plainly that the data is synthetic.
+    """
+    manifest = {
+        "name": name,
+        "synthetic": True,
+        "notice": "SYNTHETIC DEMO DATA generated by medfound; not real patient images. "
+        "Do not report results on it as results on the real benchmark.",
+        "generator": f"medfound.data.synthetic.{name}",
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "size": size,
+        "layout": layout,
+        **extra,
+        "files": {str(p.relative_to(root)): sha256_file(p) for p in sorted(files)},
+    }
+    write_json(root / "manifest.json", manifest)
+    readme = (
+        f"# {title} (SYNTHETIC)\n\n"
+        "**This is synthetic demo data generated by medfound. It contains no real patient images.**\n"
+        "Results on it say nothing about the real benchmark it imitates.\n\n"
+        f"- generator: `medfound.data.synthetic.{name}` version {GENERATOR_VERSION}\n"
+        f"- seed: {seed}\n- size preset: {size}\n"
+        f"- layout: `{layout}`\n\n"
+        f"{description.strip()}\n\n"
+        "Regenerate with:\n\n"
+        f"```bash\nmedfound demo-data OUT_DIR --size {size} --seed {seed} --datasets {name}\n```\n\n"
+        "`manifest.json` lists every file with its SHA-256, the per-domain acquisition\n"
+        "profiles and per-case label statistics.\n"
+    )
+    (root / "README.md").write_text(readme)
+    return manifest

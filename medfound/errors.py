@@ -1,0 +1,31 @@
+"""medfound's exception classes.
+
+Every error raised on bad input is a :class:`MedfoundError` that also subclasses the
+natural built-in exception, so callers can catch either ``medfound.MedfoundError`` or
+e.g. ``ValueError``. Messages name the offending file or option and say what is wrong.
+
+Example
+-------
+>>> from medfound.errors import ConfigError
+>>> try:
+...     raise ConfigError("size must be 'small' or 'medium', got 'huge'")
+... except ValueError as err:
+...     print(err)
+size must be 'small' or 'medium', got 'huge'
+"""
+
+from __future__ import annotations
+
+__all__ = ["MedfoundError", "ConfigError", "DatasetLayoutError"]
+
+
+class MedfoundError(Exception):
+    """Base class of every error medfound raises on purpose."""
+
+
+class ConfigError(MedfoundError, ValueError):
+    """A configuration value or argument is invalid."""
+
+
+class DatasetLayoutError(MedfoundError, FileNotFoundError):
+    """A dataset folder does not follow the expected layout (missing or malformed files)."""
