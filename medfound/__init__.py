@@ -23,6 +23,13 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from medfound.errors import ConfigError, DatasetLayoutError, MedfoundError
+from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, LabelMismatchError, MedfoundError
 
-__all__ = ["__version__", "MedfoundError", "ConfigError", "DatasetLayoutError"]
+__all__ = [
+    "__version__",
+    "MedfoundError",
+    "ConfigError",
+    "DatasetLayoutError",
+    "ImageReadError",
+    "LabelMismatchError",
+]

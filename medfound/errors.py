@@ -16,7 +16,7 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
-__all__ = ["MedfoundError", "ConfigError", "DatasetLayoutError"]
+__all__ = ["MedfoundError", "ConfigError", "DatasetLayoutError", "ImageReadError", "LabelMismatchError"]
 
 
 class MedfoundError(Exception):
@@ -29,3 +29,11 @@ class ConfigError(MedfoundError, ValueError):
 
 class DatasetLayoutError(MedfoundError, FileNotFoundError):
     """A dataset folder does not follow the expected layout (missing or malformed files)."""
+
+
+class ImageReadError(MedfoundError, OSError):
+    """An image file cannot be read or decoded (truncated, not the claimed format, no pixel data, ...)."""
+
+
+class LabelMismatchError(MedfoundError, ValueError):
+    """A label or mask does not fit its image (shape, geometry or value range)."""
