@@ -109,3 +109,34 @@ def test_bundle_config_construction():
                                     "strides": [8, 16, 32, 64, 128], "box_activation": "relu"}})
     head = parser.get_parsed_content("head")
     assert isinstance(head, FCOSHead) and head.num_classes == 2
+
+
+def _amp_round_trip(device, dtype):
+    from medfound.networks.fcos import FCOSLoss, FCOSPostprocessor
+
+    torch.manual_seed(0)
+    head = FCOSHead(in_channels=8, num_classes=2).to(device)
+    with torch.no_grad():
+        head.bbox_pred.bias.fill_(7.5)  # exp(7.5) * 128 px: beyond float16's range if computed there
+    feats = [f.to(device) for f in _feats(batch=1, side=256)]
+    with torch.autocast(device_type=device, dtype=dtype):
+        out = head(feats, feats)
+        losses = FCOSLoss(2)(out, [{"boxes": [[10, 20, 60, 90]], "labels": [1]}], image_size=(256, 256))
+    assert out["cls_logits"][0].dtype == dtype
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in out["box_regression"])
+    assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert torch.isfinite(head.cls_logits.weight.grad).all()
+    dets = FCOSPostprocessor(score_thresh=0.0)(out, (256, 256))
+    # every box is huge, clipped to the whole image: class-wise NMS leaves one per class
+    assert dets[0]["boxes"].device.type == device
+    assert dets[0]["boxes"].tolist() == [[0, 0, 256, 256]] * 2 and sorted(dets[0]["labels"].tolist()) == [0, 1]
+
+
+def test_autocast_cpu_bfloat16():
+    _amp_round_trip("cpu", torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_autocast_cuda_float16():
+    _amp_round_trip("cuda", torch.float16)

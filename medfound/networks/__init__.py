@@ -3,4 +3,4 @@
 Modules know nothing of training: they take tensors and return tensors (or dicts of them).
 """
 
-from medfound.networks.fcos import FCOSHead  # noqa: F401
+from medfound.networks.fcos import FCOSHead, FCOSLoss, FCOSPostprocessor, FCOSTargetAssigner  # noqa: F401
