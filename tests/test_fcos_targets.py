@@ -343,3 +343,18 @@ def test_bundle_config_construction():
     assert isinstance(parser.get_parsed_content("loss"), FCOSLoss)
     assert parser.get_parsed_content("post").nms_thresh == 0.6
     assert parser.get_parsed_content("assigner")([(1, 1)], [{"box": [[0, 0, 8, 8]], "label": [0]}])["labels"].item() == 0
+
+
+def test_metatensor_outputs_and_targets():
+    from monai.data import MetaTensor
+
+    loss_fn = FCOSLoss(num_classes=1, strides=[8], size_ranges=[[0, None]], center_sampling_radius=None)
+    plain = _one_level_outputs()
+    meta = {k: [MetaTensor(v[0].detach().clone()).requires_grad_()] for k, v in _one_level_outputs().items()}
+    target = [{"boxes": MetaTensor(torch.tensor([[0.0, 0, 16, 16]])), "labels": MetaTensor(torch.tensor([0]))}]
+    ref = loss_fn(plain, [{"boxes": [[0, 0, 16, 16]], "labels": [0]}], (32, 32))
+    got = loss_fn(meta, target, (32, 32))
+    assert not isinstance(got["loss"], MetaTensor)
+    assert got["loss"].item() == pytest.approx(ref["loss"].item())
+    got["loss"].backward()
+    assert meta["box_regression"][0].grad is not None
