@@ -37,3 +37,10 @@ class ImageReadError(MedfoundError, OSError):
 
 class LabelMismatchError(MedfoundError, ValueError):
     """A label or mask does not fit its image (shape, geometry or value range)."""
+
+
+__all__ += ["WeightsError"]
+
+
+class WeightsError(MedfoundError, ValueError):
+    """A weights file cannot be read or does not fit the network (missing/unexpected keys, shapes)."""
