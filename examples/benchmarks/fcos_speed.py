@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -99,10 +100,10 @@ def main() -> None:
         ref_c = box_utils.batched_nms(boxes, scores, labels, 0.5)
         if sorted(ours_c.tolist()) != sorted(ref_c.tolist()):
             raise SystemExit(f"class-wise NMS results differ for n={n}")
-        t_ours = _time(lambda: nms(boxes, scores, 0.5), args.repeats, args.device)
-        t_ref = _time(lambda: box_utils.non_max_suppression(boxes, scores, 0.5), args.repeats, args.device)
-        t_ours_c = _time(lambda: batched_nms(boxes, scores, labels, 0.5), args.repeats, args.device)
-        t_ref_c = _time(lambda: box_utils.batched_nms(boxes, scores, labels, 0.5), args.repeats, args.device)
+        t_ours = _time(partial(nms, boxes, scores, 0.5), args.repeats, args.device)
+        t_ref = _time(partial(box_utils.non_max_suppression, boxes, scores, 0.5), args.repeats, args.device)
+        t_ours_c = _time(partial(batched_nms, boxes, scores, labels, 0.5), args.repeats, args.device)
+        t_ref_c = _time(partial(box_utils.batched_nms, boxes, scores, labels, 0.5), args.repeats, args.device)
         rows.append((f"nms, {n} boxes ({len(ours)} kept)", t_ours, t_ref))
         rows.append((f"class-wise nms, {n} boxes ({len(ours_c)} kept)", t_ours_c, t_ref_c))
         results.update({f"nms_{n}_medfound_s": t_ours, f"nms_{n}_monai_s": t_ref,

@@ -112,7 +112,8 @@ class FCOSHead(nn.Module):
     -------
     >>> import torch
     >>> head = FCOSHead(16, num_classes=1, num_levels=2, strides=[8, 16])
-    >>> out = head([torch.zeros(1, 16, 4, 4), torch.zeros(1, 16, 2, 2)], [torch.zeros(1, 16, 4, 4), torch.zeros(1, 16, 2, 2)])
+    >>> feats = [torch.zeros(1, 16, 4, 4), torch.zeros(1, 16, 2, 2)]
+    >>> out = head(feats, feats)
     >>> round(torch.sigmoid(out["cls_logits"][0]).mean().item(), 4)
     0.01
     """
