@@ -14,6 +14,11 @@ Pure torch (no torchvision ops). The pieces:
 
 Box convention (the project's): ``[x_min, y_min, x_max, y_max]`` in pixels, x along the
 width (last) axis, y along the height axis, max exclusive (``x_max - x_min`` is the width).
+Pixel coordinates are those of the network input: when inputs are padded (UMedPT pads
+sides to multiples of 32), pad at the bottom/right, or shift the boxes by the padding,
+and pass the unpadded sizes as ``image_size`` so decoded boxes are clipped to the image.
+An object narrower than about one stride of its level may get no positive location (the
+FCOS rules); centre sampling (1.5 strides) keeps small objects reachable on the finest level.
 
 Example
 -------
