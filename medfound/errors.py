@@ -16,6 +16,7 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
+
 class MedfoundError(Exception):
     """Base class of every error medfound raises on purpose."""
 
