@@ -16,7 +16,7 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
-__all__ = ["MedfoundError", "ConfigError", "DatasetLayoutError", "ImageReadError", "LabelMismatchError"]
+__all__ = ["MedfoundError", "ConfigError", "DatasetLayoutError", "ImageReadError", "LabelMismatchError", "ShapeError"]
 
 
 class MedfoundError(Exception):
@@ -37,3 +37,18 @@ class ImageReadError(MedfoundError, OSError):
 
 class LabelMismatchError(MedfoundError, ValueError):
     """A label or mask does not fit its image (shape, geometry or value range)."""
+
+
+class ShapeError(MedfoundError, ValueError):
+    """A tensor argument has the wrong shape, length or number of channels for the call."""
+
+
+class WeightImportError(MedfoundError, ValueError):
+    """A weight file or archive cannot be imported (not the expected format, structure or shapes)."""
+
+
+class UnsafePickleError(WeightImportError):
+    """A pickle asks for a global (class or function) that the restricted importer does not allow."""
+
+
+__all__ += ["WeightImportError", "UnsafePickleError"]
