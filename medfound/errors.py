@@ -45,5 +45,9 @@ class ShapeError(MedfoundError, ValueError):
     """A tensor argument has the wrong shape, length or number of channels for the call."""
 
 
+class UnsafePickleError(WeightsError):
+    """A pickled file asks for a global (class or function) that a restricted importer does not allow."""
+
+
 # every exception class defined above (append new classes above this line)
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, MedfoundError)]
