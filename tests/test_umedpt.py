@@ -22,8 +22,16 @@ from medfound.networks.umedpt import (
     detection_points,
 )
 
-TINY = dict(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4, squeezer_channels=16,
-            det_channels=16, seg_hidden_channels=16, pixel_embedding_channels=8)
+TINY = dict(
+    embed_dim=8,
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 1, 2, 2),
+    window_size=4,
+    squeezer_channels=16,
+    det_channels=16,
+    seg_hidden_channels=16,
+    pixel_embedding_channels=8,
+)
 TASKS = [
     {"name": "cls", "kind": "classification", "num_classes": 3},
     {"name": "ml", "kind": "multilabel", "num_classes": 4, "dropout": 0.5},
@@ -198,7 +206,12 @@ def test_published_structure_full_size():
     enc = model.shared["encoder"]
     assert len(enc.state_dict()) == 231 and enc.out_channels == [96, 192, 384, 768]
     squeezer = {k: tuple(v.shape) for k, v in model.shared["squeezer"].state_dict().items()}
-    assert squeezer == {"conv.weight": (512, 768, 1, 1), "conv.bias": (512,), "norm.weight": (512,), "norm.bias": (512,)}
+    assert squeezer == {
+        "conv.weight": (512, 768, 1, 1),
+        "conv.bias": (512,),
+        "norm.weight": (512,),
+        "norm.bias": (512,),
+    }
     dec = {k: tuple(v.shape) for k, v in model.shared["seg_decoder"].state_dict().items()}
     assert dec["blocks.0.conv1.0.weight"] == (96, 512 + 384, 3, 3)
     assert dec["blocks.1.conv1.0.weight"] == (64, 96 + 192, 3, 3)
@@ -228,7 +241,9 @@ def test_detection_tensor_output_and_points():
     # location 1 of level 2 (stride 32): row 0, column 1
     index = sizes[0][0] * sizes[0][1] + sizes[1][0] * sizes[1][1] + 1
     assert points[index].tolist() == [48.0, 16.0, 32.0]
-    expected = torch.cat([out["box_regression"][2][:, :, 0, 1], out["centerness"][2][:, :, 0, 1], out["cls_logits"][2][:, :, 0, 1]], 1)
+    expected = torch.cat(
+        [out["box_regression"][2][:, :, 0, 1], out["centerness"][2][:, :, 0, 1], out["cls_logits"][2][:, :, 0, 1]], 1
+    )
     assert torch.equal(flat[:, index], expected)
     probs = UMedPTTaskOutput(model, "det", activation="sigmoid")(x).detach()
     assert torch.allclose(probs[..., 5:], torch.sigmoid(flat[..., 5:]))
@@ -258,11 +273,21 @@ def test_bundle_config_construction(tmp_path):
     from monai.bundle import ConfigParser
 
     config = {
-        "umedpt": {"_target_": "medfound.networks.UMedPT", **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
-                   "tasks": TASKS},
-        "network_def": {"_target_": "medfound.networks.UMedPTTaskOutput", "model": "@umedpt", "task": "seg",
-                        "activation": "softmax"},
-        "embedding": {"_target_": "medfound.networks.UMedPTEmbedding", **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}},
+        "umedpt": {
+            "_target_": "medfound.networks.UMedPT",
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+            "tasks": TASKS,
+        },
+        "network_def": {
+            "_target_": "medfound.networks.UMedPTTaskOutput",
+            "model": "@umedpt",
+            "task": "seg",
+            "activation": "softmax",
+        },
+        "embedding": {
+            "_target_": "medfound.networks.UMedPTEmbedding",
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+        },
     }
     parser = ConfigParser(config)
     net = parser.get_parsed_content("network_def")

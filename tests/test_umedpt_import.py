@@ -31,7 +31,13 @@ from medfound.cli import main as cli_main
 from medfound.convert.umedpt import _encoder_state, convert_umedpt, read_umedpt_archive
 from medfound.errors import UnsafePickleError, WeightsError
 from medfound.networks import UMedPT
-from medfound.networks.swin_v2 import SwinTransformerV2, relative_coords_table, relative_position_index, swin_v2_b, swin_v2_t
+from medfound.networks.swin_v2 import (
+    SwinTransformerV2,
+    relative_coords_table,
+    relative_position_index,
+    swin_v2_b,
+    swin_v2_t,
+)
 
 # -- stand-ins -------------------------------------------------------------------------------------
 
@@ -43,8 +49,12 @@ class _PydanticLike:
         self.__dict__.update(fields)
 
     def __getstate__(self):
-        return {"__dict__": dict(self.__dict__), "__pydantic_extra__": None,
-                "__pydantic_fields_set__": set(self.__dict__), "__pydantic_private__": None}
+        return {
+            "__dict__": dict(self.__dict__),
+            "__pydantic_extra__": None,
+            "__pydantic_fields_set__": set(self.__dict__),
+            "__pydantic_private__": None,
+        }
 
     def __setstate__(self, state):
         self.__dict__.update(state["__dict__"])
@@ -84,7 +94,9 @@ def _standins() -> dict[str, type]:
             self.attn = ShiftedWindowAttentionV2(dim, window, shift, heads)
             self.stochastic_depth = StochasticDepth(0.0, "row")
             self.norm2 = nn.LayerNorm(dim)
-            self.mlp = MLP(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(0.0), nn.Linear(4 * dim, dim), nn.Dropout(0.0))
+            self.mlp = MLP(
+                nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(0.0), nn.Linear(4 * dim, dim), nn.Dropout(0.0)
+            )
 
     class PatchMergingV2(nn.Module):
         def __init__(self, dim):
@@ -100,9 +112,14 @@ def _standins() -> dict[str, type]:
             layers = [nn.Sequential(nn.Conv2d(3, embed_dim, 4, 4), Permute([0, 2, 3, 1]), nn.LayerNorm(embed_dim))]
             for i, (depth, h) in enumerate(zip(depths, heads)):
                 dim = embed_dim * 2**i
-                layers.append(nn.Sequential(*(
-                    SwinTransformerBlockV2(dim, h, window, [0, 0] if j % 2 == 0 else [w // 2 for w in window])
-                    for j in range(depth))))
+                layers.append(
+                    nn.Sequential(
+                        *(
+                            SwinTransformerBlockV2(dim, h, window, [0, 0] if j % 2 == 0 else [w // 2 for w in window])
+                            for j in range(depth)
+                        )
+                    )
+                )
                 if i < len(depths) - 1:
                     layers.append(PatchMergingV2(dim))
             self.features = nn.Sequential(*layers)
@@ -142,8 +159,12 @@ def _standins() -> dict[str, type]:
 
         def __init__(self, embed_dim, depths, heads, window):
             super().__init__()
-            self.args = PyramidEncoder.Config(model=TorchVisionSwinformer.Config(architecture="swinformer"),
-                                              module_name="encoder", pyramid_channels={}, norm_layer="affinelayernorm")
+            self.args = PyramidEncoder.Config(
+                model=TorchVisionSwinformer.Config(architecture="swinformer"),
+                module_name="encoder",
+                pyramid_channels={},
+                norm_layer="affinelayernorm",
+            )
             self.next_active_task, self.task_specific_modules, self._made_mtl_compatible = "", [], True
             self.torch_device, self.training_state = "cpu", "trainable"
             self.model = TorchVisionSwinformer(embed_dim, depths, heads, window)
@@ -156,10 +177,13 @@ def _standins() -> dict[str, type]:
         def __init__(self, in_channels, out_channels):
             super().__init__()
             self.args = Squeezer.Config(
-                module_name="squeezer", out_channels=out_channels, norm_layer="affinelayernorm",
+                module_name="squeezer",
+                out_channels=out_channels,
+                norm_layer="affinelayernorm",
                 activation=ActivationFunctionConfig(fn_type=ActivationFn.GeLU),
                 pooling=GlobalPoolingConfig(pooling_type=GlobalPooling.AveragePooling),
-                connect_latent_and_feature=False)
+                connect_latent_and_feature=False,
+            )
             hidden = out_channels if out_channels > 0 else in_channels
             self.enc_out_channels, self.enc_strides = [3, in_channels], [1, 32]
             self.norm = nn.GroupNorm(1, hidden)  # BatchNorm2d converted by make_mtl_compatible
@@ -181,7 +205,9 @@ def _standins() -> dict[str, type]:
 
     class Conv2dReLU(nn.Sequential):
         def __init__(self, cin, cout):
-            super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(1, cout), nn.ReLU(inplace=True))
+            super().__init__(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(1, cout), nn.ReLU(inplace=True)
+            )
 
     class UnetDecoderBlock(nn.Module):
         def __init__(self, cin, skip, cout):
@@ -218,8 +244,13 @@ def _standins() -> dict[str, type]:
 
         def __init__(self, enc_out_channels, pixel=16, hidden=96):
             super().__init__()
-            self.args = SMPUnetDecoder.Config(architecture="unetdecoder", pixel_embedding_dim=pixel, hidden_dim=hidden,
-                                              head_kernel_size=3, activation=ActivationFunctionConfig(fn_type=ActivationFn.GeLU))
+            self.args = SMPUnetDecoder.Config(
+                architecture="unetdecoder",
+                pixel_embedding_dim=pixel,
+                hidden_dim=hidden,
+                head_kernel_size=3,
+                activation=ActivationFunctionConfig(fn_type=ActivationFn.GeLU),
+            )
             self.channels = [min(2**i * pixel, hidden) for i in reversed(range(len(enc_out_channels) - 1))]
             self.final_conv = nn.Conv2d(min(pixel, hidden), pixel, 3, padding=1)
             self.norm = nn.GroupNorm(1, pixel)
@@ -235,28 +266,41 @@ def _standins() -> dict[str, type]:
 
         def __init__(self, enc_out_channels, pixel, hidden):
             super().__init__()
-            self.args = PyramidDecoder.Config(module_name="decoder", model=SMPUnetDecoder.Config(architecture="unetdecoder"))
+            self.args = PyramidDecoder.Config(
+                module_name="decoder", model=SMPUnetDecoder.Config(architecture="unetdecoder")
+            )
             self.enc_out_channels, self.encoder_output_stride = enc_out_channels, 32
             self.model = SMPUnetDecoder(enc_out_channels, pixel, hidden)
 
         def forward(self, pyramid):
             return self.model(pyramid)
 
-    tv, smp, blocks = "torchvision.models.swin_transformer", "segmentation_models_pytorch", "mmm.mtl_modules.shared_blocks"
+    tv, smp, blocks = (
+        "torchvision.models.swin_transformer",
+        "segmentation_models_pytorch",
+        "mmm.mtl_modules.shared_blocks",
+    )
     return {
-        f"{tv}.SwinTransformer": SwinTransformer, f"{tv}.SwinTransformerBlockV2": SwinTransformerBlockV2,
-        f"{tv}.ShiftedWindowAttentionV2": ShiftedWindowAttentionV2, f"{tv}.PatchMergingV2": PatchMergingV2,
-        "torchvision.ops.misc.MLP": MLP, "torchvision.ops.misc.Permute": Permute,
+        f"{tv}.SwinTransformer": SwinTransformer,
+        f"{tv}.SwinTransformerBlockV2": SwinTransformerBlockV2,
+        f"{tv}.ShiftedWindowAttentionV2": ShiftedWindowAttentionV2,
+        f"{tv}.PatchMergingV2": PatchMergingV2,
+        "torchvision.ops.misc.MLP": MLP,
+        "torchvision.ops.misc.Permute": Permute,
         "torchvision.ops.stochastic_depth.StochasticDepth": StochasticDepth,
         "mmm.neural.activations.ActivationFn": ActivationFn,
         "mmm.neural.activations.ActivationFunctionConfig": ActivationFunctionConfig,
-        "mmm.neural.pooling.GlobalPooling": GlobalPooling, "mmm.neural.pooling.GlobalPoolingConfig": GlobalPoolingConfig,
+        "mmm.neural.pooling.GlobalPooling": GlobalPooling,
+        "mmm.neural.pooling.GlobalPoolingConfig": GlobalPoolingConfig,
         "mmm.neural.modules.swinformer.TorchVisionSwinformer": TorchVisionSwinformer,
-        f"{blocks}.PyramidEncoder.PyramidEncoder": PyramidEncoder, f"{blocks}.Squeezer.Squeezer": Squeezer,
+        f"{blocks}.PyramidEncoder.PyramidEncoder": PyramidEncoder,
+        f"{blocks}.Squeezer.Squeezer": Squeezer,
         f"{blocks}.PyramidDecoder.PyramidDecoder": PyramidDecoder,
         "mmm.neural.modules.smp_modules.SMPUnetDecoder": SMPUnetDecoder,
-        f"{smp}.decoders.unet.decoder.UnetDecoder": UnetDecoder, f"{smp}.decoders.unet.decoder.UnetDecoderBlock": UnetDecoderBlock,
-        f"{smp}.base.modules.Conv2dReLU": Conv2dReLU, f"{smp}.base.modules.Attention": Attention,
+        f"{smp}.decoders.unet.decoder.UnetDecoder": UnetDecoder,
+        f"{smp}.decoders.unet.decoder.UnetDecoderBlock": UnetDecoderBlock,
+        f"{smp}.base.modules.Conv2dReLU": Conv2dReLU,
+        f"{smp}.base.modules.Attention": Attention,
     }
 
 
@@ -313,7 +357,8 @@ def _build_blocks(squeezer_out: int = 24, with_decoder: bool = True) -> dict[str
     if with_decoder:
         hidden = squeezer_out if squeezer_out > 0 else deepest
         blocks["decoder"] = classes["mmm.mtl_modules.shared_blocks.PyramidDecoder.PyramidDecoder"](
-            [3, 8, 16, 32, hidden], pixel=4, hidden=12)
+            [3, 8, 16, 32, hidden], pixel=4, hidden=12
+        )
     for i, block in enumerate(blocks.values()):
         _randomise(block, i)
     return blocks, classes
@@ -349,8 +394,13 @@ def test_archive_layout_is_what_mmm_writes(archive):
         assert prefix.startswith("tmp") and len(prefix) > 3 and f"{prefix}/data.pkl" in inner.namelist()
         pickled = inner.read(f"{prefix}/data.pkl")
     assert pickled[:2] == b"\x80\x02"  # protocol 2
-    for name in (b"mmm.mtl_modules.shared_blocks.PyramidEncoder", b"torchvision.models.swin_transformer",
-                 b"SwinTransformerBlockV2", b"getattr", b"Config"):
+    for name in (
+        b"mmm.mtl_modules.shared_blocks.PyramidEncoder",
+        b"torchvision.models.swin_transformer",
+        b"SwinTransformerBlockV2",
+        b"getattr",
+        b"Config",
+    ):
         assert name in pickled
 
 
@@ -358,9 +408,18 @@ def test_convert_round_trip(archive, tmp_path):
     path, blocks = archive
     out = tmp_path / "out"
     report = convert_umedpt(path, out)
-    assert not any(m == "mmm" or m.startswith(("mmm.", "torchvision", "segmentation_models_pytorch")) for m in sys.modules)
-    assert report["config"] == {"window_size": 4, "embed_dim": 8, "depths": [2, 1, 2, 1], "num_heads": [1, 2, 2, 4],
-                                "squeezer_channels": 24, "pixel_embedding_channels": 4, "seg_hidden_channels": 12}
+    assert not any(
+        m == "mmm" or m.startswith(("mmm.", "torchvision", "segmentation_models_pytorch")) for m in sys.modules
+    )
+    assert report["config"] == {
+        "window_size": 4,
+        "embed_dim": 8,
+        "depths": [2, 1, 2, 1],
+        "num_heads": [1, 2, 2, 4],
+        "squeezer_channels": 24,
+        "pixel_embedding_channels": 4,
+        "seg_hidden_channels": 12,
+    }
     assert report["imported"] == ["encoder", "seg_decoder", "squeezer"]
     assert report["initialised"] == ["det_decoder"] and report["skipped_members"] == ["some_task.pt"]
     assert json.loads((out / "umedpt_config.json").read_text()) == report
@@ -368,8 +427,9 @@ def test_convert_round_trip(archive, tmp_path):
     # every tensor arrives bit for bit
     encoder = torch.load(out / "encoder.pt", weights_only=True)
     source = blocks["encoder"].model.wrapped_model.state_dict()
-    assert list(encoder) == list(source) and len(encoder) == len(SwinTransformerV2(
-        embed_dim=8, depths=ENC["depths"], num_heads=ENC["heads"], window_size=4).state_dict())
+    assert list(encoder) == list(source) and len(encoder) == len(
+        SwinTransformerV2(embed_dim=8, depths=ENC["depths"], num_heads=ENC["heads"], window_size=4).state_dict()
+    )
     assert all(torch.equal(encoder[k], v) for k, v in source.items())
     squeezer = torch.load(out / "squeezer.pt", weights_only=True)
     assert all(torch.equal(squeezer[k], v) for k, v in blocks["squeezer"].state_dict().items())
@@ -421,9 +481,11 @@ def test_malicious_members_are_refused(tmp_path):
         def __reduce__(self):
             return (getattr, (squeezer_cls, "mro"))
 
-    for evil, expected in ((Evil(), "squeezer.pt: refusing global posix.system"),
-                           (Sneaky(), "refusing global getattr(mmm.mtl_modules.shared_blocks.Squeezer.Squeezer, 'mro')"),
-                           (__import__("collections").Counter(a=1), "refusing global collections.Counter")):
+    for evil, expected in (
+        (Evil(), "squeezer.pt: refusing global posix.system"),
+        (Sneaky(), "refusing global getattr(mmm.mtl_modules.shared_blocks.Squeezer.Squeezer, 'mro')"),
+        (__import__("collections").Counter(a=1), "refusing global collections.Counter"),
+    ):
         path = tmp_path / "evil.pt.zip"
         with _registered(classes):
             _write_archive(path, {"encoder": blocks["encoder"], "squeezer": evil})
@@ -469,10 +531,12 @@ def test_batchnorm_squeezer_is_refused(tmp_path):
 def test_variant_inference(build, variant):
     with torch.device("meta"):
         state = build().state_dict()
-    classes = {"": "mmm.mtl_modules.shared_blocks.PyramidEncoder.PyramidEncoder",
-               "model": "mmm.neural.modules.swinformer.TorchVisionSwinformer",
-               "model.wrapped_model": "torchvision.models.swin_transformer.SwinTransformer",
-               "model.wrapped_model.features.1.0": "torchvision.models.swin_transformer.SwinTransformerBlockV2"}
+    classes = {
+        "": "mmm.mtl_modules.shared_blocks.PyramidEncoder.PyramidEncoder",
+        "model": "mmm.neural.modules.swinformer.TorchVisionSwinformer",
+        "model.wrapped_model": "torchvision.models.swin_transformer.SwinTransformer",
+        "model.wrapped_model.features.1.0": "torchvision.models.swin_transformer.SwinTransformerBlockV2",
+    }
     tv, config = _encoder_state({f"model.wrapped_model.{k}": v for k, v in state.items()}, classes, "encoder.pt")
     assert config == {"window_size": 8, "variant": variant} and len(tv) == len(state)
 
@@ -483,4 +547,9 @@ def test_cli_convert(archive, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "imported encoder, seg_decoder, squeezer" in printed and "some_task.pt" in printed
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "encoder.pt", "squeezer.pt", "seg_decoder.pt", "model.pt", "umedpt_config.json"}
+        "encoder.pt",
+        "squeezer.pt",
+        "seg_decoder.pt",
+        "model.pt",
+        "umedpt_config.json",
+    }

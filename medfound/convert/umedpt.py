@@ -8,7 +8,7 @@ object**, so loading it the authors' way needs ``mmm``, torchvision, pydantic an
 segmentation-models-pytorch importable and executes whatever the file says.
 
 This importer never does that. A restricted unpickler resolves only the globals such
-archives need (:data:`ALLOWED_GLOBALS`: the classes of the module tree, tensor rebuild
+archives need (:data:`ALLOWED_CLASSES`: the classes of the module tree, tensor rebuild
 functions, ``OrderedDict``/``set``, ``getattr`` for nested ``Config`` classes) to inert
 stand-ins; anything else is refused with :class:`~medfound.errors.UnsafePickleError`
 naming the member and the global. Classes are never instantiated and no code from the file
@@ -63,7 +63,7 @@ from medfound.errors import UnsafePickleError, WeightsError
 from medfound.networks.swin_v2 import SWIN_V2_VARIANTS
 
 __all__ = [
-    "ALLOWED_GLOBALS",
+    "ALLOWED_CLASSES",
     "PickledObject",
     "read_archive_member",
     "module_state_dict",
@@ -76,44 +76,68 @@ _TV = "torchvision.models.swin_transformer"
 _SMP = "segmentation_models_pytorch"
 
 #: classes a UMedPT archive's module trees are made of: resolved to inert stand-ins, never imported
-ALLOWED_CLASSES: frozenset[str] = frozenset({
-    f"{_MMM}.PyramidEncoder.PyramidEncoder",
-    f"{_MMM}.PyramidEncoder.PyramidEncoder.Config",
-    "mmm.neural.modules.swinformer.TorchVisionSwinformer",
-    "mmm.neural.modules.swinformer.TorchVisionSwinformer.Config",
-    f"{_TV}.SwinTransformer",
-    f"{_TV}.SwinTransformerBlockV2",
-    f"{_TV}.ShiftedWindowAttentionV2",
-    f"{_TV}.PatchMergingV2",
-    "torchvision.ops.misc.MLP",
-    "torchvision.ops.misc.Permute",
-    "torchvision.ops.stochastic_depth.StochasticDepth",
-    f"{_MMM}.Squeezer.Squeezer",
-    f"{_MMM}.Squeezer.Squeezer.Config",
-    "mmm.neural.activations.ActivationFunctionConfig",
-    "mmm.neural.activations.ActivationFn",
-    "mmm.neural.pooling.GlobalPoolingConfig",
-    "mmm.neural.pooling.GlobalPooling",
-    f"{_MMM}.PyramidDecoder.PyramidDecoder",
-    f"{_MMM}.PyramidDecoder.PyramidDecoder.Config",
-    "mmm.neural.modules.smp_modules.SMPUnetDecoder",
-    "mmm.neural.modules.smp_modules.SMPUnetDecoder.Config",
-    f"{_SMP}.decoders.unet.decoder.UnetDecoder",
-    f"{_SMP}.decoders.unet.decoder.UnetDecoderBlock",
-    f"{_SMP}.base.modules.Conv2dReLU",
-    f"{_SMP}.base.modules.Attention",
-    *(f"torch.nn.modules.{m}" for m in (
-        "container.Sequential", "container.ModuleList", "container.ModuleDict", "conv.Conv2d", "linear.Linear",
-        "linear.Identity", "normalization.LayerNorm", "normalization.GroupNorm", "batchnorm.BatchNorm2d",
-        "activation.GELU", "activation.ReLU", "dropout.Dropout", "dropout.Dropout2d", "pooling.AdaptiveAvgPool2d",
-        "pooling.AdaptiveMaxPool2d", "flatten.Flatten",
-    )),
-})
+ALLOWED_CLASSES: frozenset[str] = frozenset(
+    {
+        f"{_MMM}.PyramidEncoder.PyramidEncoder",
+        f"{_MMM}.PyramidEncoder.PyramidEncoder.Config",
+        "mmm.neural.modules.swinformer.TorchVisionSwinformer",
+        "mmm.neural.modules.swinformer.TorchVisionSwinformer.Config",
+        f"{_TV}.SwinTransformer",
+        f"{_TV}.SwinTransformerBlockV2",
+        f"{_TV}.ShiftedWindowAttentionV2",
+        f"{_TV}.PatchMergingV2",
+        "torchvision.ops.misc.MLP",
+        "torchvision.ops.misc.Permute",
+        "torchvision.ops.stochastic_depth.StochasticDepth",
+        f"{_MMM}.Squeezer.Squeezer",
+        f"{_MMM}.Squeezer.Squeezer.Config",
+        "mmm.neural.activations.ActivationFunctionConfig",
+        "mmm.neural.activations.ActivationFn",
+        "mmm.neural.pooling.GlobalPoolingConfig",
+        "mmm.neural.pooling.GlobalPooling",
+        f"{_MMM}.PyramidDecoder.PyramidDecoder",
+        f"{_MMM}.PyramidDecoder.PyramidDecoder.Config",
+        "mmm.neural.modules.smp_modules.SMPUnetDecoder",
+        "mmm.neural.modules.smp_modules.SMPUnetDecoder.Config",
+        f"{_SMP}.decoders.unet.decoder.UnetDecoder",
+        f"{_SMP}.decoders.unet.decoder.UnetDecoderBlock",
+        f"{_SMP}.base.modules.Conv2dReLU",
+        f"{_SMP}.base.modules.Attention",
+        *(
+            f"torch.nn.modules.{m}"
+            for m in (
+                "container.Sequential",
+                "container.ModuleList",
+                "container.ModuleDict",
+                "conv.Conv2d",
+                "linear.Linear",
+                "linear.Identity",
+                "normalization.LayerNorm",
+                "normalization.GroupNorm",
+                "batchnorm.BatchNorm2d",
+                "activation.GELU",
+                "activation.ReLU",
+                "dropout.Dropout",
+                "dropout.Dropout2d",
+                "pooling.AdaptiveAvgPool2d",
+                "pooling.AdaptiveMaxPool2d",
+                "flatten.Flatten",
+            )
+        ),
+    }
+)
 
 _STORAGE_DTYPES: dict[str, torch.dtype] = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
 }
 
 
@@ -165,8 +189,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.storages: dict[str, torch.Tensor] = {}
 
     def _refuse(self, what: str) -> UnsafePickleError:
-        return UnsafePickleError(f"{self.member}: refusing global {what}: not among the classes and functions a "
-                                 "UMedPT archive needs (the importer never runs code from the file)")
+        return UnsafePickleError(
+            f"{self.member}: refusing global {what}: not among the classes and functions a "
+            "UMedPT archive needs (the importer never runs code from the file)"
+        )
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "__builtin__":  # protocol 2 writes Python 2 names
@@ -319,6 +345,7 @@ def read_umedpt_archive(path: str | os.PathLike, members: tuple[str, ...] = ("en
 
 # -- mapping onto medfound ---------------------------------------------------------------------
 
+
 def _expect_class(classes: Mapping[str, str], name: str, expected: str, member: str) -> None:
     if classes.get(name) != expected:
         raise WeightsError(f"{member}: expected {name or 'the root'} to be {expected}, found {classes.get(name)}")
@@ -328,12 +355,16 @@ def _check_groupnorm(root: PickledObject, classes: Mapping[str, str], member: st
     """Every norm of a converted shared block must be GroupNorm(1, C) (BatchNorm cannot be reproduced)."""
     bad = [k for k, c in classes.items() if c.endswith("BatchNorm2d")]
     if bad:
-        raise WeightsError(f"{member}: BatchNorm at {bad[:3]}: only archives saved with per-sample norms "
-                           "(norm_layer 'affinelayernorm', GroupNorm(1, C)) can be reproduced")
+        raise WeightsError(
+            f"{member}: BatchNorm at {bad[:3]}: only archives saved with per-sample norms "
+            "(norm_layer 'affinelayernorm', GroupNorm(1, C)) can be reproduced"
+        )
 
     def visit(obj: PickledObject, prefix: str) -> None:
         if obj.path.endswith("normalization.GroupNorm") and obj.attr("num_groups") != 1:
-            raise WeightsError(f"{member}: {prefix or 'root'} is GroupNorm({obj.attr('num_groups')}, C), expected 1 group")
+            raise WeightsError(
+                f"{member}: {prefix or 'root'} is GroupNorm({obj.attr('num_groups')}, C), expected 1 group"
+            )
         for name, child in (obj.attr("_modules") or {}).items():
             if isinstance(child, PickledObject):
                 visit(child, f"{prefix}{name}.")
@@ -346,11 +377,13 @@ def _encoder_state(state: Mapping[str, torch.Tensor], classes: Mapping[str, str]
     _expect_class(classes, "model", "mmm.neural.modules.swinformer.TorchVisionSwinformer", member)
     _expect_class(classes, "model.wrapped_model", f"{_TV}.SwinTransformer", member)
     if not classes.get("model.wrapped_model.features.1.0", "").endswith("SwinTransformerBlockV2"):
-        raise WeightsError(f"{member}: the encoder is not a Swin V2 (blocks are {classes.get('model.wrapped_model.features.1.0')})")
+        raise WeightsError(
+            f"{member}: the encoder is not a Swin V2 (blocks are {classes.get('model.wrapped_model.features.1.0')})"
+        )
     extra = [k for k in state if not k.startswith("model.wrapped_model.")]
     if extra:
         raise WeightsError(f"{member}: unsupported encoder entries (pyramid channel remapping?): {extra[:3]}")
-    tv = {k[len("model.wrapped_model."):]: v for k, v in state.items()}
+    tv = {k[len("model.wrapped_model.") :]: v for k, v in state.items()}
     tv = {k: v for k, v in tv.items() if not k.startswith("head.")}
     try:
         embed_dim = int(tv["features.0.0.weight"].shape[0])
@@ -365,8 +398,14 @@ def _encoder_state(state: Mapping[str, torch.Tensor], classes: Mapping[str, str]
     except KeyError as err:
         raise WeightsError(f"{member}: the encoder lacks {err.args[0]} (not a 4-stage torchvision Swin V2)") from None
     config: dict[str, Any] = {"window_size": window if window[0] != window[1] else window[0]}
-    variant = next((name for name, v in SWIN_V2_VARIANTS.items()
-                    if (v["embed_dim"], list(v["depths"]), list(v["num_heads"])) == (embed_dim, depths, heads)), None)
+    variant = next(
+        (
+            name
+            for name, v in SWIN_V2_VARIANTS.items()
+            if (v["embed_dim"], list(v["depths"]), list(v["num_heads"])) == (embed_dim, depths, heads)
+        ),
+        None,
+    )
     if variant is not None:
         config["variant"] = variant
     else:
@@ -403,9 +442,9 @@ def _decoder_state(state, classes, root: PickledObject, member: str) -> tuple[di
     ours = {}
     for key, value in state.items():
         if key.startswith("model.decoder."):
-            ours[key[len("model.decoder."):]] = value
+            ours[key[len("model.decoder.") :]] = value
         elif key.startswith("model."):
-            ours[key[len("model."):]] = value
+            ours[key[len("model.") :]] = value
         else:
             raise WeightsError(f"{member}: unexpected decoder entry {key}")
     try:
@@ -460,7 +499,9 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
     content = read_umedpt_archive(archive)
     blocks = content["blocks"]
     if "encoder" not in blocks:
-        raise WeightsError(f"{archive}: no encoder.pt member (members read: {sorted(blocks)}, skipped: {content['skipped']})")
+        raise WeightsError(
+            f"{archive}: no encoder.pt member (members read: {sorted(blocks)}, skipped: {content['skipped']})"
+        )
     member = f"{archive.name}:encoder.pt"
     encoder, config = _encoder_state(blocks["encoder"][0], blocks["encoder"][1], member)
     mapped = {"encoder": encoder}
@@ -505,7 +546,8 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
         "initialised": sorted(set(model.shared) - set(mapped)),
         "skipped_members": content["skipped"],
         "files": {**written, "model": "model.pt"},
-        "note": "converted from the user's own copy of the published UMedPT weights; their licence forbids redistribution",
+        "note": "converted from the user's own copy of the published UMedPT weights; "
+        "their licence forbids redistribution",
     }
     _save_atomic(json.dumps(report, indent=2) + "\n", out_dir / "umedpt_config.json")
     return report

@@ -197,7 +197,9 @@ class UNetDecoder(nn.Module):
     hidden_channels : the widest block.
     """
 
-    def __init__(self, encoder_channels: Sequence[int], pixel_embedding_channels: int = 16, hidden_channels: int = 96) -> None:
+    def __init__(
+        self, encoder_channels: Sequence[int], pixel_embedding_channels: int = 16, hidden_channels: int = 96
+    ) -> None:
         super().__init__()
         encoder_channels = [int(c) for c in encoder_channels]
         if len(encoder_channels) < 2:
@@ -249,8 +251,14 @@ class FPNDecoder(nn.Module):
     norm_groups : GroupNorm groups in the towers (largest divisor of the channels up to it).
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int = 256, num_levels: int = 5, num_convs: int = 4,
-                 norm_groups: int = 32) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: int = 256,
+        num_levels: int = 5,
+        num_convs: int = 4,
+        norm_groups: int = 32,
+    ) -> None:
         super().__init__()
         in_channels = [int(c) for c in in_channels]
         if num_levels < len(in_channels):
@@ -265,16 +273,27 @@ class FPNDecoder(nn.Module):
         groups = _groups(out_channels, norm_groups)
 
         def tower() -> nn.Sequential:
-            return nn.Sequential(*(
-                nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.GroupNorm(groups, out_channels), nn.GELU())
-                for _ in range(num_convs)
-            ))
+            return nn.Sequential(
+                *(
+                    nn.Sequential(
+                        nn.Conv2d(out_channels, out_channels, 3, padding=1),
+                        nn.GroupNorm(groups, out_channels),
+                        nn.GELU(),
+                    )
+                    for _ in range(num_convs)
+                )
+            )
 
         self.cls_tower = tower()
         self.reg_tower = tower()
         # MMDetection's initialisation: Xavier for the FPN, N(0, 0.01) for the FCOS towers
-        for part, init in ((self.lateral_convs, nn.init.xavier_uniform_), (self.fpn_convs, nn.init.xavier_uniform_),
-                           (self.extra_convs, nn.init.xavier_uniform_), (self.cls_tower, None), (self.reg_tower, None)):
+        for part, init in (
+            (self.lateral_convs, nn.init.xavier_uniform_),
+            (self.fpn_convs, nn.init.xavier_uniform_),
+            (self.extra_convs, nn.init.xavier_uniform_),
+            (self.cls_tower, None),
+            (self.reg_tower, None),
+        ):
             for m in part.modules():
                 if isinstance(m, nn.Conv2d):
                     init(m.weight) if init else nn.init.normal_(m.weight, std=0.01)
@@ -284,7 +303,9 @@ class FPNDecoder(nn.Module):
         """``features``: maps at strides 8, 16, 32; returns ``(cls_feats, reg_feats)``, one per level."""
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
+            )
         levels = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
         for j, conv in enumerate(self.extra_convs):
             levels.append(conv(levels[-1] if j == 0 else F.relu(levels[-1])))
@@ -315,8 +336,9 @@ class SegmentationHead(nn.Module):
         return self.conv(self.dropout(pixel_embedding))
 
 
-def detection_points(height: int, width: int, size_divisor: int = 32,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+def detection_points(
+    height: int, width: int, size_divisor: int = 32, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Location of every detection prediction of :class:`UMedPTTaskOutput`, ``(L, 3)``: x, y, stride.
 
     Cell centres (:func:`medfound.networks.fcos.fcos_locations`) of the levels at strides
@@ -331,7 +353,9 @@ def detection_points(height: int, width: int, size_divisor: int = 32,
     ph, pw = -(-height // size_divisor) * size_divisor, -(-width // size_divisor) * size_divisor
     sizes = [(-(-ph // s), -(-pw // s)) for s in DETECTION_STRIDES]
     points = fcos_locations(sizes, DETECTION_STRIDES, device=device)
-    return torch.cat([torch.cat([p, p.new_full((len(p), 1), float(s))], dim=1) for p, s in zip(points, DETECTION_STRIDES)])
+    return torch.cat(
+        [torch.cat([p, p.new_full((len(p), 1), float(s))], dim=1) for p, s in zip(points, DETECTION_STRIDES)]
+    )
 
 
 class UMedPT(nn.Module):
@@ -401,8 +425,12 @@ class UMedPT(nn.Module):
         if int(size_divisor) < 1:
             raise ConfigError(f"size_divisor must be >= 1, got {size_divisor}")
         enc_cfg = dict(SWIN_V2_VARIANTS[variant])
-        for key, value in (("embed_dim", embed_dim), ("depths", depths), ("num_heads", num_heads),
-                           ("stochastic_depth_prob", stochastic_depth_prob)):
+        for key, value in (
+            ("embed_dim", embed_dim),
+            ("depths", depths),
+            ("num_heads", num_heads),
+            ("stochastic_depth_prob", stochastic_depth_prob),
+        ):
             if value is not None:
                 enc_cfg[key] = value
         encoder = SwinTransformerV2(window_size=window_size, fused_attention=fused_attention, **enc_cfg)
@@ -413,15 +441,23 @@ class UMedPT(nn.Module):
             try:
                 encoder.load_state_dict(strip_classifier(state), strict=True)
             except RuntimeError as err:
-                raise ConfigError(f"encoder_weights {encoder_weights} do not fit a Swin V2 {variant} encoder: {err}") from err
+                raise ConfigError(
+                    f"encoder_weights {encoder_weights} do not fit a Swin V2 {variant} encoder: {err}"
+                ) from err
         squeezer = Squeezer(encoder.out_channels[-1], squeezer_channels)
         c4, c8, c16, _ = encoder.out_channels
-        self.shared = nn.ModuleDict({
-            "encoder": encoder,
-            "squeezer": squeezer,
-            "seg_decoder": UNetDecoder([c4, c8, c16, squeezer.out_channels], pixel_embedding_channels, seg_hidden_channels),
-            "det_decoder": FPNDecoder([c8, c16, squeezer.out_channels], det_channels, len(DETECTION_STRIDES), det_num_convs),
-        })
+        self.shared = nn.ModuleDict(
+            {
+                "encoder": encoder,
+                "squeezer": squeezer,
+                "seg_decoder": UNetDecoder(
+                    [c4, c8, c16, squeezer.out_channels], pixel_embedding_channels, seg_hidden_channels
+                ),
+                "det_decoder": FPNDecoder(
+                    [c8, c16, squeezer.out_channels], det_channels, len(DETECTION_STRIDES), det_num_convs
+                ),
+            }
+        )
         batchnorm_to_groupnorm(self.shared)
         self.heads = nn.ModuleDict()
         self.task_kinds: dict[str, str] = {}
@@ -459,13 +495,21 @@ class UMedPT(nn.Module):
         num_classes = int(num_classes)
         try:
             if kind in ("classification", "multilabel"):
-                head: nn.Module = ClassificationHead(self.embedding_channels, num_classes,
-                                                     dropout=head_kwargs.pop("dropout", self.head_dropout), **head_kwargs)
+                head: nn.Module = ClassificationHead(
+                    self.embedding_channels,
+                    num_classes,
+                    dropout=head_kwargs.pop("dropout", self.head_dropout),
+                    **head_kwargs,
+                )
             elif kind == "segmentation":
                 head = SegmentationHead(self.shared["seg_decoder"].out_channels, num_classes, **head_kwargs)
             else:
-                head = FCOSHead(self.shared["det_decoder"].out_channels, num_classes, num_levels=len(DETECTION_STRIDES),
-                                **head_kwargs)
+                head = FCOSHead(
+                    self.shared["det_decoder"].out_channels,
+                    num_classes,
+                    num_levels=len(DETECTION_STRIDES),
+                    **head_kwargs,
+                )
         except TypeError as err:
             raise ConfigError(f"task {name!r} ({kind}): bad head option: {err}") from None
         ref = next(self.shared.parameters())
@@ -577,12 +621,14 @@ class UMedPTTaskOutput(nn.Module):
     >>> model = UMedPT(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
     ...                squeezer_channels=16, seg_hidden_channels=16, det_channels=16,
     ...                tasks=[{"name": "seg", "kind": "segmentation", "num_classes": 2}])
-    >>> UMedPTTaskOutput(model, "seg", activation="softmax")(torch.rand(1, 3, 40, 40)).sum(1).allclose(torch.ones(1, 40, 40))
-    True
+    >>> probs = UMedPTTaskOutput(model, "seg", activation="softmax")(torch.rand(1, 3, 40, 40))
+    >>> probs.shape, probs.sum(1).allclose(torch.ones(1, 40, 40))
+    (torch.Size([1, 2, 40, 40]), True)
     """
 
-    def __init__(self, model: UMedPT | None = None, task: str = "", activation: str | None = None,
-                 **umedpt_kwargs: Any) -> None:
+    def __init__(
+        self, model: UMedPT | None = None, task: str = "", activation: str | None = None, **umedpt_kwargs: Any
+    ) -> None:
         super().__init__()
         self.model = model if model is not None else UMedPT(**umedpt_kwargs)
         if task not in self.model.heads:
