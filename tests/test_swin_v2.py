@@ -31,8 +31,13 @@ def parity() -> dict:
 
 def _build(config: dict, **kwargs) -> SwinTransformerV2:
     return SwinTransformerV2(
-        embed_dim=config["embed_dim"], depths=config["depths"], num_heads=config["num_heads"],
-        window_size=config["window_size"], num_classes=config["num_classes"], stochastic_depth_prob=0.0, **kwargs,
+        embed_dim=config["embed_dim"],
+        depths=config["depths"],
+        num_heads=config["num_heads"],
+        window_size=config["window_size"],
+        num_classes=config["num_classes"],
+        stochastic_depth_prob=0.0,
+        **kwargs,
     )
 
 
@@ -140,9 +145,11 @@ def test_pyramid_shapes_for_any_size(size):
 
 def _small(**kwargs) -> SwinTransformerV2:
     torch.manual_seed(0)
-    model = SwinTransformerV2(embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, stochastic_depth_prob=0.0, **kwargs)
+    model = SwinTransformerV2(
+        embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, stochastic_depth_prob=0.0, **kwargs
+    )
     with torch.no_grad():  # move off the initialisation so every parameter matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return model
 

@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for name, ts in times.items():
             result[f"{name}_train_step_s"] = statistics.median(ts)
         if tv is not None:
-            result["train_speedup_vs_torchvision"] = result["torchvision_train_step_s"] / result["medfound_train_step_s"]
+            result["train_speedup_vs_torchvision"] = (
+                result["torchvision_train_step_s"] / result["medfound_train_step_s"]
+            )
 
     # -- report ---------------------------------------------------------------------------------
     print(f"Swin-V2-T, batch {args.batch}, {args.size}x{args.size}, device {device}, {result['threads']} threads")
@@ -165,12 +167,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name in ("torchvision", "medfound"):
         if f"{name}_infer_s" in result:
             train = result.get(f"{name}_train_step_s")
-            print(f"{name:14s}{result[f'{name}_infer_s']:15.3f}{result[f'{name}_infer_img_per_s']:9.1f}"
-                  f"{(f'{train:16.3f}' if train is not None else '               -')}")
+            print(
+                f"{name:14s}{result[f'{name}_infer_s']:15.3f}{result[f'{name}_infer_img_per_s']:9.1f}"
+                f"{(f'{train:16.3f}' if train is not None else '               -')}"
+            )
     if "speedup_vs_torchvision" in result:
-        print(f"speedup_vs_torchvision (inference, median): {result['speedup_vs_torchvision']:.2f}x "
-              f"(min-time ratio {result['speedup_vs_torchvision_min']:.2f}x); "
-              f"max_abs_diff of the pyramids: {result['max_abs_diff']:.2e}")
+        print(
+            f"speedup_vs_torchvision (inference, median): {result['speedup_vs_torchvision']:.2f}x "
+            f"(min-time ratio {result['speedup_vs_torchvision_min']:.2f}x); "
+            f"max_abs_diff of the pyramids: {result['max_abs_diff']:.2e}"
+        )
         if "train_speedup_vs_torchvision" in result:
             print(f"train_speedup_vs_torchvision: {result['train_speedup_vs_torchvision']:.2f}x")
     if args.json:

@@ -144,7 +144,9 @@ def relative_position_index(window_size: tuple[int, int]) -> torch.Tensor:
     return ((rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)).flatten()
 
 
-def _shift_region_mask(pad_hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device) -> torch.Tensor:
+def _shift_region_mask(
+    pad_hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device
+) -> torch.Tensor:
     """``(nW, N, N)`` additive mask: 0 within a region of the rolled map, -100 across regions."""
     regions = torch.zeros(pad_hw, device=device)
     count = 0
@@ -158,7 +160,9 @@ def _shift_region_mask(pad_hw: tuple[int, int], window: tuple[int, int], shift: 
     return torch.zeros_like(diff).masked_fill_(diff != 0, _SHIFT_MASK_VALUE)
 
 
-def _window_gather_index(pad_hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device) -> torch.Tensor:
+def _window_gather_index(
+    pad_hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device
+) -> torch.Tensor:
     """Token order of the (cyclically shifted) window partition of a row-major ``pad_h x pad_w`` map."""
     (ph, pw), (wh, ww) = pad_hw, window
     rows = (torch.arange(ph, device=device).view(ph // wh, 1, wh, 1) + shift[0]) % ph
@@ -230,7 +234,9 @@ class ShiftedWindowAttentionV2(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
-        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False)
+        )
         self.register_buffer("relative_coords_table", relative_coords_table(self.window_size))
         self.register_buffer("relative_position_index", relative_position_index(self.window_size))
         if qkv_bias:
@@ -366,7 +372,9 @@ class ShiftedWindowAttentionV2(nn.Module):
         # SDPA broadcasts one (nW * heads, N, N) mask over the batch instead of a per-sample copy
         qkv = qkv.view(b, n_win, n, 3, heads, d).permute(3, 0, 1, 4, 2, 5).contiguous()
         qk = qkv[:2]
-        qk = qk * (factor.view(2, 1, 1, heads, 1, 1) / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12))
+        qk = qk * (
+            factor.view(2, 1, 1, heads, 1, 1) / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12)
+        )
         q, k, v = (t.view(b, n_win * heads, n, d) for t in (qk[0], qk[1], qkv[2]))
         attn_mask = (bias + mask.unsqueeze(1)).reshape(1, n_win * heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=1.0)
@@ -397,14 +405,21 @@ class SwinTransformerBlockV2(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.attn = ShiftedWindowAttentionV2(
-            dim, window_size, shift_size, num_heads, attention_dropout=attention_dropout, dropout=dropout,
+            dim,
+            window_size,
+            shift_size,
+            num_heads,
+            attention_dropout=attention_dropout,
+            dropout=dropout,
             fused=fused_attention,
         )
         self.stochastic_depth = StochasticDepth(stochastic_depth_prob)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         hidden = int(dim * mlp_ratio)
         # indices 0 and 3 carry the weights, as torchvision.ops.MLP names them
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
         for m in self.mlp.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -526,8 +541,15 @@ class SwinTransformerV2(nn.Module):
                 shift = (0, 0) if i % 2 == 0 else (self.window_size[0] // 2, self.window_size[1] // 2)
                 blocks.append(
                     SwinTransformerBlockV2(
-                        dim, heads, self.window_size, shift, mlp_ratio=mlp_ratio, dropout=dropout,
-                        attention_dropout=attention_dropout, stochastic_depth_prob=sd_prob, fused_attention=fused_attention,
+                        dim,
+                        heads,
+                        self.window_size,
+                        shift,
+                        mlp_ratio=mlp_ratio,
+                        dropout=dropout,
+                        attention_dropout=attention_dropout,
+                        stochastic_depth_prob=sd_prob,
+                        fused_attention=fused_attention,
                     )
                 )
                 block_id += 1

@@ -11,7 +11,8 @@ its extension module::
 Two small models (seeded): ``main`` (embed_dim 8, depths 2-2-2-2, heads 1-2-4-8, window 8,
 10 classes; inputs 2x3x64x96, where the second stage shifts along one axis only and the
 last stages are smaller than a window, and 1x3x100x84, whose odd sides exercise the padding
-before patch merging) and ``nonsquare`` (embed_dim 8, depths 1-1-2-1, heads 1-1-2-2, window 6x4, 10 classes, input 1x3x72x100).
+before patch merging) and ``nonsquare`` (embed_dim 8, depths 1-1-2-1, heads 1-1-2-2, window 6x4,
+10 classes, input 1x3x72x100).
 The weights are perturbed away from their initialisation so that every parameter matters:
 per-head logit scales (some above the clamp at log(100)), a non-zero key bias (Swin V2
 ignores it), LayerNorm affine terms and the position-bias MLP. For every input the file
@@ -31,10 +32,22 @@ from pathlib import Path
 import torch
 
 CONFIGS = {
-    "main": dict(embed_dim=8, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=[8, 8], num_classes=10,
-                 inputs=[(2, 3, 64, 96), (1, 3, 100, 84)]),
-    "nonsquare": dict(embed_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2], window_size=[6, 4], num_classes=10,
-                      inputs=[(1, 3, 72, 100)]),
+    "main": dict(
+        embed_dim=8,
+        depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 4, 8],
+        window_size=[8, 8],
+        num_classes=10,
+        inputs=[(2, 3, 64, 96), (1, 3, 100, 84)],
+    ),
+    "nonsquare": dict(
+        embed_dim=8,
+        depths=[1, 1, 2, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=[6, 4],
+        num_classes=10,
+        inputs=[(1, 3, 72, 100)],
+    ),
 }
 
 
@@ -93,13 +106,22 @@ def main() -> None:
     for name, cfg in CONFIGS.items():
         torch.manual_seed(len(result["models"]))
         model = sw.SwinTransformer(
-            patch_size=[4, 4], embed_dim=cfg["embed_dim"], depths=cfg["depths"], num_heads=cfg["num_heads"],
-            window_size=cfg["window_size"], stochastic_depth_prob=0.0, num_classes=cfg["num_classes"],
-            block=sw.SwinTransformerBlockV2, downsample_layer=sw.PatchMergingV2,
+            patch_size=[4, 4],
+            embed_dim=cfg["embed_dim"],
+            depths=cfg["depths"],
+            num_heads=cfg["num_heads"],
+            window_size=cfg["window_size"],
+            stochastic_depth_prob=0.0,
+            num_classes=cfg["num_classes"],
+            block=sw.SwinTransformerBlockV2,
+            downsample_layer=sw.PatchMergingV2,
         ).eval()
         perturb(model, gen)
-        entry = {"config": {k: v for k, v in cfg.items() if k != "inputs"},
-                 "state_dict": {k: v.clone() for k, v in model.state_dict().items()}, "cases": []}
+        entry = {
+            "config": {k: v for k, v in cfg.items() if k != "inputs"},
+            "state_dict": {k: v.clone() for k, v in model.state_dict().items()},
+            "cases": [],
+        }
         for shape in cfg["inputs"]:
             x = torch.rand(shape, generator=gen)
             with torch.no_grad():
