@@ -1,0 +1,1 @@
+"""Evaluation: segmentation metrics per region, case and domain (:mod:`medfound.evaluation.segmentation`)."""
