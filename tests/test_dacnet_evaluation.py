@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from medfound.errors import ConfigError, LabelMismatchError
+from medfound.errors import ConfigError, ImageReadError, LabelMismatchError
 from medfound.evaluation.segmentation import (
     SegmentationResults,
     combine_results,
@@ -22,6 +22,16 @@ from medfound.evaluation.segmentation import (
 )
 
 FUNDUS_REGIONS = {"disc": [1, 2], "cup": [2]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_torch_thread():
+    """One intra-op thread: on a shared 2-core machine (and under ``pytest -n 2``) two spinning OpenMP
+    threads per process oversubscribe the cores and make small convolutions 10-20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _hd95_brute_force(a: np.ndarray, b: np.ndarray, spacing=(1.0, 1.0)) -> float:
@@ -141,6 +151,7 @@ def test_evaluate_segmentation_over_a_real_datalist(demo_root, tmp_path):
     res = evaluate_segmentation(oracle, [*items[:4], broken, *items[4:]], datalist["regions"],
                                 metrics=("dice", "hd95"))
     assert len(res.cases) == 8 and [s["case_id"] for s in res.skipped] == ["broken"]
+    assert res.skipped[0]["error"].startswith("ImageReadError")
     assert all(c["dice_disc"] == 1.0 and c["dice_cup"] == 1.0 and c["hd95_disc"] == 0.0 for c in res.cases)
     assert res.domains() == ["Domain1", "Domain2", "Domain3", "Domain4"]
     assert all(c["split"] == "test" for c in res.cases)
@@ -152,7 +163,7 @@ def test_evaluate_segmentation_over_a_real_datalist(demo_root, tmp_path):
 
     res = evaluate_segmentation(background, items, datalist["regions"])
     assert all(c["dice_disc"] == 0.0 for c in res.cases)  # every reference has a disc
-    with pytest.raises(Exception):
+    with pytest.raises(ImageReadError, match=r"missing\.png: file not found \(case broken"):
         evaluate_segmentation(background, [broken], datalist["regions"], on_error="raise")
 
 

@@ -144,3 +144,28 @@ def test_scgm_bad_masks_and_files(demo_root, tmp_path):
     skipped = scgm_datalist(root, cache_dir=tmp_path / "c4", on_error="skip")
     assert {s["case"] for s in skipped["skipped"]} == {"site1-sc01", "site2-sc01"}
     assert skipped["num_items"] == 6 and {it["subject"] for it in skipped["data"]} == {"site2-sc02"}
+
+
+def test_scgm_slices_evaluate_in_millimetres(demo_root, tmp_path):
+    """The default evaluation pipeline reads the slices; HD95 uses the slice spacing (site1: 0.5 mm)."""
+    import torch
+
+    from medfound.evaluation.segmentation import evaluate_segmentation
+
+    datalist = scgm_datalist(_mini_scgm(demo_root, tmp_path / "scgm", subjects=("site1-sc01",)),
+                             cache_dir=tmp_path / "c")
+    items = datalist["data"]
+    labels = [torch.from_numpy(np.asarray(nib.load(it["label"]).dataobj).astype(np.int64)) for it in items]
+    queue = list(labels)
+
+    def shifted_oracle(x):  # the reference moved by one pixel along the first axis
+        y = torch.roll(queue.pop(0), shifts=1, dims=0)
+        assert x.shape == (1, 1, *y.shape)
+        return torch.nn.functional.one_hot(y, 3).permute(2, 0, 1)[None].float()
+
+    res = evaluate_segmentation(shifted_oracle, items, datalist["regions"], metrics=("dice", "hd95"),
+                                on_error="raise")
+    assert len(res.cases) == 3 and all(c["subject"] == "site1-sc01" for c in res.cases)
+    for c in res.cases:
+        assert c["hd95_cord"] == pytest.approx(0.5) and c["hd95_gm"] == pytest.approx(0.5)
+        assert 0.5 < c["dice_gm"] < 1.0 and 0.8 < c["dice_cord"] < 1.0  # thin GM loses more

@@ -117,7 +117,8 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 class LabelCache:
-    """Decoded class-index labels, written once as PNG and reused while their source is unchanged.
+    """Files derived from a dataset (decoded label PNGs, slices), made once and reused while their sources
+    are unchanged.
 
     Each cached file is recorded in ``cache_index.json`` with the size and modification
     time of its source files and a ``version`` string (the decoder and its options), so a

@@ -140,7 +140,8 @@ def make_datalist(spec: DatasetSpec, items: Sequence[Mapping[str, Any]], **extra
     Items are sorted by ``(domain, case_id)`` so the file does not depend on scan order.
     """
     validate_items(items, spec.name)
-    ordered = sorted((dict(it) for it in items), key=lambda it: (str(it["domain"]), str(it.get("case_id", it["image"]))))
+    ordered = sorted((dict(it) for it in items),
+                     key=lambda it: (str(it["domain"]), str(it.get("case_id", it["image"]))))
     return {
         **spec.to_dict(),
         "domains": sorted({str(it["domain"]) for it in ordered}),

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfound.errors import ConfigError, LabelMismatchError
+from medfound.errors import ConfigError, ImageReadError, LabelMismatchError
 
 __all__ = [
     "METRICS",
@@ -303,7 +303,8 @@ class SegmentationResults:
             cells.append(_fmt(float(np.nanmean(means)) if np.isfinite(means).any() else float("nan")))
             lines.append(f"{domain + ' (n=' + str(regions[next(iter(self.regions))][metric]['n']) + ')':<20}"
                          + "".join(f"{c:>18}" for c in cells))
-        lines.append(f"{'mean of domains':<20}" + "".join(f"{_fmt(s['overall'][n][metric]['mean']):>18}" for n in names))
+        overall = "".join(f"{_fmt(s['overall'][n][metric]['mean']):>18}" for n in names)
+        lines.append(f"{'mean of domains':<20}" + overall)
         if self.skipped:
             lines.append(f"skipped cases: {len(self.skipped)} (see 'skipped')")
         return "\n".join(lines)
@@ -395,7 +396,8 @@ def evaluate_segmentation(
     -------
     >>> import torch
     >>> identity = lambda x: torch.nn.functional.one_hot(x[:, 0].long(), 3).permute(0, 3, 1, 2).float()
-    >>> item = {"image": torch.tensor([[[0, 1, 2]]]), "label": torch.tensor([[[0, 1, 2]]]), "domain": "A", "case_id": "a"}
+    >>> item = {"image": torch.tensor([[[0, 1, 2]]]), "label": torch.tensor([[[0, 1, 2]]]),
+    ...         "domain": "A", "case_id": "a"}
     >>> res = evaluate_segmentation(identity, [item], {"disc": [1, 2]}, transform=lambda d: d)
     >>> res.cases[0]["dice_disc"]
     1.0
@@ -404,7 +406,9 @@ def evaluate_segmentation(
         raise ConfigError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     results = SegmentationResults(regions, metrics)
     transform = default_eval_transform(image_key, label_key) if transform is None else transform
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module.training if module is not None else False
     if module is not None:
@@ -416,11 +420,15 @@ def evaluate_segmentation(
             try:
                 if label_key not in item:
                     raise LabelMismatchError(f"case {case_id}: item has no {label_key!r}")
+                for key in (image_key, label_key):
+                    if isinstance(item[key], (str, os.PathLike)) and not os.path.exists(item[key]):
+                        raise ImageReadError(f"{item[key]}: file not found (case {case_id}, {key!r})")
                 data = transform(dict(item))
                 image = torch.as_tensor(data[image_key])
                 label = data[label_key]
                 x = image[None].to(device=device, dtype=torch.float32)
-                with torch.inference_mode(), torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+                use_amp = amp and device.type == "cuda"
+                with torch.inference_mode(), torch.autocast(device_type=device.type, enabled=use_amp):
                     out = inferer(x, model) if inferer is not None else model(x)
                 if isinstance(out, Mapping):
                     out = out["logits"]
