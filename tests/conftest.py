@@ -23,3 +23,13 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     write_demo_data(root, size="small", seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def multitask_demo(tmp_path_factory) -> Path:
+    """The synthetic multi-task collection alone (small, seed 0): folder holding tasks.json."""
+    from medfound.data.synthetic.multitask import write_multitask_demo
+
+    root = tmp_path_factory.mktemp("multitask_demo")
+    write_multitask_demo(root, size="small", seed=0)
+    return root

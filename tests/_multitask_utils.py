@@ -1,0 +1,91 @@
+"""Helpers of the multitask tests: a tiny UMedPT and small in-memory tasks of every kind."""
+
+from __future__ import annotations
+
+import torch
+
+TINY = dict(
+    embed_dim=8,
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 1, 2, 2),
+    window_size=4,
+    squeezer_channels=16,
+    seg_hidden_channels=16,
+    det_channels=16,
+    det_num_convs=1,
+    stochastic_depth_prob=0.0,
+    head_dropout=0.0,
+)
+
+
+def tiny_umedpt(seed: int = 0, **kwargs):
+    from medfound.networks.umedpt import UMedPT
+
+    torch.manual_seed(seed)
+    return UMedPT(**{**TINY, **kwargs})
+
+
+def identity(x):
+    return x
+
+
+def _image(g: torch.Generator, side: int, value: float) -> torch.Tensor:
+    img = torch.rand(1, side, side, generator=g) * 0.3
+    img[:, side // 4 : side // 2, side // 4 : side // 2] += value
+    return img.clamp(0, 1)
+
+
+def memory_task(name: str, kind: str, n: int = 8, side: int = 32, seed: int = 0, n_val: int = 4, **extra) -> dict:
+    """A task dict with ready tensors (identity transforms); labels depend on the image, so it is learnable."""
+    g = torch.Generator().manual_seed(seed)
+
+    def items(count: int) -> list[dict]:
+        out = []
+        for i in range(count):
+            if kind == "classification":
+                c = i % 2
+                out.append({"image": _image(g, side, 0.6 * c), "label": c})
+            elif kind == "multilabel":
+                lab = [i % 2, (i // 2) % 2, 1 - i % 2]
+                out.append({"image": _image(g, side, 0.3 * lab[0] + 0.3 * lab[1]), "label": lab})
+            elif kind == "segmentation":
+                img = torch.rand(1, side, side, generator=g) * 0.3
+                lab = torch.zeros(1, side, side, dtype=torch.long)
+                r = 4 + i % 6
+                lab[:, r : r + side // 3, r : r + side // 3] = 1
+                lab[:, side - 6 :, side - 6 :] = 2 if extra.get("three_classes") else 1
+                img = img + 0.5 * (lab > 0)
+                out.append({"image": img, "label": lab})
+            else:
+                img = torch.rand(1, side, side, generator=g) * 0.2
+                x0 = 4 + 2 * (i % 5)
+                box = [x0, 6, x0 + 12, 20]
+                img[:, 6:20, x0 : x0 + 12] += 0.7
+                out.append({"image": img, "box": [box], "label": [0]})
+        return out
+
+    classes = {
+        "classification": ["neg", "pos"],
+        "multilabel": ["a", "b", "c"],
+        "segmentation": ["background", "fg", "edge"] if extra.get("three_classes") else ["background", "fg"],
+        "detection": ["obj"],
+    }[kind]
+    task = {
+        "name": name,
+        "kind": kind,
+        "class_names": classes,
+        "training": items(n),
+        "validation": items(n_val),
+        "transforms": {"train": identity, "val": identity},
+    }
+    task.update({k: v for k, v in extra.items() if k != "three_classes"})
+    return task
+
+
+def four_tasks(n: int = 8, side: int = 32) -> list[dict]:
+    return [
+        memory_task("cls", "classification", n, side, 1),
+        memory_task("seg", "segmentation", n, side, 2),
+        memory_task("mlc", "multilabel", n, side, 3),
+        memory_task("det", "detection", n, side, 4),
+    ]
