@@ -37,3 +37,11 @@ class ImageReadError(MedfoundError, OSError):
 
 class LabelMismatchError(MedfoundError, ValueError):
     """A label or mask does not fit its image (shape, geometry or value range)."""
+
+
+class InvalidImageError(MedfoundError, ValueError):
+    """An image array cannot be used as given: wrong number of dimensions or channels,
+    non-finite values, or content a transform needs that is absent (e.g. an empty field of view)."""
+
+
+__all__.append("InvalidImageError")
