@@ -12,7 +12,7 @@ Example
 -------
 >>> from medfound.transforms import get_preset
 >>> [type(t).__name__ for t in get_preset("fundus", mode="infer", load=False).transforms][:3]
-['DecodeDiscCupd', 'FieldOfViewCropd', 'ResizeWithPadd']
+['ToEncoderInputd', 'DecodeDiscCupd', 'FieldOfViewCropd']
 """
 
 from __future__ import annotations

@@ -85,11 +85,17 @@ def percentiles(values: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
         return torch.as_tensor(np.percentile(flat.numpy(), qs), dtype=flat.dtype)
     if flat.numel() <= _QUANTILE_LIMIT:
         return torch.quantile(flat, torch.tensor(qs, device=flat.device, dtype=flat.dtype) / 100.0)
+    return kth_percentiles(flat, qs)
+
+
+def kth_percentiles(flat: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
+    """Percentiles of a 1D tensor by ``torch.kthvalue`` (any size, any device), interpolated like numpy."""
     n = flat.numel()
     out = []
     for v in qs:
-        pos = v / 100.0 * (n - 1)
-        lo_i, frac = int(np.floor(pos)), pos - np.floor(pos)
+        pos = float(v) / 100.0 * (n - 1)
+        lo_i = int(np.floor(pos))
+        frac = pos - lo_i
         lo = torch.kthvalue(flat, lo_i + 1).values
         hi = torch.kthvalue(flat, min(lo_i + 2, n)).values if frac > 0 else lo
         out.append(lo + (hi - lo) * frac)

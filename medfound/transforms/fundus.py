@@ -132,14 +132,10 @@ def _fill_convex(mask: torch.Tensor) -> torch.Tensor:
     For a round or clipped-round field of view this closes dark interior regions (vessels, macula,
     vignetting) without a connected-component pass.
     """
-    def fill_rows(m: torch.Tensor) -> torch.Tensor:
-        idx = torch.arange(m.shape[1], device=m.device).expand_as(m)
-        big = m.shape[1]
-        first = torch.where(m, idx, torch.full_like(idx, big)).amin(1, keepdim=True)
-        last = torch.where(m, idx, torch.full_like(idx, -1)).amax(1, keepdim=True)
-        return (idx >= first) & (idx <= last)
-
-    return fill_rows(mask) & fill_rows(mask.T).T
+    m = mask.detach().cpu().numpy()
+    rows = np.logical_or.accumulate(m, axis=1) & np.logical_or.accumulate(m[:, ::-1], axis=1)[:, ::-1]
+    cols = np.logical_or.accumulate(m, axis=0) & np.logical_or.accumulate(m[::-1], axis=0)[::-1]
+    return torch.from_numpy(rows & cols).to(mask.device)
 
 
 def fov_mask(image: NdarrayOrTensor, threshold: float = 0.1, opening: float = 0.02) -> torch.Tensor:
@@ -383,16 +379,17 @@ def locate_optic_disc(
     if x.ndim != 3:
         raise InvalidImageError(f"locate_optic_disc expects a (C, H, W) image, got shape {tuple(x.shape)}{source_of(image)}")
     h, w = x.shape[1:]
+    scale = min(1.0, work_size / max(h, w))
+    size = (max(8, int(round(h * scale))), max(8, int(round(w * scale))))
+    x_small = F.interpolate(x[None], size=size, mode="area")[0] if size != (h, w) else x
+    small = _luma(x_small)
     if fov is None:
-        fov_full = fov_mask(x).float()
+        fov_s = fov_mask(x_small)
     else:
         f = to_tensor(fov)
         check_same_spatial(img_t, f, "locate_optic_disc", "field-of-view mask")
         fov_full = ((f.as_tensor() if isinstance(f, MetaTensor) else f).reshape(h, w) > 0).float()
-    scale = min(1.0, work_size / max(h, w))
-    size = (max(8, int(round(h * scale))), max(8, int(round(w * scale))))
-    small = F.interpolate(_luma(x)[None, None], size=size, mode="area")[0, 0]
-    fov_s = F.interpolate(fov_full[None, None], size=size, mode="area")[0, 0] > 0.5
+        fov_s = F.interpolate(fov_full[None, None], size=size, mode="area")[0, 0] > 0.5
     if not bool(fov_s.any()):
         raise InvalidImageError(f"locate_optic_disc: empty field of view{source_of(image)}")
     rows, cols = torch.nonzero(fov_s, as_tuple=True)
@@ -403,8 +400,14 @@ def locate_optic_disc(
     lum = torch.where(fov_s, small, small[fov_s].mean())
     k = _odd(disc_r * 0.5)  # wider than the vessels at the disc, narrower than the disc
     lum = _erode(_dilate(lum, k), k)
-    sigma_bg = diameter / 6
-    background = _gaussian_blur(lum * fov_f, sigma_bg) / _gaussian_blur(fov_f, sigma_bg).clamp_min(1e-3)
+    # the illumination estimate is smooth: compute it at a quarter of the working size
+    f = 4 if min(size) >= 64 else 1
+    num = F.avg_pool2d((lum * fov_f)[None, None], f)[0, 0] if f > 1 else lum * fov_f
+    den = F.avg_pool2d(fov_f[None, None], f)[0, 0] if f > 1 else fov_f
+    sigma_bg = diameter / 6 / f
+    background = _gaussian_blur(num, sigma_bg) / _gaussian_blur(den, sigma_bg).clamp_min(1e-3)
+    if f > 1:
+        background = F.interpolate(background[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     contrast = lum / background.clamp_min(1e-3)
     score = _gaussian_blur(contrast, disc_r / 2)
     inner = _erode(fov_f, _odd(disc_r * 0.5)) > 0.5

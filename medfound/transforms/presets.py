@@ -106,7 +106,8 @@ def _loader(modality: str, keys: Sequence[str], reader: Any, allow_missing: bool
         if reader is None and modality in ("fundus", "endoscopy", "xray", "microscopy"):
             # rows first, as stored; MONAI's default would transpose photographs to (x, y)
             reader = PILReader(reverse_indexing=False)
-    return LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True,
+    # dtype=None keeps the stored type: uint8 photographs and masks are scaled by their type's range later
+    return LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True, dtype=None,
                       allow_missing_keys=allow_missing)
 
 
@@ -209,14 +210,17 @@ def get_preset(
     elif modality == "microscopy":
         steps.append(ChannelPercentileNormalized(image_keys, lower=1.0, upper=99.8))
     elif modality == "fundus":
+        steps.append(ToEncoderInputd(image_keys))  # uint8 -> [0, 1] before anything averages pixels
         if label_type == "segmentation":
             steps.append(DecodeDiscCupd(label_keys, output="index", allow_missing_keys=allow_missing))
         if fov_crop:
             steps.append(FieldOfViewCropd(spatial_keys, source_key=image_key, allow_missing_keys=allow_missing))
         if clahe:
             steps.append(CLAHEd(image_keys))
-    elif modality == "endoscopy" and label_type == "segmentation":
-        steps.append(BinarizeMaskd(label_keys, allow_missing_keys=allow_missing))
+    elif modality == "endoscopy":
+        steps.append(ToEncoderInputd(image_keys))
+        if label_type == "segmentation":
+            steps.append(BinarizeMaskd(label_keys, allow_missing_keys=allow_missing))
 
     # --- size
     if modality == "microscopy":
