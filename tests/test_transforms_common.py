@@ -161,7 +161,8 @@ def test_transforms_build_from_a_bundle_config():
         "pre": {
             "_target_": "Compose",
             "transforms": [
-                {"_target_": "medfound.transforms.CTWindowd", "keys": "image", "window": ["lung", "soft_tissue", "bone"]},
+                {"_target_": "medfound.transforms.CTWindowd", "keys": "image",
+                 "window": ["lung", "soft_tissue", "bone"]},
                 {"_target_": "medfound.transforms.ResizeWithPadd", "keys": ["image", "label"], "spatial_size": 32,
                  "mode": ["area", "nearest"]},
                 {"_target_": "medfound.transforms.ToEncoderInputd", "keys": "image"},

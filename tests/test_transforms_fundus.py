@@ -232,4 +232,5 @@ def test_disc_cup_decoding_tolerance_and_errors():
         DecodeDiscCup()(rgb)
     with pytest.raises(LabelMismatchError):
         EncodeDiscCup(input="index")(torch.tensor([[[3]]]))
-    assert EncodeDiscCupd("pred", input="index")({"pred": torch.tensor([[[2.0, 0.0]]])})["pred"].tolist() == [[[0, 255]]]
+    encoded = EncodeDiscCupd("pred", input="index")({"pred": torch.tensor([[[2.0, 0.0]]])})["pred"]
+    assert encoded.tolist() == [[[0, 255]]]

@@ -1,4 +1,5 @@
-"""Microscopy transforms: channel normalisation, tiling/re-assembly (parity with MONAI), instance masks on real nuclei."""
+"""Microscopy transforms: channel normalisation, tiling and re-assembly (parity with MONAI), instance masks
+on real nuclei."""
 
 from __future__ import annotations
 

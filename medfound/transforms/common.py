@@ -106,7 +106,9 @@ class PercentileNormalize(Transform):
         """Normalise ``img`` (channel-first); ``mask`` (spatial shape, or 1 or C channels) selects voxels to measure."""
         img_t = to_tensor(img)
         if img_t.ndim < 2:
-            raise InvalidImageError(f"PercentileNormalize expects a channel-first image, got shape {tuple(img_t.shape)}")
+            raise InvalidImageError(
+                f"PercentileNormalize expects a channel-first image, got shape {tuple(img_t.shape)}"
+            )
         check_finite(img_t, "PercentileNormalize")
         data = as_float(img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t).to(self.dtype)
         sel = None
@@ -279,7 +281,8 @@ class ResizeWithPad(InvertibleTransform):
             if mode == "area":  # area is a downsampling filter; undo with linear interpolation
                 mode = "bilinear" if len(orig_size) == 2 else "trilinear"
             align = extra["align_corners"]
-            resizer = Resize(spatial_size=orig_size, mode=mode, align_corners=None if align == TraceKeys.NONE else align)
+            resizer = Resize(spatial_size=orig_size, mode=mode,
+                             align_corners=None if align == TraceKeys.NONE else align)
             with resizer.trace_transform(False):
                 out = resizer(out)
         return out
@@ -365,7 +368,8 @@ class ToEncoderInput(Transform):
         img_t = to_tensor(img)
         if img_t.ndim < 3:
             raise InvalidImageError(
-                f"ToEncoderInput expects a channel-first image (C, H, W), got shape {tuple(img_t.shape)}{source_of(img_t)}"
+                f"ToEncoderInput expects a channel-first image (C, H, W), got shape {tuple(img_t.shape)}"
+                f"{source_of(img_t)}"
             )
         data = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
         if self.scale == "dtype" and not torch.is_floating_point(data):
@@ -451,7 +455,9 @@ class BinarizeMask(Transform):
 
     backend = [torch.Tensor.__name__]
 
-    def __init__(self, threshold: float | None = None, reduce: str = "any", dtype: torch.dtype | str = torch.float32) -> None:
+    def __init__(
+        self, threshold: float | None = None, reduce: str = "any", dtype: torch.dtype | str = torch.float32
+    ) -> None:
         if reduce not in ("any", "mean"):
             raise ConfigError(f"BinarizeMask reduce must be 'any' or 'mean', got {reduce!r}")
         self.threshold = threshold

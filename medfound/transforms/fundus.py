@@ -377,7 +377,9 @@ def locate_optic_disc(
     img_t = to_tensor(image)
     x = to_unit_float(img_t)
     if x.ndim != 3:
-        raise InvalidImageError(f"locate_optic_disc expects a (C, H, W) image, got shape {tuple(x.shape)}{source_of(image)}")
+        raise InvalidImageError(
+            f"locate_optic_disc expects a (C, H, W) image, got shape {tuple(x.shape)}{source_of(image)}"
+        )
     h, w = x.shape[1:]
     scale = min(1.0, work_size / max(h, w))
     size = (max(8, int(round(h * scale))), max(8, int(round(w * scale))))
@@ -529,7 +531,8 @@ class OpticDiscCropd(MapTransform, InvertibleTransform):
     -------
     >>> import torch
     >>> mask = torch.full((1, 64, 64), 255); mask[0, 10:20, 10:20] = 0
-    >>> d = OpticDiscCropd(("image", "mask"), mask_key="mask", roi_size=32)({"image": torch.rand(3, 64, 64), "mask": mask})
+    >>> crop = OpticDiscCropd(("image", "mask"), mask_key="mask", roi_size=32)
+    >>> d = crop({"image": torch.rand(3, 64, 64), "mask": mask})
     >>> tuple(d["image"].shape), int(d["mask"][0, 16, 16]), int(d["mask"][0, 0, 0])
     ((3, 32, 32), 0, 0)
     """
@@ -619,7 +622,9 @@ class GreenChanneld(MapTransform):
         return d
 
 
-def clahe(image: torch.Tensor, clip_limit: float = 2.0, tile_grid: Sequence[int] = (8, 8), nbins: int = 256) -> torch.Tensor:
+def clahe(
+    image: torch.Tensor, clip_limit: float = 2.0, tile_grid: Sequence[int] = (8, 8), nbins: int = 256
+) -> torch.Tensor:
     """Contrast-limited adaptive histogram equalisation of a 2D image ``(H, W)`` with values in [0, 1].
 
     The image is split into ``tile_grid`` (rows, columns) tiles, reflect-padded as OpenCV pads; each
@@ -778,7 +783,9 @@ class DecodeDiscCup(Transform):
 
     backend = [torch.Tensor.__name__]
 
-    def __init__(self, output: str = "channels", strict: bool = False, dtype: torch.dtype | str = torch.float32) -> None:
+    def __init__(
+        self, output: str = "channels", strict: bool = False, dtype: torch.dtype | str = torch.float32
+    ) -> None:
         if output not in ("channels", "index"):
             raise ConfigError(f"DecodeDiscCup output must be 'channels' or 'index', got {output!r}")
         self.output = output
@@ -789,7 +796,9 @@ class DecodeDiscCup(Transform):
         m_t = to_tensor(mask)
         m = m_t.as_tensor() if isinstance(m_t, MetaTensor) else m_t
         if m.ndim != 3 or m.shape[0] not in (1, 3, 4):
-            raise LabelMismatchError(f"a disc/cup mask must be (1 or 3, H, W), got shape {tuple(m.shape)}{source_of(m_t)}")
+            raise LabelMismatchError(
+                f"a disc/cup mask must be (1 or 3, H, W), got shape {tuple(m.shape)}{source_of(m_t)}"
+            )
         v = m[0].to(torch.float32)
         if m.shape[0] >= 3 and not (torch.equal(m[0], m[1]) and torch.equal(m[0], m[2])):
             raise LabelMismatchError(f"the channels of an RGB disc/cup mask differ{source_of(m_t)}")
@@ -797,7 +806,9 @@ class DecodeDiscCup(Transform):
             bad = ~((v == 0) | (v == 128) | (v == 255))
             if bool(bad.any()):
                 found = torch.unique(v[bad])[:5].tolist()
-                raise LabelMismatchError(f"disc/cup mask holds values other than 0, 128, 255 (e.g. {found}){source_of(m_t)}")
+                raise LabelMismatchError(
+                    f"disc/cup mask holds values other than 0, 128, 255 (e.g. {found}){source_of(m_t)}"
+                )
         cup = v < 64
         disc = v < 192
         if self.output == "channels":
@@ -847,7 +858,8 @@ class EncodeDiscCup(Transform):
 
     backend = [torch.Tensor.__name__]
 
-    def __init__(self, input: str = "channels", num_channels: int = 1) -> None:  # noqa: A002 - mirrors DecodeDiscCup(output=)
+    # ``input`` mirrors DecodeDiscCup(output=...)
+    def __init__(self, input: str = "channels", num_channels: int = 1) -> None:  # noqa: A002
         if input not in ("channels", "index"):
             raise ConfigError(f"EncodeDiscCup input must be 'channels' or 'index', got {input!r}")
         if num_channels not in (1, 3):

@@ -200,7 +200,8 @@ class GridTile(InvertibleTransform, MultiSampleTrait):
             src = img
             if isinstance(img, MetaTensor) and get_track_meta():
                 # each tile gets its own history so inverting one never disturbs another
-                src = MetaTensor(img.as_tensor(), meta=dict(img.meta), applied_operations=deepcopy(img.applied_operations))
+                src = MetaTensor(img.as_tensor(), meta=dict(img.meta),
+                                 applied_operations=deepcopy(img.applied_operations))
             begin = np.asarray(start, dtype=np.int64)
             tile = self._cropper.crop_pad(src, begin, begin + np.asarray(size))
             if isinstance(tile, MetaTensor):
@@ -338,11 +339,15 @@ class TileAssembler:
         start = [int(s) for s in (start.tolist() if isinstance(start, torch.Tensor) else start)]
         data = tile.as_tensor() if isinstance(tile, MetaTensor) else torch.as_tensor(tile)
         if tuple(data.shape[1:]) != self.tile_size:
-            raise InvalidImageError(f"TileAssembler: tile of spatial shape {tuple(data.shape[1:])}, expected {self.tile_size}")
+            raise InvalidImageError(
+                f"TileAssembler: tile of spatial shape {tuple(data.shape[1:])}, expected {self.tile_size}"
+            )
         if self._sum is None:
             self._sum = torch.zeros((data.shape[0], *self.spatial_shape), device=self.device, dtype=self.dtype)
         elif data.shape[0] != self._sum.shape[0]:
-            raise InvalidImageError(f"TileAssembler: tile has {data.shape[0]} channels, earlier tiles {self._sum.shape[0]}")
+            raise InvalidImageError(
+                f"TileAssembler: tile has {data.shape[0]} channels, earlier tiles {self._sum.shape[0]}"
+            )
         # the part of the tile inside the image (tiles of small images reach into padding)
         dst = tuple(slice(s, min(s + t, n)) for s, t, n in zip(start, self.tile_size, self.spatial_shape))
         src = tuple(slice(0, d.stop - d.start) for d in dst)
@@ -413,7 +418,9 @@ def predict_tiled(
 # instance masks -> detection and counting labels
 
 
-def instance_boxes(mask: NdarrayOrTensor, semantic: NdarrayOrTensor | None = None, min_area: int = 0) -> dict[str, np.ndarray]:
+def instance_boxes(
+    mask: NdarrayOrTensor, semantic: NdarrayOrTensor | None = None, min_area: int = 0
+) -> dict[str, np.ndarray]:
     """Boxes, centroids, areas and classes of the instances of a 2D instance mask.
 
     Parameters
@@ -467,7 +474,9 @@ def instance_boxes(mask: NdarrayOrTensor, semantic: NdarrayOrTensor | None = Non
         sem = semantic.detach().cpu().numpy() if isinstance(semantic, torch.Tensor) else np.asarray(semantic)
         sem = sem.reshape(-1) if sem.size == flat.size else None
         if sem is None:
-            raise LabelMismatchError(f"semantic map of shape {np.shape(semantic)} does not match the instance mask {arr.shape}")
+            raise LabelMismatchError(
+                f"semantic map of shape {np.shape(semantic)} does not match the instance mask {arr.shape}"
+            )
         vals = sem[pos].astype(np.int64)
         owner = np.repeat(np.arange(len(ids)), areas)
         pairs, counts = np.unique(np.stack([owner, vals], 1), axis=0, return_counts=True)

@@ -111,7 +111,9 @@ def _loader(modality: str, keys: Sequence[str], reader: Any, allow_missing: bool
                       allow_missing_keys=allow_missing)
 
 
-def _spatial_modes(image_key: str, label_keys: Sequence[str], image_mode: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _spatial_modes(
+    image_key: str, label_keys: Sequence[str], image_mode: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     keys = (image_key, *label_keys)
     return keys, (image_mode,) + ("nearest",) * len(label_keys)
 

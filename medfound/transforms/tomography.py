@@ -317,7 +317,8 @@ class ResampleToSpacingd(Spacingd):
     >>> import torch
     >>> from monai.data import MetaTensor
     >>> aff = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0]))
-    >>> d = {"image": MetaTensor(torch.rand(1, 4, 4, 4), affine=aff), "label": MetaTensor(torch.ones(1, 4, 4, 4), affine=aff)}
+    >>> d = {"image": MetaTensor(torch.rand(1, 4, 4, 4), affine=aff),
+    ...      "label": MetaTensor(torch.ones(1, 4, 4, 4), affine=aff)}
     >>> out = ResampleToSpacingd(("image", "label"), pixdim=1.0, label_keys="label")(d)
     >>> tuple(out["label"].shape), bool((out["label"] == 1).all())
     ((1, 7, 7, 7), True)
@@ -377,7 +378,9 @@ def plane_axis(affine: NdarrayOrTensor | None, plane: str | int) -> int:
         return PLANES[name]
     aff = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
     if aff.shape != (4, 4):
-        raise InvalidImageError(f"slice sampling needs a 3D volume with a 4x4 affine, got an affine of shape {aff.shape}")
+        raise InvalidImageError(
+            f"slice sampling needs a 3D volume with a 4x4 affine, got an affine of shape {aff.shape}"
+        )
     ornt = nib.orientations.io_orientation(aff)
     for voxel_axis, (world_axis, _) in enumerate(ornt):
         if int(world_axis) == PLANES[name]:
@@ -451,7 +454,8 @@ class _SliceSampler(InvertibleTransform):
             return list(range(n)), positive
         chosen = sorted({j for i in positive for j in range(i - self.margin, i + self.margin + 1) if 0 <= j < n})
         if not chosen:
-            msg = f"slice sampling with select='label': the label has no non-zero voxel{source_of(lab) or source_of(img)}"
+            msg = ("slice sampling with select='label': the label has no non-zero voxel"
+                   f"{source_of(lab) or source_of(img)}")
             if self.empty == "raise":
                 raise LabelMismatchError(msg + "; pass empty='all' or empty='skip' to continue on such cases")
             logger.warning("%s; using %s", msg, "all slices" if self.empty == "all" else "no slice")
