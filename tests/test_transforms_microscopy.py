@@ -168,6 +168,8 @@ def test_tiles_invert_and_dict_form():
     asm = TileAssembler((10, 7), 16)
     asm.add(tiles[0])
     assert torch.allclose(asm.result(), small)
+    for mode in ("constant", "replicate", "reflect"):
+        assert torch.allclose(predict_tiled(lambda x: 3 * x, small, tile_size=(16, 8), pad_mode=mode), 3 * small)
 
 
 def test_assembler_errors():

@@ -52,9 +52,14 @@ def check_spatial_dims(img: torch.Tensor, dims: int | Sequence[int], what: str) 
 
 def check_finite(img: torch.Tensor, what: str) -> None:
     """Raise :class:`InvalidImageError` if ``img`` holds NaN or infinite values."""
-    if torch.is_floating_point(img) and not bool(torch.isfinite(img).all()):
-        bad = int((~torch.isfinite(img)).sum())
-        raise InvalidImageError(f"{what}: image has {bad} NaN or infinite values{source_of(img)}")
+    if not torch.is_floating_point(img):
+        return
+    raw = img.as_tensor() if isinstance(img, MetaTensor) else img
+    # one cheap reduction first (NaN and inf propagate into the sum); count only when it is not finite
+    if not bool(torch.isfinite(raw.sum(dtype=torch.float64))):
+        bad = int((~torch.isfinite(raw)).sum())
+        if bad:
+            raise InvalidImageError(f"{what}: image has {bad} NaN or infinite values{source_of(img)}")
 
 
 def check_same_spatial(img: torch.Tensor, other: torch.Tensor, what: str, other_name: str = "mask") -> None:

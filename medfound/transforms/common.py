@@ -124,7 +124,7 @@ class PercentileNormalize(Transform):
         elif self.nonzero:
             sel = data != 0
         groups = [slice(c, c + 1) for c in range(data.shape[0])] if self.channel_wise else [slice(None)]
-        out = torch.empty_like(data)
+        parts = []
         for g in groups:
             part = data[g]
             values = part[sel[g]] if sel is not None else part
@@ -132,12 +132,13 @@ class PercentileNormalize(Transform):
                 raise InvalidImageError(
                     f"PercentileNormalize: the mask selects no voxels{source_of(img_t)}; check the mask or nonzero=True"
                 )
-            lo, hi = percentiles(values, (self.lower, self.upper)).to(data.device, data.dtype)
-            scale = (self.b_max - self.b_min) / (hi - lo) if hi > lo else torch.zeros((), dtype=data.dtype)
-            out[g] = (part - lo) * scale + self.b_min
-        if self.clip:
-            out = out.clamp(min(self.b_min, self.b_max), max(self.b_min, self.b_max))
-        return new_meta_like(out, img_t)
+            lo, hi = (float(v) for v in percentiles(values, (self.lower, self.upper)))
+            scale = (self.b_max - self.b_min) / (hi - lo) if hi > lo else 0.0
+            out = torch.sub(part, lo).mul_(scale).add_(self.b_min)  # one new buffer, then in place
+            if self.clip:
+                out.clamp_(min(self.b_min, self.b_max), max(self.b_min, self.b_max))
+            parts.append(out)
+        return new_meta_like(parts[0] if len(parts) == 1 else torch.cat(parts, 0), img_t)
 
 
 class PercentileNormalized(MapTransform):

@@ -675,25 +675,59 @@ def clahe(
     step = torch.clamp(torch.floor(nbins / residual.clamp_min(1)), min=1).unsqueeze(1)
     idx = torch.arange(nbins, device=dev).unsqueeze(0).float()
     hist = hist + (((idx % step) == 0) & ((idx / step) < residual.unsqueeze(1))).float()
-    lut = (torch.cumsum(hist, 1) / area).clamp(0.0, 1.0).reshape(-1)  # (tiles * nbins), values in [0, 1]
+    lut = (torch.cumsum(hist, 1) / area).clamp(0.0, 1.0)  # (tiles, nbins), values in [0, 1]
     # bilinear interpolation between the four nearest tile centres (OpenCV's CLAHE_Interpolation_Body)
+    if dev.type == "cpu":
+        return torch.from_numpy(_interpolate_blocks(bins.numpy(), lut.numpy(), th, tw, gy, gx))
     ys = torch.arange(h, device=dev, dtype=torch.float32) / th - 0.5
     xs = torch.arange(w, device=dev, dtype=torch.float32) / tw - 0.5
-    y1 = torch.floor(ys)
-    x1 = torch.floor(xs)
-    ya = (ys - y1).view(h, 1)
-    xa = (xs - x1).view(1, w)
+    y1, x1 = torch.floor(ys), torch.floor(xs)
+    ya, xa = (ys - y1).view(h, 1), (xs - x1).view(1, w)
     y1i, x1i = y1.long(), x1.long()
     y2i, x2i = (y1i + 1).clamp(max=gy - 1), (x1i + 1).clamp(max=gx - 1)
     y1i, x1i = y1i.clamp(min=0), x1i.clamp(min=0)
+    flat = lut.reshape(-1)
 
     def look(ty: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
-        tile = ty.view(h, 1) * gx + tx.view(1, w)
-        return lut[tile * nbins + bins]
+        return flat[(ty.view(h, 1) * gx + tx.view(1, w)) * nbins + bins]
 
     top = look(y1i, x1i) * (1 - xa) + look(y1i, x2i) * xa
     bottom = look(y2i, x1i) * (1 - xa) + look(y2i, x2i) * xa
     return top * (1 - ya) + bottom * ya
+
+
+def _interp_runs(n: int, tile: int, tiles: int) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """Runs of pixels along one axis that share their two nearest tile centres:
+    ``(start, stop, first tile, second tile, weight of the second)``, as OpenCV computes them."""
+    pos = np.arange(n, dtype=np.float32) / np.float32(tile) - np.float32(0.5)
+    lower = np.floor(pos)
+    frac = pos - lower
+    lower_i = lower.astype(np.int64)
+    cuts = [0, *(np.flatnonzero(np.diff(lower_i)) + 1).tolist(), n]
+    runs = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        t = int(lower_i[a])
+        runs.append((a, b, min(max(t, 0), tiles - 1), min(max(t + 1, 0), tiles - 1), frac[a:b]))
+    return runs
+
+
+def _interpolate_blocks(bins: np.ndarray, lut: np.ndarray, th: int, tw: int, gy: int, gx: int) -> np.ndarray:
+    """CPU interpolation block by block: within a block the same four tile mappings apply, and
+    gathering from four small (nbins,) tables is several times faster than from the whole LUT."""
+    h, w = bins.shape
+    idx = bins.astype(np.uint8 if lut.shape[1] <= 256 else np.int32)
+    out = np.empty((h, w), np.float32)
+    col_runs = _interp_runs(w, tw, gx)
+    for r0, r1, ty1, ty2, ya in _interp_runs(h, th, gy):
+        ya = ya[:, None]
+        for c0, c1, tx1, tx2, xa in col_runs:
+            blk = idx[r0:r1, c0:c1]
+            a, b = lut[ty1 * gx + tx1][blk], lut[ty1 * gx + tx2][blk]
+            c, d = lut[ty2 * gx + tx1][blk], lut[ty2 * gx + tx2][blk]
+            top = a + (b - a) * xa
+            bottom = c + (d - c) * xa
+            out[r0:r1, c0:c1] = top + (bottom - top) * ya
+    return out
 
 
 class CLAHE(Transform):

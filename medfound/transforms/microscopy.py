@@ -399,7 +399,6 @@ def predict_tiled(
         raise InvalidImageError(f"predict_tiled expects a channel-first image, got shape {tuple(img_t.shape)}")
     spatial = [int(s) for s in img_t.shape[1:]]
     size = spatial_tuple(tile_size, len(spatial), "tile_size")
-    tiler = GridTile(size, overlap, pad_mode)
     positions = tile_positions(spatial, size, overlap)
     assembler = TileAssembler(spatial, size, blend=blend, device=output_device)
     dev = torch.device(device) if device is not None else img_t.device
@@ -407,11 +406,21 @@ def predict_tiled(
     for b in range(0, len(positions), batch_size):
         chunk = positions[b:b + batch_size]
         with torch.no_grad():
-            batch = torch.stack([t.as_tensor() if isinstance(t, MetaTensor) else t
-                                 for t in tiler.tiles_for(plain, chunk)]).to(dev)
+            batch = torch.stack([_cut(plain, start, size, pad_mode) for start in chunk]).to(dev)
             pred = predictor(batch)
         assembler.add_batch(pred.to(output_device), chunk)
     return assembler.result()
+
+
+def _cut(img: torch.Tensor, start: Sequence[int], size: Sequence[int], pad_mode: str) -> torch.Tensor:
+    """A tile as a plain tensor (no metadata bookkeeping: inference only), padded past the image end."""
+    region = img[(slice(None), *(slice(s, s + t) for s, t in zip(start, size)))]
+    missing = [t - n for t, n in zip(size, region.shape[1:])]
+    if any(missing):
+        pads = [v for m in reversed(missing) for v in (0, m)]
+        mode = {"edge": "replicate", "symmetric": "reflect", "wrap": "circular"}.get(pad_mode, pad_mode)
+        region = torch.nn.functional.pad(region[None], pads, mode=mode)[0]
+    return region
 
 
 # ------------------------------------------------------------------------------------------------

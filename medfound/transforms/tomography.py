@@ -181,8 +181,8 @@ class CTWindow(Transform):
         hu = as_float(img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t).to(self.dtype)
         outs = []
         for c, w in self.windows:
-            out = (hu - (c - w / 2.0)) / w
-            outs.append(out.clamp(0.0, 1.0) if self.clip else out)
+            out = torch.sub(hu, c - w / 2.0).div_(w)  # one new buffer per window, then in place
+            outs.append(out.clamp_(0.0, 1.0) if self.clip else out)
         return new_meta_like(torch.cat(outs, 0) if len(outs) > 1 else outs[0], img_t)
 
 
