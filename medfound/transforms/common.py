@@ -49,6 +49,10 @@ __all__ = [
     "BinarizeMaskd",
     "BinarizeMaskD",
     "BinarizeMaskDict",
+    "SwapSpatialAxes",
+    "SwapSpatialAxesd",
+    "SwapSpatialAxesD",
+    "SwapSpatialAxesDict",
 ]
 
 
@@ -505,7 +509,90 @@ class BinarizeMaskd(MapTransform):
         return d
 
 
+# ------------------------------------------------------------------------------------------------
+# layout
+
+
+class SwapSpatialAxes(InvertibleTransform):
+    """Swap two spatial axes (default the first two) and the matching affine columns; inverts with ``Invertd``.
+
+    MONAI's readers (and ``medfound.io``'s) return 2D pictures as ``(C, X, Y)``: columns first.
+    The project's box convention and 2D networks use the array as stored, ``(C, rows, columns)``
+    with x along the last axis; this transform converts between the two, keeping the affine
+    right (the world position of every pixel is unchanged).
+
+    Example
+    -------
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> img = MetaTensor(torch.arange(6.0).reshape(1, 2, 3), affine=torch.diag(torch.tensor([0.5, 2.0, 1.0, 1.0])))
+    >>> out = SwapSpatialAxes()(img)
+    >>> tuple(out.shape), out[0, :, 0].tolist(), out.affine[:2, :2].tolist()
+    ((1, 3, 2), [0.0, 1.0, 2.0], [[0.0, 0.5], [2.0, 0.0]])
+    """
+
+    backend = [torch.Tensor.__name__]
+
+    def __init__(self, axes: Sequence[int] = (0, 1)) -> None:
+        if len(axes) != 2 or axes[0] == axes[1] or min(axes) < 0:
+            raise ConfigError(f"SwapSpatialAxes needs two different spatial axes, got {axes!r}")
+        self.axes = (int(axes[0]), int(axes[1]))
+
+    def _swap(self, img: torch.Tensor) -> torch.Tensor:
+        a, b = self.axes
+        if img.ndim - 1 <= max(a, b):
+            raise InvalidImageError(f"SwapSpatialAxes{self.axes}: image of shape {tuple(img.shape)} has too few "
+                                    f"spatial axes{source_of(img)}")
+        raw = img.as_tensor() if isinstance(img, MetaTensor) else img
+        out = new_meta_like(raw.transpose(a + 1, b + 1).contiguous(), img)
+        if isinstance(out, MetaTensor):
+            affine = out.affine.clone()
+            affine[:, [a, b]] = affine[:, [b, a]]
+            out.affine = affine
+        return out
+
+    def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
+        out = self._swap(to_tensor(img))
+        if isinstance(out, MetaTensor):
+            self.push_transform(out, extra_info={"axes": list(self.axes)})
+        return out
+
+    def inverse(self, data: torch.Tensor) -> torch.Tensor:
+        self.pop_transform(data)
+        return self._swap(data)
+
+
+class SwapSpatialAxesd(MapTransform, InvertibleTransform):
+    """Dictionary form of :class:`SwapSpatialAxes`.
+
+    Example
+    -------
+    >>> import torch
+    >>> tuple(SwapSpatialAxesd("image")({"image": torch.zeros(3, 4, 5)})["image"].shape)
+    (3, 5, 4)
+    """
+
+    backend = SwapSpatialAxes.backend
+
+    def __init__(self, keys: KeysCollection, axes: Sequence[int] = (0, 1), allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.swapper = SwapSpatialAxes(axes)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.swapper(d[key])
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.swapper.inverse(d[key])
+        return d
+
+
 PercentileNormalizeD = PercentileNormalizeDict = PercentileNormalized
 ResizeWithPadD = ResizeWithPadDict = ResizeWithPadd
 ToEncoderInputD = ToEncoderInputDict = ToEncoderInputd
 BinarizeMaskD = BinarizeMaskDict = BinarizeMaskd
+SwapSpatialAxesD = SwapSpatialAxesDict = SwapSpatialAxesd

@@ -29,9 +29,11 @@ spatial steps, so boxes always match the final image), or ``"none"``/``"classifi
 Loading: with ``load=True`` the pipeline starts with ``LoadImaged``. ``reader="auto"`` uses
 medfound's readers (``medfound.io``: ``RadiographReader`` for X-ray DICOM, ``PhotoReader`` for
 fundus and endoscopy, ``MicroscopyReader`` for TIFF) when that package is installed, and MONAI's
-default readers otherwise (photographs through ``PILReader(reverse_indexing=False)`` so arrays are
-``(C, rows, columns)`` as stored, matching the project's box convention); any reader name or
-dotted path can be given instead.
+default choice by file suffix otherwise; any reader name, dotted path or instance can be given.
+Readers return pictures as ``(C, X, Y)`` (MONAI's layout); the pipeline then swaps them to
+``(C, rows, columns)`` as stored (``rows_first=True``), so the project's box convention
+(``[x_min, y_min, x_max, y_max]``, x along the last axis) holds for the tensors the models see.
+CT/MR files keep their layout (NIfTI voxel order).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import importlib
 from collections.abc import Sequence
 from typing import Any
 
-from monai.data import PILReader
 from monai.transforms import (
     Compose,
     DivisiblePadd,
@@ -60,7 +61,7 @@ from monai.transforms import (
 )
 
 from medfound.errors import ConfigError
-from medfound.transforms.common import BinarizeMaskd, ResizeWithPadd, ToEncoderInputd
+from medfound.transforms.common import BinarizeMaskd, ResizeWithPadd, SwapSpatialAxesd, ToEncoderInputd
 from medfound.transforms.fundus import CLAHEd, DecodeDiscCupd, FieldOfViewCropd
 from medfound.transforms.microscopy import ChannelPercentileNormalized, InstanceMaskToBoxesd
 from medfound.transforms.tomography import (
@@ -75,6 +76,8 @@ from medfound.transforms.xray import XRayWindowd
 __all__ = ["MODALITIES", "LABEL_TYPES", "get_preset", "medfound_reader"]
 
 MODALITIES = ("ct", "mr", "xray", "microscopy", "fundus", "endoscopy")
+#: modalities stored as 2D pictures (PNG/JPEG/TIFF/DICOM radiographs), read by MONAI as (C, X, Y)
+_PICTURES = ("xray", "microscopy", "fundus", "endoscopy")
 LABEL_TYPES = ("segmentation", "detection", "classification", "none")
 
 #: which medfound.io reader loads each modality's files (when medfound.io is installed)
@@ -102,10 +105,7 @@ def medfound_reader(modality: str) -> str | None:
 
 def _loader(modality: str, keys: Sequence[str], reader: Any, allow_missing: bool) -> LoadImaged:
     if reader == "auto":
-        reader = medfound_reader(modality)
-        if reader is None and modality in ("fundus", "endoscopy", "xray", "microscopy"):
-            # rows first, as stored; MONAI's default would transpose photographs to (x, y)
-            reader = PILReader(reverse_indexing=False)
+        reader = medfound_reader(modality)  # None: MONAI picks by suffix (PILReader for PNG/JPEG/TIFF)
     # dtype=None keeps the stored type: uint8 photographs and masks are scaled by their type's range later
     return LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True, dtype=None,
                       allow_missing_keys=allow_missing)
@@ -133,6 +133,7 @@ def get_preset(
     fov_crop: bool = True,
     clahe: bool = False,
     prob: float = 0.5,
+    rows_first: bool = True,
 ) -> Compose:
     """A training or inference pipeline for one modality, for medfound's 2D models.
 
@@ -155,6 +156,10 @@ def get_preset(
     fov_crop : fundus: crop to the field of view first.
     clahe : fundus: apply CLAHE to the colour image.
     prob : probability of each random augmentation in training.
+    rows_first : with ``load=True``, turn pictures (X-ray, microscopy, fundus, endoscopy) from the
+        readers' ``(C, X, Y)`` into ``(C, rows, columns)`` as stored (``SwapSpatialAxesd``, inverted
+        by ``Invertd``), so boxes ``[x_min, y_min, x_max, y_max]`` in file pixels and the tensor agree.
+        Arrays passed with ``load=False`` are taken as they are.
 
     Example
     -------
@@ -189,6 +194,9 @@ def get_preset(
     steps: list[MapTransform | Any] = []
     if load:
         steps.append(_loader(modality, spatial_keys, reader, allow_missing))
+        if modality in _PICTURES and rows_first:
+            # readers return pictures as (C, X, Y); the project's boxes and 2D models use (C, rows, columns)
+            steps.append(SwapSpatialAxesd(spatial_keys, allow_missing_keys=allow_missing))
 
     # --- modality-specific intensity and geometry, up to a 2D image of any size
     if modality in ("ct", "mr"):
