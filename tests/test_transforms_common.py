@@ -22,6 +22,8 @@ from medfound.transforms.common import (
     PercentileNormalized,
     ResizeWithPad,
     ResizeWithPadd,
+    SwapSpatialAxes,
+    SwapSpatialAxesd,
     ToEncoderInput,
     ToEncoderInputd,
 )
@@ -94,6 +96,25 @@ def test_resize_with_pad_area_inverse_is_smooth():
     assert back.shape == (1, 100, 60)
     # down and up again loses detail but not the mean
     assert abs(float(back.mean()) - float(img.mean())) < 0.01
+
+
+def test_swap_spatial_axes_keeps_world_positions_and_inverts():
+    img = MetaTensor(torch.arange(12.0).reshape(1, 3, 4),
+                     affine=torch.tensor([[0.5, 0, 0, 10.0], [0, 2.0, 0, -4.0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    pre = Compose([SwapSpatialAxesd("image")])
+    out = pre({"image": img})["image"]
+    assert out.shape == (1, 4, 3) and torch.equal(out[0], img[0].T.as_tensor())
+    for i, j in [(0, 0), (2, 1), (1, 3)]:  # pixel (i, j) before is (j, i) after, at the same world point
+        before = img.affine.numpy() @ np.array([i, j, 0, 1.0])
+        after = out.affine.numpy() @ np.array([j, i, 0, 1.0])
+        np.testing.assert_allclose(after, before)
+    back = Invertd("image", pre)({"image": out})["image"]
+    assert torch.equal(back.as_tensor(), img.as_tensor()) and torch.equal(back.affine, img.affine)
+    assert back.applied_operations == []
+    with pytest.raises(ConfigError):
+        SwapSpatialAxes(axes=(1, 1))
+    with pytest.raises(InvalidImageError):
+        SwapSpatialAxes(axes=(0, 2))(torch.zeros(1, 3, 3))
 
 
 # ------------------------------------------------------------------ encoder input

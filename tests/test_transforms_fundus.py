@@ -170,6 +170,18 @@ def test_clahe_matches_opencv_reference(data_dir):
     assert CLAHE(tile_grid=(8, 8))(torch.from_numpy(crop)[None])[0].numpy() * 255 == pytest.approx(ours, abs=1e-4)
 
 
+def test_clahe_device_path_equals_cpu_path():
+    # the GPU code path (one gather per tile corner) checked on the CPU against the block path
+    from medfound.transforms.fundus import _interpolate_blocks, _interpolate_gather
+
+    rng = np.random.default_rng(3)
+    bins = torch.from_numpy(rng.integers(0, 256, (77, 101)))
+    lut = torch.from_numpy(np.sort(rng.random((4 * 6, 256)), axis=1).astype(np.float32))
+    th, tw = 20, 17  # padded tile sizes for a 4 x 6 grid
+    ours = _interpolate_gather(bins, lut, th, tw, 4, 6)
+    np.testing.assert_allclose(ours.numpy(), _interpolate_blocks(bins.numpy(), lut.numpy(), th, tw, 4, 6), atol=1e-6)
+
+
 def test_clahe_one_tile_without_clipping_is_histogram_equalisation():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (60, 70)).astype(np.uint8) // 3

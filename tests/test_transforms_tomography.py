@@ -297,6 +297,10 @@ def test_rand_slices_reproducible_and_label_balanced(lung):
     assert [x["image"].meta["slice_index"] for x in r1] == [x["image"].meta["slice_index"] for x in r2]
     for x in r1:
         assert x["image"].meta["slice_index"] == x["label"].meta["slice_index"]
+        back = t1.inverse(x)  # each random item puts its slice back into the volume
+        i = x["image"].meta["slice_index"]
+        assert back["label"].shape == lung["label"].shape
+        assert torch.equal(back["label"][..., i], lung["label"][..., i].as_tensor())
 
 
 def test_empty_label_policies(lung):

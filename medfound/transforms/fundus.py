@@ -679,6 +679,14 @@ def clahe(
     # bilinear interpolation between the four nearest tile centres (OpenCV's CLAHE_Interpolation_Body)
     if dev.type == "cpu":
         return torch.from_numpy(_interpolate_blocks(bins.numpy(), lut.numpy(), th, tw, gy, gx))
+    return _interpolate_gather(bins, lut, th, tw, gy, gx)
+
+
+def _interpolate_gather(bins: torch.Tensor, lut: torch.Tensor, th: int, tw: int, gy: int, gx: int) -> torch.Tensor:
+    """Device interpolation: four gathers from the whole LUT (fast on GPUs, where gathers are cheap)."""
+    h, w = bins.shape
+    nbins = lut.shape[1]
+    dev = bins.device
     ys = torch.arange(h, device=dev, dtype=torch.float32) / th - 0.5
     xs = torch.arange(w, device=dev, dtype=torch.float32) / tw - 0.5
     y1, x1 = torch.floor(ys), torch.floor(xs)
