@@ -172,7 +172,12 @@ def test_clahe_matches_opencv_reference(data_dir):
 
 def test_clahe_device_path_equals_cpu_path():
     # the GPU code path (one gather per tile corner) checked on the CPU against the block path
-    from medfound.transforms.fundus import _interpolate_blocks, _interpolate_gather
+    from medfound.transforms.fundus import (
+        _interpolate_blocks,
+        _interpolate_gather,
+        _tile_histograms_numpy,
+        _tile_histograms_torch,
+    )
 
     rng = np.random.default_rng(3)
     bins = torch.from_numpy(rng.integers(0, 256, (77, 101)))
@@ -180,6 +185,10 @@ def test_clahe_device_path_equals_cpu_path():
     th, tw = 20, 17  # padded tile sizes for a 4 x 6 grid
     ours = _interpolate_gather(bins, lut, th, tw, 4, 6)
     np.testing.assert_allclose(ours.numpy(), _interpolate_blocks(bins.numpy(), lut.numpy(), th, tw, 4, 6), atol=1e-6)
+    # and the two ways of counting the tile histograms (77 x 101 padded by 3 rows and 1 column)
+    by_numpy = _tile_histograms_numpy(bins.numpy().astype(np.int32), 3, 1, 4, 6, 256)
+    assert torch.equal(_tile_histograms_torch(bins, 3, 1, 4, 6, 256), by_numpy)
+    assert float(by_numpy.sum()) == 80 * 102
 
 
 def test_clahe_one_tile_without_clipping_is_histogram_equalisation():

@@ -185,6 +185,11 @@ def test_assembler_errors():
         asm.add(torch.ones(2, 8, 8), start=(8, 8))
     with pytest.raises(ConfigError):
         asm.add(torch.ones(1, 8, 8))
+    full = TileAssembler((8, 8), 8)
+    full.add(torch.full((1, 8, 8), 2.0), start=(0, 0))
+    assert torch.equal(full.result(), full.result())  # repeated calls return the same result
+    with pytest.raises(ConfigError, match="after result"):
+        full.add(torch.ones(1, 8, 8), start=(0, 0))
     with pytest.raises(ConfigError):
         TileAssembler((20, 20), 8, blend="median")
     with pytest.raises(ConfigError):

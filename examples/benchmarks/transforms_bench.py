@@ -15,7 +15,7 @@ mask) and synthetic arrays for the volumes (stated in the table).
 
 Usage::
 
-    python examples/benchmarks/transforms_bench.py [--repeats 5] [--json out.json] [--full]
+    python examples/benchmarks/transforms_bench.py [--repeats 5] [--json out.json] [--full] [--threads 1]
 
 ``--full`` uses full-size inputs (2048 px fundus, 2x2048x2048 tiled image, 512x512x256 volume);
 the default sizes run in about a minute on 2 CPU cores.
@@ -55,20 +55,35 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def compare(ours, reference, repeats: int) -> tuple[float, object, float, object]:
+    """Median times of two functions run alternately (fair on a machine whose load changes), with results."""
+    out_a, out_b = ours(), reference()
+    t_a, t_b = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out_a = ours()
+        t_a.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        out_b = reference()
+        t_b.append(time.perf_counter() - start)
+    return statistics.median(t_a), out_a, statistics.median(t_b), out_b
+
+
 def bench_clahe(repeats: int, full: bool) -> dict[str, float]:
     side = 2048 if full else 1024
     rgb = Image.open(DATA / "fundus" / "retina_512.jpg").resize((side, side), Image.BICUBIC)
     green = np.asarray(rgb)[..., 1].copy()
     x = torch.from_numpy(green).float() / 255
-    t_ours, ours = timed(lambda: clahe(x, 2.0, (8, 8)), repeats)
-    row = {"clahe_medfound_s": t_ours, "clahe_side_px": float(side)}
     try:
         import cv2
     except ImportError:
         print("  (OpenCV not installed: CLAHE reference skipped)")
-        return row
+        t_ours, _ = timed(lambda: clahe(x, 2.0, (8, 8)), repeats)
+        return {"clahe_medfound_s": t_ours, "clahe_side_px": float(side)}
+    cv2.setNumThreads(torch.get_num_threads())  # same thread budget as torch
     op = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-    t_ref, ref = timed(lambda: op.apply(green), repeats)
+    t_ours, ours, t_ref, ref = compare(lambda: clahe(x, 2.0, (8, 8)), lambda: op.apply(green), repeats)
+    row = {"clahe_medfound_s": t_ours, "clahe_side_px": float(side)}
     row.update({"clahe_opencv_s": t_ref, "clahe_vs_opencv": t_ours / t_ref,
                 "clahe_max_abs_diff_grey_levels": float(np.abs(ours.numpy() * 255 - ref).max())})
     return row
@@ -85,8 +100,8 @@ def bench_tiling(repeats: int, full: bool) -> dict[str, float]:
     img = torch.rand(2, side, side)
     inferer = SlidingWindowInferer(roi_size=(256, 256), sw_batch_size=4, overlap=0.25, mode="gaussian")
     with torch.no_grad():
-        t_ours, ours = timed(lambda: predict_tiled(net, img, 256, 0.25, "gaussian", batch_size=4), repeats)
-        t_ref, ref = timed(lambda: inferer(img[None], net)[0], repeats)
+        t_ours, ours, t_ref, ref = compare(lambda: predict_tiled(net, img, 256, 0.25, "gaussian", batch_size=4),
+                                           lambda: inferer(img[None], net)[0], repeats)
     return {"tiled_medfound_s": t_ours, "tiled_monai_s": t_ref, "tiled_vs_monai_sliding_window": t_ours / t_ref,
             "tiled_max_abs_diff": float((ours - ref).abs().max()), "tiled_side_px": float(side)}
 
@@ -98,8 +113,7 @@ def bench_percentiles(repeats: int, full: bool) -> dict[str, float]:
     vol = torch.from_numpy(np.random.default_rng(0).gamma(2.0, 100.0, size=shape).astype(np.float32))
     ours_t = MRPercentileNormalize(lower=0.5, upper=99.5)
     ref_t = ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
-    t_ours, ours = timed(lambda: ours_t(vol), repeats)
-    t_ref, ref = timed(lambda: ref_t(vol), repeats)
+    t_ours, ours, t_ref, ref = compare(lambda: ours_t(vol), lambda: ref_t(vol), repeats)
     return {"percentile_medfound_s": t_ours, "percentile_monai_s": t_ref, "percentile_vs_monai": t_ours / t_ref,
             "percentile_max_abs_diff": float((torch.as_tensor(ours) - torch.as_tensor(ref)).abs().max()),
             "percentile_voxels": float(np.prod(shape))}
@@ -112,8 +126,7 @@ def bench_ct_window(repeats: int, full: bool) -> dict[str, float]:
     hu = torch.from_numpy(np.random.default_rng(1).integers(-1024, 3000, size=shape).astype(np.float32))
     ours_t = CTWindow("lung")
     ref_t = ScaleIntensityRange(a_min=-1350.0, a_max=150.0, b_min=0.0, b_max=1.0, clip=True)
-    t_ours, ours = timed(lambda: ours_t(hu), repeats)
-    t_ref, ref = timed(lambda: ref_t(hu), repeats)
+    t_ours, ours, t_ref, ref = compare(lambda: ours_t(hu), lambda: ref_t(hu), repeats)
     return {"ctwindow_medfound_s": t_ours, "ctwindow_monai_s": t_ref, "ctwindow_vs_monai": t_ours / t_ref,
             "ctwindow_max_abs_diff": float((torch.as_tensor(ours) - torch.as_tensor(ref)).abs().max())}
 
@@ -133,8 +146,7 @@ def bench_boxes(repeats: int, full: bool) -> dict[str, float]:
         r = np.asarray(rect(onehot))  # per channel: [row_start, row_end, col_start, col_end]
         return r[:, [2, 0, 3, 1]].astype(np.float32)  # to [x_min, y_min, x_max, y_max]
 
-    t_ours, ours = timed(lambda: instance_boxes(mask)["box"], repeats)
-    t_ref, ref = timed(reference, repeats)
+    t_ours, ours, t_ref, ref = compare(lambda: instance_boxes(mask)["box"], reference, repeats)
     return {"boxes_medfound_s": t_ours, "boxes_monai_s": t_ref, "boxes_vs_monai_boundingrect": t_ours / t_ref,
             "boxes_max_abs_diff": float(np.abs(ours - ref).max()), "boxes_instances": float(len(ids))}
 
@@ -144,7 +156,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="write the numbers as a flat JSON object")
     parser.add_argument("--full", action="store_true", help="full-size inputs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared, busy machine more threads mostly wait on each "
+                             "other and the timings become noise)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     results: dict[str, float] = {"repeats": float(args.repeats), "torch_threads": float(torch.get_num_threads())}
     rows = []

@@ -652,20 +652,17 @@ def clahe(
     x = image.to(torch.float32).clamp(0.0, 1.0)
     h, w = x.shape
     dev = x.device
-    bins = (x * nbins).long().clamp_(0, nbins - 1)
     # pad to a multiple of the grid exactly as OpenCV does (reflect-101; when either side is not a
     # multiple, both get tiles - size % tiles rows/columns, a full extra tile on a divisible side)
     ph, pw = (gy - h % gy, gx - w % gx) if (h % gy or w % gx) else (0, 0)
-    if ph or pw:
-        mode = "reflect" if (ph < h and pw < w) else "replicate"
-        padded = F.pad(bins[None, None].float(), (0, pw, 0, ph), mode=mode)[0, 0].long()
-    else:
-        padded = bins
-    th, tw = padded.shape[0] // gy, padded.shape[1] // gx
+    th, tw = (h + ph) // gy, (w + pw) // gx
     area = th * tw
-    tiles = padded.reshape(gy, th, gx, tw).permute(0, 2, 1, 3).reshape(gy * gx, area)
-    offsets = (torch.arange(gy * gx, device=dev) * nbins).unsqueeze(1)
-    hist = torch.bincount((tiles + offsets).reshape(-1), minlength=gy * gx * nbins).reshape(gy * gx, nbins).float()
+    if dev.type == "cpu":
+        bins = torch.from_numpy(np.minimum((x.numpy() * nbins).astype(np.int32), nbins - 1))
+        hist = _tile_histograms_numpy(bins.numpy(), ph, pw, gy, gx, nbins)
+    else:
+        bins = (x * nbins).long().clamp_(0, nbins - 1)
+        hist = _tile_histograms_torch(bins, ph, pw, gy, gx, nbins)
     limit = float(max(int(clip_limit * area / nbins), 1))  # OpenCV truncates the limit to an integer count
     excess = (hist - limit).clamp_min(0).sum(1, keepdim=True)
     hist = hist.clamp_max(limit)
@@ -680,6 +677,33 @@ def clahe(
     if dev.type == "cpu":
         return torch.from_numpy(_interpolate_blocks(bins.numpy(), lut.numpy(), th, tw, gy, gx))
     return _interpolate_gather(bins, lut, th, tw, gy, gx)
+
+
+def _tile_histograms_numpy(bins: np.ndarray, ph: int, pw: int, gy: int, gx: int, nbins: int) -> torch.Tensor:
+    """(tiles, nbins) histograms on the CPU: one bincount over a tile-and-bin key, no tile rearrangement.
+    Padding is reflect-101 (numpy "reflect", which also reflects repeatedly for pads larger than the image)."""
+    h, w = bins.shape
+    padded = np.pad(bins, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
+    th, tw = (h + ph) // gy, (w + pw) // gx
+    tile_of_row = (np.arange(h + ph, dtype=np.int32) // th) * gx
+    tile_of_col = np.arange(w + pw, dtype=np.int32) // tw
+    key = (tile_of_row[:, None] + tile_of_col[None, :]) * nbins + padded
+    counts = np.bincount(key.ravel(), minlength=gy * gx * nbins).reshape(gy * gx, nbins)
+    return torch.from_numpy(counts.astype(np.float32))
+
+
+def _tile_histograms_torch(bins: torch.Tensor, ph: int, pw: int, gy: int, gx: int, nbins: int) -> torch.Tensor:
+    """(tiles, nbins) histograms on any device (reflect-101 padding; replicate when the pad exceeds the image)."""
+    h, w = bins.shape
+    padded = bins
+    if ph or pw:
+        mode = "reflect" if (ph < h and pw < w) else "replicate"
+        padded = F.pad(bins[None, None].float(), (0, pw, 0, ph), mode=mode)[0, 0].long()
+    th, tw = (h + ph) // gy, (w + pw) // gx
+    tiles = padded.reshape(gy, th, gx, tw).permute(0, 2, 1, 3).reshape(gy * gx, th * tw)
+    offsets = (torch.arange(gy * gx, device=bins.device) * nbins).unsqueeze(1)
+    hist = torch.bincount((tiles + offsets).reshape(-1), minlength=gy * gx * nbins)
+    return hist.reshape(gy * gx, nbins).float()
 
 
 def _interpolate_gather(bins: torch.Tensor, lut: torch.Tensor, th: int, tw: int, gy: int, gx: int) -> torch.Tensor:
@@ -730,11 +754,17 @@ def _interpolate_blocks(bins: np.ndarray, lut: np.ndarray, th: int, tw: int, gy:
         ya = ya[:, None]
         for c0, c1, tx1, tx2, xa in col_runs:
             blk = idx[r0:r1, c0:c1]
-            a, b = lut[ty1 * gx + tx1][blk], lut[ty1 * gx + tx2][blk]
-            c, d = lut[ty2 * gx + tx1][blk], lut[ty2 * gx + tx2][blk]
-            top = a + (b - a) * xa
-            bottom = c + (d - c) * xa
-            out[r0:r1, c0:c1] = top + (bottom - top) * ya
+            a, top = lut[ty1 * gx + tx1][blk], lut[ty1 * gx + tx2][blk]
+            c, bottom = lut[ty2 * gx + tx1][blk], lut[ty2 * gx + tx2][blk]
+            top -= a  # in place from here on: a + (b - a) * xa, c + (d - c) * xa, then along y
+            top *= xa
+            top += a
+            bottom -= c
+            bottom *= xa
+            bottom += c
+            bottom -= top
+            bottom *= ya
+            np.add(bottom, top, out=out[r0:r1, c0:c1])
     return out
 
 

@@ -317,6 +317,7 @@ class TileAssembler:
         self.dtype = dtype
         self.weight = self._weight_map(blend, sigma_scale, ramp).to(self.device or "cpu", dtype)
         self._sum: torch.Tensor | None = None
+        self._done = False
         self._norm = torch.zeros(self.spatial_shape, device=self.device, dtype=dtype)
 
     def _weight_map(self, blend: str, sigma_scale: float, ramp: int | None) -> torch.Tensor:
@@ -336,6 +337,8 @@ class TileAssembler:
             if not isinstance(tile, MetaTensor) or "tile_start" not in tile.meta:
                 raise ConfigError("TileAssembler.add needs start= unless the tile carries 'tile_start' metadata")
             start = tile.meta["tile_start"]
+        if self._done:
+            raise ConfigError("TileAssembler.add after result(): start a new assembler for a new image")
         start = [int(s) for s in (start.tolist() if isinstance(start, torch.Tensor) else start)]
         data = tile.as_tensor() if isinstance(tile, MetaTensor) else torch.as_tensor(tile)
         if tuple(data.shape[1:]) != self.tile_size:
@@ -352,7 +355,7 @@ class TileAssembler:
         dst = tuple(slice(s, min(s + t, n)) for s, t, n in zip(start, self.tile_size, self.spatial_shape))
         src = tuple(slice(0, d.stop - d.start) for d in dst)
         w = self.weight[src]
-        self._sum[(slice(None), *dst)] += data[(slice(None), *src)].to(self._sum.device, self.dtype) * w
+        self._sum[(slice(None), *dst)].addcmul_(data[(slice(None), *src)].to(self._sum.device, self.dtype), w)
         self._norm[dst] += w
 
     def add_batch(self, tiles: torch.Tensor, starts: Sequence[Sequence[int]]) -> None:
@@ -361,12 +364,16 @@ class TileAssembler:
             self.add(tile, start)
 
     def result(self) -> torch.Tensor:
-        """The blended image ``(C, *spatial_shape)``; every pixel must have been covered by a tile."""
+        """The blended image ``(C, *spatial_shape)``; every pixel must have been covered by a tile.
+        Call it once, after the last tile (the accumulator is normalised in place)."""
+        if self._done:
+            return self._sum
         if self._sum is None:
             raise ConfigError("TileAssembler.result called before any tile was added")
         if bool((self._norm <= 0).any()):
             raise ConfigError(f"TileAssembler: {int((self._norm <= 0).sum())} pixels are covered by no tile")
-        return self._sum / self._norm
+        self._done = True  # the accumulator becomes the result (no second full-size buffer)
+        return self._sum.div_(self._norm)
 
 
 def predict_tiled(
