@@ -16,6 +16,7 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
+
 class MedfoundError(Exception):
     """Base class of every error medfound raises on purpose."""
 
@@ -47,6 +48,10 @@ class ShapeError(MedfoundError, ValueError):
 class InvalidImageError(MedfoundError, ValueError):
     """An image array cannot be used as given: wrong number of dimensions or channels,
     non-finite values, or content a transform needs that is absent (e.g. an empty field of view)."""
+
+
+class UnsafePickleError(WeightsError):
+    """A pickled file asks for a global (class or function) that a restricted importer does not allow."""
 
 
 # every exception class defined above (append new classes above this line)

@@ -6,7 +6,9 @@ windows, MR normalisation, resampling, 3D-to-2D slice sampling), :mod:`~medfound
 (window/level, inversion), :mod:`~medfound.transforms.microscopy` (channel normalisation,
 tiling and blended re-assembly, instance masks to boxes), :mod:`~medfound.transforms.fundus`
 (field of view, optic disc, green channel, CLAHE, disc/cup masks) and
-:mod:`~medfound.transforms.presets` (one training or inference pipeline per modality).
+:mod:`~medfound.transforms.presets` (one training or inference pipeline per modality);
+:mod:`medfound.transforms.spinal`: spinal cord MRI (rater consensus, orientation, cord-centred
+crop, per-slice normalisation, axial slices).
 
 Example
 -------
