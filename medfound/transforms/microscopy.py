@@ -13,6 +13,9 @@ Box convention (the whole project): ``[x_min, y_min, x_max, y_max]`` in pixels o
 stored, x along the last (width) axis, y along the second-last (height) axis, corners on pixel
 edges so the max is exclusive (pixel column ``i`` spans ``[i, i + 1)``). Centroids ``[x, y]`` use
 the same continuous coordinates (a single pixel at column 3, row 5 has centroid ``[3.5, 5.5]``).
+Boxes are measured on the mask as given, x along its last axis: give it rows first, as stored
+(MONAI's readers return pictures as ``(C, X, Y)``; ``SwapSpatialAxes`` turns them rows first, and
+:func:`~medfound.transforms.presets.get_preset` does so when it loads files).
 """
 
 from __future__ import annotations
