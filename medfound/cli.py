@@ -217,6 +217,114 @@ def _add_dac(sub: argparse._SubParsersAction) -> None:
 COMMANDS.append(_add_dac)
 
 
+# ---------------------------------------------------------------- multitask: pre-training, transfer, demo
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from medfound.multitask.pretrain import pretrain
+
+    overrides = {k: v for k, v in (("max_iterations", args.max_iterations), ("max_epochs", args.max_epochs)) if v}
+    summary = pretrain(args.config, output_dir=args.output_dir, overrides=overrides, device=args.device, log=print)
+    print(f"weights: {summary['model']}")
+    return 0
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="UMedPT multi-task pre-training from a JSON/YAML config",
+                       description="Pre-train a UMedPT on the tasks of a config file (tasks, network, trainer, "
+                       "validation sections; see medfound.multitask.pretrain). Resumes from OUTPUT_DIR/checkpoints "
+                       "when a previous run was stopped.")
+    p.add_argument("config", help="pre-training config (JSON or YAML)")
+    p.add_argument("-o", "--output-dir", default=None, help="output folder (default: the config's output_dir)")
+    p.add_argument("--max-iterations", type=int, default=None, help="override the run length in iterations")
+    p.add_argument("--max-epochs", type=int, default=None, help="override the run length in epochs")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, ... (default: the config's)")
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def _parse_encoders(values: Sequence[str]) -> dict[str, str]:
+    from medfound.errors import ConfigError
+
+    encoders = {}
+    for value in values:
+        name, sep, source = value.partition("=")
+        if not sep or not name or not source:
+            raise ConfigError(f"--encoder takes NAME=SOURCE (SOURCE: random, a pretrain folder, a model.pt, or "
+                              f"torchvision:PATH), got {value!r}")
+        encoders[name] = source
+    return encoders
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    import json
+
+    from medfound.evaluation.transfer import run_transfer
+
+    network = None
+    if args.network:
+        from medfound.multitask.tasks import read_config_file
+
+        network = read_config_file(args.network) if not args.network.lstrip().startswith("{") else json.loads(
+            args.network)
+    finetune = {k: v for k, v in (("epochs", args.finetune_epochs), ("batch_size", args.batch_size)) if v}
+    result = run_transfer(args.tasks, _parse_encoders(args.encoder), args.output_dir, task_name=args.task,
+                          modes=args.modes, fractions=args.fractions, repeats=args.repeats, seed=args.seed,
+                          network=network, device=args.device, finetune=finetune, log=print)
+    print(f"{result['task']}: {result['metric']} per encoder, mode and fraction in {result['files']['csv']}")
+    print(f"plot: {result['files']['plot']}")
+    return 0
+
+
+def _add_transfer(sub: argparse._SubParsersAction) -> None:
+    modes, fractions = ["linear", "finetune"], [1.0, 5.0, 10.0, 25.0, 50.0, 100.0]  # the paper's protocol
+    p = sub.add_parser("transfer", help="transfer protocol: frozen probe and fine-tuning at data fractions",
+                       description="For one target task: frozen-encoder linear probe and fine-tuning at "
+                       "training-data fractions with fixed seeds, for each encoder; writes transfer_results.json, "
+                       "transfer_summary.csv and transfer_plot.png.")
+    p.add_argument("--tasks", required=True, help="task file (JSON/YAML) holding the target task")
+    p.add_argument("--task", default=None, help="target task name (default: the task with role 'transfer')")
+    p.add_argument("--encoder", action="append", required=True, metavar="NAME=SOURCE",
+                   help="encoder to compare; SOURCE: random, a pretrain output folder, a UMedPT model.pt, or "
+                   "torchvision:PATH (ImageNet Swin V2 state dict); repeat the option")
+    p.add_argument("-o", "--output-dir", required=True, help="output folder")
+    p.add_argument("--modes", nargs="+", choices=modes, default=modes, help="default: linear finetune")
+    p.add_argument("--fractions", nargs="+", type=float, default=fractions, metavar="PERCENT",
+                   help="training-data fractions in percent (default: 1 5 10 25 50 100)")
+    p.add_argument("--repeats", type=int, default=3, help="seeds per fraction (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--network", default=None,
+                   help="UMedPT arguments (JSON text or file) for encoders without their own (random, torchvision)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning passes over the subset")
+    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.set_defaults(func=_cmd_transfer)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import importlib
+
+    from medfound.demos import DEMOS
+
+    module, func = DEMOS[args.name].split(":")
+    getattr(importlib.import_module(module), func)(out_dir=args.out, quick=args.quick, log=print)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from medfound.demos import DEMOS
+
+    p = sub.add_parser("demo", help="run an end-to-end demo on SYNTHETIC demo data",
+                       description="Write synthetic demo data and run a workflow end to end (umedpt: multi-task "
+                       "pre-training, then the transfer protocol against random initialisation).")
+    p.add_argument("name", choices=sorted(DEMOS), help="which demo")
+    p.add_argument("--out", default="demo_run", help="output folder (default: demo_run)")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    p.set_defaults(func=_cmd_demo)
+
+
+COMMANDS.extend([_add_pretrain, _add_transfer, _add_demo])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``medfound`` command."""
     parser = argparse.ArgumentParser(prog="medfound", description="medfound: MONAI toolkit for scarce labels")

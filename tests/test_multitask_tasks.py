@@ -193,3 +193,18 @@ def test_collate_pads_and_prepares_every_kind():
     assert cls["label"].tolist() == [1, 1]
     with pytest.raises(ConfigError, match="1 or 3 channels"):
         prepare_task_batch("classification", {"image": torch.zeros(1, 2, 4, 4), "label": torch.zeros(1)}, "cpu")
+
+
+def test_modality_preset_from_the_task_config(multitask_demo):
+    (spec,) = load_tasks(multitask_demo / "tasks.json", names=["ct_abdomen_organs_seg"])
+    spec.preset = "ct"
+    spec.spatial_size = (64, 64)
+    ds = build_task_datasets([spec], "train")[spec.name]
+    sample = ds[(0, 5)]
+    assert sample["image"].shape == (3, 64, 64)  # three CT windows as channels
+    assert 0.0 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1.0
+    assert sample["label"].shape == (1, 64, 64) and set(torch.unique(sample["label"]).tolist()) <= {0, 1, 2, 3}
+    (det,) = load_tasks(multitask_demo / "tasks.json", names=["microscopy_nuclei_det"])
+    det.preset = "microscopy"
+    with pytest.raises(ConfigError, match="box lists"):
+        task_transforms(det, train=True)

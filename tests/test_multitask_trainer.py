@@ -149,6 +149,17 @@ def test_offloaded_heads_live_on_the_cpu_between_their_iterations_cuda():
     _assert_same(plain, offloaded, atol=1e-5)
 
 
+def test_frozen_shared_blocks_stay_fixed_while_heads_learn():
+    net = tiny_umedpt(stochastic_depth_prob=0.2)
+    trainer = MultiTaskTrainer("cpu", net, four_tasks(n=4)[:2], max_iterations=4, batch_size=2, frozen_shared=True)
+    before = _state(net)
+    trainer.run()
+    after = _state(net)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("heads."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("heads.cls."))
+    assert not net.shared.training and net.heads.training  # shared blocks ran in eval mode (no stochastic depth)
+
+
 def test_amp_is_ignored_on_cpu_and_bad_configs_fail_clearly():
     trainer = MultiTaskTrainer("cpu", tiny_umedpt(), [memory_task("c", "classification", 4)], max_epochs=1, amp=True)
     assert not trainer.amp_enabled and trainer.window == 1

@@ -61,6 +61,7 @@ __all__ = [
     "PICTURE_SUFFIXES",
     "default_transforms",
     "task_transforms",
+    "preset_transforms",
     "TaskDataset",
     "TaskBatchSampler",
     "sample_seed",
@@ -144,6 +145,8 @@ def task_transforms(spec: TaskSpec, train: bool, example_path: str | None = None
     """The task's ``transforms["train"|"val"]`` (a callable or bundle-style ``_target_`` dicts), else the default."""
     split = "train" if train else "val"
     given = (spec.transforms or {}).get(split)
+    if given is None and spec.preset is not None:
+        return preset_transforms(spec, train)
     if given is None:
         return default_transforms(spec, train, example_path)
     if callable(given):
@@ -156,6 +159,45 @@ def task_transforms(spec: TaskSpec, train: bool, example_path: str | None = None
             raise ConfigError(f"task {spec.name!r}: cannot build its {split} transforms: {err}") from None
         return Compose(steps)
     raise ConfigError(f"task {spec.name!r}: transforms[{split!r}] must be a list of transform configs or a callable")
+
+
+_PRESET_LABEL_TYPES = {
+    "classification": "classification",
+    "multilabel": "classification",
+    "segmentation": "segmentation",
+}
+
+
+def preset_transforms(spec: TaskSpec, train: bool) -> Callable:
+    """The task's modality pipeline from :func:`medfound.transforms.get_preset` (``"preset"`` in its config).
+
+    ``"preset": "ct"`` or ``{"modality": "ct", **get_preset options}``; ``spatial_size`` comes
+    from the task (default 256). Detection tasks with box lists cannot use a preset (its spatial
+    augmentation would not move the boxes): give them ``transforms`` or the default pipeline.
+    """
+    from medfound.transforms import get_preset
+
+    options = {"modality": spec.preset} if isinstance(spec.preset, str) else dict(spec.preset or {})
+    if spec.kind not in _PRESET_LABEL_TYPES:
+        raise ConfigError(
+            f"task {spec.name!r}: presets do not move box lists; detection tasks need their own "
+            "transforms or the default pipeline"
+        )
+    modality = options.pop("modality", None)
+    if modality is None:
+        raise ConfigError(f'task {spec.name!r}: preset needs a modality, e.g. "ct"')
+    keys = ("image", "label") if spec.kind == "segmentation" else ("image",)
+    options.setdefault("spatial_size", list(spec.spatial_size) if spec.spatial_size else 256)
+    try:
+        return get_preset(
+            modality,
+            mode="train" if train else "infer",
+            keys=keys,
+            label_type=_PRESET_LABEL_TYPES[spec.kind],
+            **options,
+        )
+    except TypeError as err:
+        raise ConfigError(f"task {spec.name!r}: bad preset option: {err}") from None
 
 
 def sample_seed(seed: int, task_index: int, epoch: int, index: int) -> int:

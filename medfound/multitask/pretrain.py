@@ -10,7 +10,7 @@ is understood) has these sections, all but ``tasks`` optional::
       "network": {"variant": "tiny"},        # UMedPT arguments, or {"_target_": ..., ...}
       "trainer": {"max_iterations": 20000, "batch_size": 16, "offload_heads": true, "amp": true,
                   "optimizer": {"name": "AdamW", "lr": 1e-4}, "scheduler": "cosine"},
-      "validation": {"interval": 1, "max_batches_per_task": null},   # epochs between validations; null: none
+      "validation": {"interval": 1, "max_batches_per_task": null},   # every N epochs and at the end; null: none
       "log_every": 50,
       "tensorboard": false,
       "output_dir": "runs/umedpt"
@@ -117,6 +117,7 @@ def pretrain(
     config: str | os.PathLike | Mapping[str, Any],
     output_dir: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
+    device: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Pre-train a UMedPT on the config's tasks; returns a summary (paths, steps, last metrics).
@@ -126,6 +127,7 @@ def pretrain(
     config : the config dict or its JSON/YAML file (see the module docstring).
     output_dir : overrides ``config["output_dir"]``.
     overrides : merged into the ``trainer`` section (e.g. ``{"max_iterations": 10}``).
+    device : overrides ``config["device"]``.
     log : where progress lines go (default: the module logger).
     """
     emit = log or logger.info
@@ -137,7 +139,7 @@ def pretrain(
         tasks = str(base / tasks)
     out = Path(output_dir or cfg.get("output_dir") or "umedpt_pretrain")
     out.mkdir(parents=True, exist_ok=True)
-    device = _as_device(cfg.get("device", "auto"))
+    device = _as_device(device or cfg.get("device", "auto"))
     if "seed" in cfg:
         torch.manual_seed(int(cfg["seed"]))
     network_cfg = cfg.get("network") or {}
@@ -199,6 +201,13 @@ def pretrain(
             emit(f"  validation after epoch {trainer.state.epoch}: mean score {metrics['mean_score']:.3f} ({scores})")
 
         ValidationHandler(interval=interval, validator=evaluator, epoch_level=True).attach(trainer)
+
+        @trainer.on(Events.COMPLETED)
+        def _final_validation(engine: MultiTaskTrainer) -> None:
+            done = history["validation"] and history["validation"][-1]["iteration"] == engine.state.iteration
+            if not done:
+                evaluator.run(max(1, engine.state.epoch))
+
     if cfg.get("tensorboard"):
         TensorBoardStatsHandler(
             log_dir=str(out / "tensorboard"),

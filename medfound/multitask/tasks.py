@@ -14,6 +14,7 @@ task needs no code::
        "spatial_size": [256, 256], "batch_size": 16, "weight": 1.0,
        "intensity": {"a_min": -1000, "a_max": 1000},            # or {"lower": 0.5, "upper": 99.5}
        "augment": true,
+       "preset": "ct",                                           # or {"modality": "ct", "windows": [...]}
        "transforms": {"train": [{"_target_": "LoadImaged", ...}, ...], "val": [...]},
        "loss": {"label_smoothing": 0.1}, "head": {"dropout": 0.1}, "metric": {"primary": "auc_macro"},
        "train_key": "training", "val_key": "validation"}
@@ -117,6 +118,7 @@ class TaskSpec:
     intensity: dict[str, Any] | None = None
     augment: bool = True
     reader: str | None = None
+    preset: str | dict[str, Any] | None = None
     transforms: dict[str, Any] | None = None
     loss: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)

@@ -249,9 +249,8 @@ class MultiTaskTrainer(Trainer):
         if epoch_length is None:
             most = max(train_loader.batches_per_epoch(n) for n in self.task_names)
             epoch_length = len(self.task_names) * max(1, most)
-            epoch_length = self.window * math.ceil(epoch_length / self.window)
-            if max_iterations is not None:
-                epoch_length = min(epoch_length, int(max_iterations))
+            epoch_length = self.window * math.ceil(epoch_length / self.window)  # not tied to the run length: a
+            # resumed run may be longer, and its epochs must stay the same
         epoch_length = int(epoch_length)
         if max_iterations is not None:
             self.total_iterations = int(max_iterations)
