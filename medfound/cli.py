@@ -306,7 +306,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from medfound.demos import DEMOS
 
     module, func = DEMOS[args.name].split(":")
-    getattr(importlib.import_module(module), func)(out_dir=args.out, quick=args.quick, log=print)
+    options = {"synthetic_only": True} if args.synthetic_only else {}
+    getattr(importlib.import_module(module), func)(out_dir=args.out, quick=args.quick, log=print, **options)
     return 0
 
 
@@ -319,6 +320,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=sorted(DEMOS), help="which demo")
     p.add_argument("--out", default="demo_run", help="output folder (default: demo_run)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    p.add_argument("--synthetic-only", action="store_true", help="umedpt: leave out the two small real nuclei tasks")
     p.set_defaults(func=_cmd_demo)
 
 

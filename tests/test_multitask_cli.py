@@ -28,7 +28,6 @@ def _config(multitask_demo, tmp_path, **trainer):
     return path
 
 
-@pytest.mark.slow
 def test_pretrain_command_writes_weights_and_resumes(multitask_demo, tmp_path, capsys):
     path = _config(multitask_demo, tmp_path)
     assert main(["pretrain", str(path), "-o", str(tmp_path / "run")]) == 0
@@ -60,7 +59,6 @@ def test_pretrain_and_transfer_errors_exit_with_a_message(tmp_path, capsys):
     assert "NAME=SOURCE" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_transfer_command_on_the_demo_task(multitask_demo, tmp_path, capsys):
     argv = [
         "transfer",
@@ -87,3 +85,43 @@ def test_transfer_command_on_the_demo_task(multitask_demo, tmp_path, capsys):
     result = json.loads((tmp_path / "t" / "transfer_results.json").read_text())
     assert [r["n_train"] for r in result["summary"]] == [4.0, 40.0] and len(result["runs"]) == 4
     assert (tmp_path / "t" / "transfer_plot.png").stat().st_size > 0
+
+
+def test_trainer_and_evaluator_from_a_bundle_config(multitask_demo):
+    from monai.bundle import ConfigParser
+
+    names = ["ct_chest_nodule_cls", "xray_chest_findings_mlc"]
+    config = {
+        "tasks_file": str(multitask_demo / "tasks.json"),
+        "network": {
+            "_target_": "medfound.networks.umedpt.UMedPT",
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+        },
+        "trainer": {
+            "_target_": "medfound.multitask.MultiTaskTrainer",
+            "device": "cpu",
+            "network": "@network",
+            "tasks": "@tasks_file",
+            "task_names": names,
+            "max_iterations": 2,
+            "batch_size": 2,
+            "optimizer": {"name": "AdamW", "lr": 1e-4},
+            "offload_heads": True,
+        },
+        "evaluator": {
+            "_target_": "medfound.multitask.MultiTaskEvaluator",
+            "device": "cpu",
+            "network": "@network",
+            "tasks": "@tasks_file",
+            "task_names": names,
+            "max_batches_per_task": 1,
+            "batch_size": 4,
+        },
+        "run": ["$@trainer.run()", "$@evaluator.run()"],
+    }
+    json.loads(json.dumps(config))  # plain JSON values only
+    parser = ConfigParser(config)
+    parser.get_parsed_content("run")
+    trainer, evaluator = parser.get_parsed_content("trainer"), parser.get_parsed_content("evaluator")
+    assert trainer.state.iteration == 2 and trainer.shared_steps == 1
+    assert {"ct_chest_nodule_cls/f1_macro", "xray_chest_findings_mlc/auc_macro"} <= set(evaluator.state.metrics)

@@ -1,8 +1,9 @@
-"""The UMedPT demo: multi-task pre-training on SYNTHETIC tasks, then the transfer protocol.
+"""The UMedPT demo: multi-task pre-training on SYNTHETIC tasks (+ two small real ones), then transfer.
 
 1. writes the synthetic multi-task collection (:mod:`medfound.data.synthetic.multitask`:
    CT, MR, fluorescence microscopy and X-ray look-alikes; classification, multi-label,
-   segmentation and detection);
+   segmentation and detection) and, unless ``synthetic_only``, two small REAL tasks cut from
+   one fluorescence nuclei image that ships with medfound (:mod:`medfound.demos.real_nuclei`);
 2. pre-trains a small UMedPT on the tasks with role ``"pretrain"`` with the
    gradient-accumulating multi-task trainer (:func:`medfound.multitask.pretrain.pretrain`);
 3. runs the transfer protocol (:func:`medfound.evaluation.transfer.run_transfer`) on the
@@ -47,13 +48,19 @@ DEMO_NETWORK: dict[str, Any] = {
 
 
 def run_umedpt_demo(
-    out_dir: str | Path = "demo_run", quick: bool = False, seed: int = 0, log: Callable[[str], None] = print
+    out_dir: str | Path = "demo_run",
+    quick: bool = False,
+    seed: int = 0,
+    synthetic_only: bool = False,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Write the synthetic data, pre-train, run the transfer protocol; returns a summary.
+    """Write the data, pre-train, run the transfer protocol; returns a summary.
 
-    ``quick`` shortens everything (for tests): fewer iterations, fractions 10 and 100 %, one repeat.
+    ``quick`` shortens everything (for tests): fewer iterations, fractions 10 and 100 %, one
+    repeat. ``synthetic_only`` leaves out the two real nuclei tasks.
     """
     from medfound.data.synthetic.multitask import write_multitask_demo
+    from medfound.demos.real_nuclei import write_real_nuclei_tasks
     from medfound.evaluation.transfer import run_transfer
     from medfound.multitask.pretrain import pretrain
 
@@ -61,13 +68,25 @@ def run_umedpt_demo(
     out = Path(out_dir)
     data = out / "data" / "multitask"
     log("=" * 78)
-    log("UMedPT demo on SYNTHETIC data (generated look-alikes, not patient images).")
+    log("UMedPT demo on SYNTHETIC data (generated look-alikes, not patient images)")
+    if not synthetic_only:
+        log("plus two small REAL tasks from one fluorescence nuclei image (2018 Data Science Bowl, via stardist).")
     log("=" * 78)
     log(f"[1/3] writing the synthetic multi-task collection to {data}")
-    write_multitask_demo(data, size="small", seed=seed)
-    iterations = 28 if quick else 420
+    manifest = write_multitask_demo(data, size="small", seed=seed)
+    tasks = [{**t, "datalist": f"multitask/{t['datalist']}", "synthetic": True} for t in manifest["tasks"]]
+    if not synthetic_only:
+        log(f"      and the real nuclei tiles to {out / 'data' / 'real_nuclei'}")
+        tasks += [
+            {**t, "datalist": f"real_nuclei/{t['datalist']}"}
+            for t in write_real_nuclei_tasks(out / "data" / "real_nuclei")
+        ]
+    tasks_file = out / "data" / "tasks.json"
+    tasks_file.write_text(json.dumps({"tasks": tasks}, indent=2) + "\n")
+    n_pretrain = sum(t["role"] == "pretrain" for t in tasks)
+    iterations = 2 * n_pretrain if quick else 50 * n_pretrain
     config = {
-        "tasks": str(data / "tasks.json"),
+        "tasks": str(tasks_file),
         "roles": ["pretrain"],
         "device": "auto",
         "seed": seed,
@@ -81,26 +100,27 @@ def run_umedpt_demo(
             "offload_heads": True,
             "amp": True,
             "task_order": "shuffle",
-            "checkpoint_every": 70,
+            "checkpoint_every": 10 * n_pretrain,
         },
-        "validation": {"interval": 10**6, "max_batches_per_task": 2},
-        "log_every": 7 if quick else 70,
+        "validation": {"interval": 4, "max_batches_per_task": 2},  # every 4 epochs, and at the end
+        "log_every": n_pretrain if quick else 5 * n_pretrain,
     }
-    log(f"[2/3] pre-training a small UMedPT on 7 synthetic tasks ({iterations} task-iterations)")
+    log(f"[2/3] pre-training a small UMedPT on {n_pretrain} tasks ({iterations} task-iterations)")
     summary = pretrain(config, output_dir=out / "pretrain", log=lambda m: log("      " + m))
     log("[3/3] transfer to the held-out task: linear probe and fine-tuning, pre-trained vs random init")
     fractions = (10, 100) if quick else (1, 5, 10, 25, 50, 100)
     transfer = run_transfer(
-        data / "tasks.json",
+        tasks_file,
         {"umedpt": out / "pretrain", "random": "random"},
         out / "transfer",
         fractions=fractions,
-        repeats=1 if quick else 2,
+        repeats=1 if quick else 3,
         seed=seed,
         network=DEMO_NETWORK,
+        note="SYNTHETIC demo data",
         finetune={
-            "epochs": 3 if quick else 6,
-            "min_iterations": 4 if quick else 12,
+            "epochs": 3 if quick else 8,
+            "min_iterations": 4 if quick else 16,
             "batch_size": 8,
             "optimizer": {"name": "AdamW", "lr": 3e-4, "weight_decay": 0.05},
         },
@@ -113,6 +133,8 @@ def run_umedpt_demo(
             table.append(f"{enc:>8} {mode:>8} " + " ".join(f"{rows[float(f)]['mean']:7.3f}" for f in fractions))
     result = {
         "synthetic": True,
+        "real_tasks": [t["name"] for t in tasks if t.get("synthetic") is False],
+        "transfer_task_synthetic": True,
         "seconds": round(time.time() - started, 1),
         "pretrain": summary,
         "transfer_task": transfer["task"],

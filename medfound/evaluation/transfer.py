@@ -363,6 +363,7 @@ def run_transfer(
     device: str | torch.device = "auto",
     linear: Mapping[str, Any] | None = None,
     finetune: Mapping[str, Any] | None = None,
+    note: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the transfer protocol and write the JSON, CSV and PNG outputs; returns the results dict.
@@ -384,6 +385,7 @@ def run_transfer(
     finetune : ``{"epochs", "min_iterations", "max_iterations", "batch_size", "optimizer",
         "head_lr_factor", "scheduler", "grad_clip", "amp"}`` (also used to train the heads of
         frozen segmentation/detection probes).
+    note : a remark carried into the JSON and the plot's title (e.g. ``"SYNTHETIC data"``).
     log : progress lines (default: the module logger).
     """
     emit = log or logger.info
@@ -513,6 +515,7 @@ def run_transfer(
         "finetune": ft_cfg,
         "device": str(device),
         "seconds": round(time.time() - started, 1),
+        "note": note,
         "runs": runs,
         "summary": _summarise(runs),
     }
@@ -587,7 +590,8 @@ def plot_transfer(result: Mapping[str, Any], path: str | os.PathLike) -> None:
     ax.set_xticklabels([f"{f:g}" for f in fractions])
     ax.set_xlabel("training data used (%)")
     ax.set_ylabel(result["metric"])
-    ax.set_title(f"transfer to {result['task']}")
+    title = f"transfer to {result['task']}"
+    ax.set_title(title + (f"\n({result['note']})" if result.get("note") else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -377,7 +377,8 @@ def collate_task_batch(kind: str) -> Callable[[Sequence[Mapping[str, Any]]], dic
                     raise ConfigError(
                         f"label map {tuple(lab.shape)} does not match image {tuple(img.shape)} for {_describe(s)}"
                     )
-            batch["label"] = _stack_padded([lab.round().long() for lab in labels], -1)
+            labels = [lab.round().long() if lab.is_floating_point() else lab.long() for lab in labels]
+            batch["label"] = _stack_padded(labels, -1)
         else:
             batch["box"] = [_plain(s["box"]).reshape(-1, 4).float() for s in samples]
             batch["label"] = [_plain(s["label"]).reshape(-1).long() for s in samples]

@@ -54,6 +54,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import EventEnum, Events
 from monai.engines import Trainer
@@ -122,8 +123,11 @@ def build_task_datasets(specs: Sequence[TaskSpec], split: str, skip_bad: bool = 
 
 def _as_device(device: Any) -> torch.device:
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return device if isinstance(device, torch.device) else torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device if isinstance(device, torch.device) else torch.device(device)
+    if device.type == "cuda" and device.index is None and world_size() > 1:
+        device = torch.device("cuda", int(idist.get_local_rank()))  # one GPU per process under torchrun
+    return device
 
 
 class MultiTaskTrainer(Trainer):
