@@ -16,6 +16,7 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
+
 class MedfoundError(Exception):
     """Base class of every error medfound raises on purpose."""
 
@@ -42,6 +43,11 @@ class WeightsError(MedfoundError, ValueError):
 
 class ShapeError(MedfoundError, ValueError):
     """A tensor argument has the wrong shape, length or number of channels for the call."""
+
+
+class InvalidImageError(MedfoundError, ValueError):
+    """An image array cannot be used as given: wrong number of dimensions or channels,
+    non-finite values, or content a transform needs that is absent (e.g. an empty field of view)."""
 
 
 class UnsafePickleError(WeightsError):
