@@ -230,6 +230,7 @@ def test_published_structure_full_size():
         assert UMedPT(squeezer_channels=None).embedding_channels == 768
 
 
+@pytest.mark.slow
 def test_detection_tensor_output_and_points():
     model = _model()
     x = torch.rand(2, 3, 40, 70)
