@@ -72,6 +72,34 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_demo_data]
 
 
+def _cmd_convert_umedpt(args: argparse.Namespace) -> int:
+    from medfound.convert.umedpt import convert_umedpt
+
+    report = convert_umedpt(args.archive, args.out_dir)
+    print(f"imported {', '.join(report['imported'])} from {report['source']['archive']} into {args.out_dir}")
+    if report["initialised"]:
+        print(f"  not in the archive (freshly initialised in model.pt): {', '.join(report['initialised'])}")
+    if report["skipped_members"]:
+        print(f"  members not read (task heads etc.): {', '.join(report['skipped_members'])}")
+    print(f"  UMedPT arguments: {report['config']} (umedpt_config.json)")
+    return 0
+
+
+def _add_convert_umedpt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert-umedpt",
+        help="import the published UMedPT weights (.pt.zip) without running code from the file",
+        description="Read a UMedPT .pt.zip archive (MedicalMultitaskModeling) with a restricted unpickler and "
+        "write medfound state dicts (encoder.pt, squeezer.pt, seg_decoder.pt), a bundle-ready model.pt and "
+        "umedpt_config.json into OUT_DIR. The archive is your own download; do not redistribute it.",
+    )
+    p.add_argument("archive", help="the .pt.zip archive")
+    p.add_argument("out_dir", help="destination folder")
+    p.set_defaults(func=_cmd_convert_umedpt)
+
+
+COMMANDS.append(_add_convert_umedpt)
+
 # ---------------------------------------------------------------- dac: datasets and CD-SSDG splits
 
 #: dataset name -> adapter (module, function) for ``medfound dac datalist`` / ``dac split --dataset``
