@@ -37,3 +37,25 @@ class ImageReadError(MedfoundError, OSError):
 
 class LabelMismatchError(MedfoundError, ValueError):
     """A label or mask does not fit its image (shape, geometry or value range)."""
+
+
+# --- io: reader errors (appended by the io area) ---
+__all__ += ["UnsupportedImageError", "NonFiniteImageError", "SeriesGeometryError", "OrientationError"]
+
+
+class UnsupportedImageError(ImageReadError):
+    """A file is readable but holds what the reader does not handle (photometric interpretation,
+    a transfer syntax without a decoder plugin, unknown axes, ...)."""
+
+
+class NonFiniteImageError(ImageReadError):
+    """An image holds NaN or infinite values."""
+
+
+class SeriesGeometryError(ImageReadError):
+    """The slices of an image series do not form one regular volume (mixed sizes or orientations,
+    duplicate positions, missing slices or irregular spacing when checking is strict)."""
+
+
+class OrientationError(ImageReadError):
+    """An image's affine fails an orientation check (oblique, left-handed, sheared or degenerate)."""
