@@ -265,3 +265,18 @@ def test_single_slice_and_threads_agree(oblique_series):
         arr, meta = _read([one])
     assert arr.shape == vol.shape[:2] + (1,)
     assert meta["spacing"][2] == pytest.approx(2.5)
+
+
+def test_output_dtype_exact_integers_or_float(tmp_path, lung):
+    vol, aff = lung
+    write_dicom_series(vol, tmp_path / "a", aff, stored_dtype="uint16", bits_stored=12, rescale_intercept=-1024)
+    arr, _ = _read(tmp_path / "a")
+    assert arr.dtype == np.int16 and arr.flags["C_CONTIGUOUS"]  # 0..4095 - 1024 fits int16, as ITK gives
+    np.testing.assert_array_equal(arr, vol)
+    write_dicom_series(vol, tmp_path / "b", aff, stored_dtype="uint16", rescale_intercept=-1024)
+    assert _read(tmp_path / "b")[0].dtype == np.int32  # 16 bits stored: 65535 - 1024 needs int32
+    write_dicom_series(vol, tmp_path / "c", aff, rescale_slope=0.5)
+    arr, _ = _read(tmp_path / "c")
+    assert arr.dtype == np.float32
+    np.testing.assert_array_equal(arr, vol)
+    assert _read(tmp_path / "a", dtype="float32")[0].dtype == np.float32

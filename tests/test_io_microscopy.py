@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 from helpers_io import IO_DATA
-from monai.transforms import EnsureChannelFirst, LoadImage
+from monai.transforms import LoadImage, SaveImage
 
 from medfound.errors import ConfigError, ImageReadError, NonFiniteImageError
 from medfound.io import MicroscopyReader, read_tiff_region
@@ -33,9 +33,9 @@ def _stack(nuclei, shape_prefix):
 
 def test_real_crop_reads_as_one_channel_xy(nuclei):
     arr, meta = _read(IO_DATA / "nuclei_crop.tif")
-    assert arr.shape == (1, 128, 128) and arr.dtype == np.uint16
-    np.testing.assert_array_equal(arr[0], nuclei.T)  # (X, Y)
-    assert meta["axes"] == "YX" and meta["pixel_size_source"] == "default" and meta["original_channel_dim"] == 0
+    assert arr.shape == (128, 128) and arr.dtype == np.uint16  # one channel: no channel axis, as MONAI's readers
+    np.testing.assert_array_equal(arr, nuclei.T)  # (X, Y)
+    assert meta["axes"] == "YX" and meta["pixel_size_source"] == "default" and np.isnan(meta["original_channel_dim"])
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_axes_to_channel_first(tmp_path, nuclei, axes, prefix, perm):
         assert tif.series[0].axes == axes
     arr, meta = _read(path, time_index=1 if "T" in axes else 0)
     if axes == "ZYX":
-        expected = data.transpose(2, 1, 0)[None]  # (1, X, Y, Z)
+        expected = data.transpose(2, 1, 0)  # one channel: (X, Y, Z)
     elif axes == "TCZYX":
         expected = data[1].transpose(0, 3, 2, 1)
     else:
@@ -113,14 +113,16 @@ def test_region_equals_crop_of_full_image(tmp_path, nuclei):
         tifffile.imwrite(path, big, **kw)
         full, _ = _read(path)
         arr, meta = _read(path, roi_start=(100, 37), roi_end=(333, 290))
-        np.testing.assert_array_equal(arr, full[:, 100:333, 37:290])
+        np.testing.assert_array_equal(arr, full[100:333, 37:290])
         np.testing.assert_array_equal(meta["affine"][:2, 2], [100.0, 37.0])  # origin at the region's corner
     # region of a multi-page OME stack, Z cut as well
     stack = _stack(nuclei, (2, 5))
     ome = tmp_path / "stack.ome.tif"
     tifffile.imwrite(ome, stack, ome=True, metadata={"axes": "CZYX"}, tile=(32, 32))
     arr, _ = _read(ome, roi_start=(10, 20, 1), roi_end=(90, 100, 4), channels=[1])
-    np.testing.assert_array_equal(arr, stack[1:2].transpose(0, 3, 2, 1)[:, 10:90, 20:100, 1:4])
+    np.testing.assert_array_equal(arr, stack[1].transpose(2, 1, 0)[10:90, 20:100, 1:4])
+    arr, _ = _read(ome, roi_start=(10, 20, 1), roi_end=(90, 100, 4))
+    np.testing.assert_array_equal(arr, stack.transpose(0, 3, 2, 1)[:, 10:90, 20:100, 1:4])
 
 
 @pytest.mark.slow
@@ -133,7 +135,7 @@ def test_region_of_large_tiled_image_reads_only_its_tiles(tmp_path, nuclei):
     arr, _ = _read(path, roi_start=(1000, 2000), roi_end=(1200, 2200))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    np.testing.assert_array_equal(arr[0], big[2000:2200, 1000:1200].T)
+    np.testing.assert_array_equal(arr, big[2000:2200, 1000:1200].T)
     assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB for a 0.08 MiB region"
     with tifffile.TiffFile(path) as tif:
         crop = read_tiff_region(tif.pages[0], 2000, 2200, 1000, 1200)
@@ -148,21 +150,25 @@ def test_pyramid_level_scales_pixel_size(tmp_path, nuclei):
         tw.write(base, subifds=1, tile=(64, 64), metadata=meta)
         tw.write(base[::2, ::2], subfiletype=1, tile=(64, 64))
     arr, meta = _read(path, level=1)
-    np.testing.assert_array_equal(arr[0], base[::2, ::2].T)
+    np.testing.assert_array_equal(arr, base[::2, ::2].T)
     np.testing.assert_allclose(np.diag(meta["affine"])[:2], [1.0, 1.0])
     with pytest.raises(ConfigError, match="level 2 requested, the series has 2"):
         _read(path, level=2)
 
 
-def test_loadimage_by_name(tmp_path, nuclei):
-    img = LoadImage(reader="MicroscopyReader", image_only=True)(str(IO_DATA / "nuclei_crop.tif"))
+def test_loadimage_by_name_and_save(tmp_path, nuclei):
+    img = LoadImage(reader="MicroscopyReader", image_only=True, ensure_channel_first=True)(str(IO_DATA / "nuclei_crop.tif"))
     assert tuple(img.shape) == (1, 128, 128)
-    assert torch_equal(EnsureChannelFirst()(img), img)  # already channel-first
     np.testing.assert_array_equal(img[0].numpy(), nuclei.T.astype(np.float32))
-
-
-def torch_equal(a, b) -> bool:
-    return bool((a == b).all()) and tuple(a.shape) == tuple(b.shape)
+    SaveImage(output_dir=str(tmp_path), output_postfix="rt", separate_folder=False, print_log=False)(img)
+    back = LoadImage(reader="NibabelReader", image_only=True)(str(tmp_path / "nuclei_crop_rt.nii.gz"))
+    np.testing.assert_array_equal(back.numpy(), nuclei.T.astype(np.float32))
+    rgb = tmp_path / "rgb.ome.tif"
+    tifffile.imwrite(rgb, _stack(nuclei, (3,)), ome=True, metadata={"axes": "CYX"})
+    img = LoadImage(reader="MicroscopyReader", image_only=True, ensure_channel_first=True)(str(rgb))
+    assert tuple(img.shape) == (3, 128, 128)  # several channels: channel-first already
+    SaveImage(output_dir=str(tmp_path), output_postfix="rt", separate_folder=False, print_log=False)(img)
+    assert (tmp_path / "rgb.ome_rt.nii.gz").exists() or list(tmp_path.glob("rgb*_rt.nii.gz"))
 
 
 def test_bad_tiffs(tmp_path, nuclei):
@@ -183,7 +189,7 @@ def test_bad_tiffs(tmp_path, nuclei):
     with pytest.raises(NonFiniteImageError, match=r"nan\.tif: the image holds 1 NaN/inf"):
         _read(nan)
     arr, _ = _read(nan, check_finite=False)
-    assert np.isnan(arr[0, 4, 3])
+    assert np.isnan(arr[4, 3])
     with pytest.raises(ImageReadError, match="no such file"):
         _read(tmp_path / "missing.tif")
     with pytest.raises(ConfigError, match="roi .* outside axis X"):

@@ -61,8 +61,8 @@ def test_modes_and_depth(tmp_path, pixels):
     p16 = tmp_path / "g16.png"
     Image.fromarray(grey16).save(p16)
     arr, meta = _read(p16, mode=None)
-    assert arr.shape == (1, 500, 300) and arr.max() > 255
-    np.testing.assert_array_equal(arr[0], grey16.T)
+    assert arr.shape == (500, 300) and arr.max() > 255 and np.isnan(meta["original_channel_dim"])
+    np.testing.assert_array_equal(arr, grey16.T)
     rgb, _ = _read(p16)  # RGB of 16-bit grey keeps the values (Pillow's conversion would clip)
     np.testing.assert_array_equal(rgb, np.repeat(grey16.T[None], 3, axis=0))
     rgba = tmp_path / "a.png"
@@ -71,7 +71,7 @@ def test_modes_and_depth(tmp_path, pixels):
     np.testing.assert_array_equal(arr, pixels.transpose(2, 1, 0))
     assert meta["mode"] == "RGBA"
     grey, _ = _read(PHOTO, mode="L")
-    assert grey.shape == (1, 500, 300)
+    assert grey.shape == (500, 300)
     with pytest.raises(ConfigError, match="mode must be one of"):
         PhotoReader(mode="CMYK")
 

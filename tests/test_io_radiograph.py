@@ -276,3 +276,23 @@ def test_bad_input_errors_name_the_file(tmp_path):
         _read(dicom_testfile("rtplan.dcm"))
     with pytest.raises(ConfigError, match="output must be one of"):
         RadiographReader(output="hdr")
+
+
+def test_spatial_transforms_invert_and_save(tmp_path):
+    """The explicit 2D affine works downstream: resample, invert back, save and read again."""
+    from monai.transforms import Compose, Invertd, Resized, SaveImaged, Spacingd
+
+    path = _write_dx(tmp_path / "chest.dcm", (np.arange(120 * 90).reshape(120, 90) % 4000).astype(np.uint16),
+                     ImagerPixelSpacing=["0.2", "0.25"], WindowCenter="2000", WindowWidth="4000")  # fmt: skip
+    pre = Compose([LoadImaged("image", reader="RadiographReader", ensure_channel_first=True),
+                   Spacingd("image", pixdim=(0.5, 0.5)), Resized("image", (64, 64))])  # fmt: skip
+    out = pre({"image": path})
+    assert tuple(out["image"].shape) == (1, 64, 64)
+    inv = Invertd("image", transform=pre, orig_keys="image")(out)
+    assert tuple(inv["image"].shape) == (1, 90, 120)
+    np.testing.assert_allclose(inv["image"].affine.numpy(), np.diag([0.25, 0.2, 1.0]), atol=1e-6)
+    loaded = LoadImaged("image", reader="RadiographReader", ensure_channel_first=True)({"image": path})
+    SaveImaged("image", output_dir=str(tmp_path), output_postfix="rt", separate_folder=False, print_log=False)(loaded)
+    back = LoadImage(reader="NibabelReader", image_only=True)(str(tmp_path / "chest_rt.nii.gz"))
+    np.testing.assert_allclose(back.numpy(), loaded["image"][0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(back.pixdim.numpy()[:2], [0.25, 0.2], atol=1e-6)

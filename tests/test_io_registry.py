@@ -90,7 +90,7 @@ def test_prefer_opt_in_routes_files_to_medfound(tmp_path, restore_registry):
 
 def test_bundle_config_targets_with_plain_json(tmp_path):
     config = {
-        "load": {"_target_": "LoadImaged", "keys": "image", "reader": "MicroscopyReader",
+        "load": {"_target_": "LoadImaged", "keys": "image", "reader": "MicroscopyReader", "ensure_channel_first": True,
                  "roi_start": [10, 20], "roi_end": [74, 84], "pixel_size": [0.5, 0.5]},
         "reader": {"_target_": "medfound.io.RadiographReader", "output": "modality", "voi": "none",
                    "spacing_tags": ["ImagerPixelSpacing"], "default_spacing": 0.2},

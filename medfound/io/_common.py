@@ -15,7 +15,7 @@ from medfound.errors import ConfigError
 
 PathLike = str | os.PathLike
 
-__all__ = ["as_names", "suffix_of", "has_suffix", "affine_from_geometry", "base_meta", "check_choice"]
+__all__ = ["as_names", "suffix_of", "has_suffix", "affine_from_geometry", "base_meta", "check_choice", "squeeze_single_channel"]
 
 
 def as_names(data: Sequence[PathLike] | PathLike) -> tuple[str, ...]:
@@ -80,3 +80,17 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def squeeze_single_channel(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, dict]:
+    """Channel-first data with one channel loses its channel axis, as MONAI's readers return grey images.
+
+    ``original_channel_dim`` becomes ``"no_channel"`` (NaN), so ``EnsureChannelFirst`` adds the axis
+    back and ``SaveImage`` can write it (MONAI's writers count spatial dimensions from that key).
+    Several channels stay channel-first with ``original_channel_dim`` 0.
+    """
+    if arr.shape[0] == 1:
+        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan")
+        return arr[0], meta
+    meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+    return arr, meta

@@ -89,7 +89,7 @@ class CheckLabelMatch(Transform):
     -------
     >>> import torch
     >>> from medfound.io import CheckLabelMatch
-    >>> CheckLabelMatch()(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))
+    >>> CheckLabelMatch()(torch.zeros(1, 4, 5), torch.zeros(1, 4, 4))  # (label, image)
     Traceback (most recent call last):
     ...
     medfound.errors.LabelMismatchError: label: spatial shape (4, 5) does not match image (4, 4)

@@ -220,8 +220,8 @@ class DicomSeriesReader(ImageReader):
     the cross product of the ImageOrientationPatient cosines); the geometry (shape, spacing,
     origin, direction) equals SimpleITK's ``ImageSeriesReader`` on the same files, and the RAS
     affine equals MONAI's ``ITKReader``. Rescale slope/intercept are applied per slice, so CT
-    comes out in HU. The array is indexed ``(x, y, z)`` like MONAI's readers and carries no
-    channel dimension (``original_channel_dim`` is ``"no_channel"``).
+    comes out in HU. The array is indexed ``(x, y, z)`` like MONAI's readers, C-contiguous, and
+    carries no channel dimension (``original_channel_dim`` is ``"no_channel"``).
 
     Parameters
     ----------
@@ -241,6 +241,11 @@ class DicomSeriesReader(ImageReader):
         Threads for reading pixel data (default ``min(8, cpu count)``; 1 disables threads).
     affine_lps_to_ras
         Return a RAS affine (default, like MONAI's readers) or keep DICOM's LPS.
+    dtype
+        ``"auto"`` (default): the smallest integer type that holds the rescaled values exactly
+        when all slopes and intercepts are integers (int16 for most CT, as ITK gives), else
+        float32; ``"float32"``: always float32. ``LoadImage`` casts to its own ``dtype``
+        (float32 by default) afterwards, as with MONAI's readers.
 
     A list of files is one series. A list of folders gives one series per folder, stacked as
     channels (their geometry must agree), like MONAI's readers stack a list of files.
@@ -262,8 +267,10 @@ class DicomSeriesReader(ImageReader):
         recursive: bool = False,
         workers: int | None = None,
         affine_lps_to_ras: bool = True,
+        dtype: str = "auto",
     ) -> None:
         super().__init__()
+        self.dtype = check_choice("dtype", dtype, ("auto", "float32"))
         self.series_uid = series_uid
         self.on_irregular = check_choice("on_irregular", on_irregular, ("warn", "raise", "ignore"))
         if not spacing_tolerance > 0:
@@ -316,13 +323,13 @@ class DicomSeriesReader(ImageReader):
         return self._read_series(list(names), names[0], series_uid)
 
     def get_data(self, img: DicomSeries | Sequence[DicomSeries]) -> tuple[np.ndarray, dict]:
-        """Read the pixel data: array ``(x, y, z)`` float32 in output units, and the metadata."""
+        """Read the pixel data: array ``(x, y, z)`` in output units (see ``dtype``), and the metadata."""
         series = [img] if isinstance(img, DicomSeries) else list(img)
         arrays, metas = [], []
         for s in series:
             vol = self._read_pixels(s)
-            arrays.append(vol.transpose(2, 1, 0))  # (z, y, x) in memory -> MONAI's (x, y, z) view
-            metas.append(self._meta(s, vol.shape[::-1]))
+            arrays.append(vol)
+            metas.append(self._meta(s, vol.shape))
         if len(arrays) == 1:
             return arrays[0], metas[0]
         ref = metas[0]
@@ -453,16 +460,46 @@ class DicomSeriesReader(ImageReader):
         spacing = np.array([ps[1], ps[0], zspacing], dtype=np.float64)
         return DicomSeries(source, slices, direction, spacing, origin, uid, others, irregular, missing)
 
-    def _read_pixels(self, series: DicomSeries) -> np.ndarray:
-        slices = series.slices
-        rows, cols = slices[0].rows, slices[0].cols
-        vol = np.empty((len(slices), rows, cols), dtype=np.float32)
+    #: slices per block: big enough for an efficient transpose, small enough to stay in cache
+    BLOCK = 16
 
-        def load(k: int) -> None:
+    def _output_dtype(self, slices: list[_Slice]) -> np.dtype:
+        """Integer type holding every rescaled value exactly, or float32."""
+        if self.dtype == "float32":
+            return np.dtype(np.float32)
+        lo, hi = np.inf, -np.inf
+        for s in slices:
+            if s.slope != int(s.slope) or s.intercept != int(s.intercept):
+                return np.dtype(np.float32)
+            bits = min(s.bits_stored, s.dtype.itemsize * 8)
+            smin, smax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if s.signed else (0, (1 << bits) - 1)
+            ends = (smin * s.slope + s.intercept, smax * s.slope + s.intercept)
+            lo, hi = min(lo, *ends), max(hi, *ends)
+        for t in (np.int16, np.int32):
+            if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+                return np.dtype(t)
+        return np.dtype(np.float32)
+
+    def _read_pixels(self, series: DicomSeries) -> np.ndarray:
+        """The volume as a C-contiguous array indexed (x, y, z).
+
+        Slices are (rows, cols) = (y, x) in the files; MONAI wants x first and contiguous memory
+        (it copies anything else, slowly). Threads read blocks of slices into a small buffer and
+        transpose each block into its z-range of the output, where it is still in cache.
+        """
+        slices = series.slices
+        n, rows, cols = len(slices), slices[0].rows, slices[0].cols
+        out_dtype = self._output_dtype(slices)
+        out = np.empty((cols, rows, n), dtype=out_dtype)
+        buf_dtype = np.result_type(*[s.dtype.newbyteorder("=") for s in slices])
+        slopes = np.array([s.slope for s in slices]).astype(out_dtype)
+        intercepts = np.array([s.intercept for s in slices]).astype(out_dtype)
+        scale, shift = bool(np.any(slopes != 1)), bool(np.any(intercepts != 0))
+
+        def load(k: int, dst: np.ndarray) -> None:
             s = slices[k]
-            raw = None
             if s.pixel is not None:
-                raw = np.empty((rows, cols), dtype=s.dtype)
+                raw = dst if dst.dtype == s.dtype.newbyteorder("=") else np.empty((rows, cols), dtype=s.dtype)
                 if s.pixel.length < raw.nbytes:
                     raise ImageReadError(
                         f"{s.path}: pixel data holds {s.pixel.length} bytes, {rows}x{cols} pixels of "
@@ -474,28 +511,36 @@ class DicomSeriesReader(ImageReader):
                 if got != raw.nbytes:
                     raise ImageReadError(f"{s.path}: truncated pixel data ({got} of {raw.nbytes} bytes)")
                 if not s.dtype.isnative:
-                    raw = raw.byteswap().view(raw.dtype.newbyteorder("="))
+                    raw.byteswap(inplace=True)
+                    raw = raw.view(raw.dtype.newbyteorder("="))
                 raw = correct_unused_bits(raw, s.header)
             else:
-                ds = read_dataset(s.path)
-                raw = decode_frame(ds, s.path)
+                raw = decode_frame(read_dataset(s.path), s.path)
                 if raw.shape != (rows, cols):
                     raise ImageReadError(f"{s.path}: decoded pixel data has shape {raw.shape}, expected {(rows, cols)}")
-            out = vol[k]
-            if s.slope == 1.0:
-                np.copyto(out, raw, casting="unsafe")
-            else:
-                np.multiply(raw, np.float32(s.slope), out=out, casting="unsafe")
-            if s.intercept != 0.0:
-                out += np.float32(s.intercept)
+            if raw is not dst:
+                np.copyto(dst, raw, casting="unsafe")
 
-        if self.workers > 1 and len(slices) > 4:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                list(pool.map(load, range(len(slices))))
+        def block(z0: int) -> None:
+            z1 = min(n, z0 + self.BLOCK)
+            buf = np.empty((z1 - z0, rows, cols), dtype=buf_dtype)
+            for k in range(z0, z1):
+                load(k, buf[k - z0])
+            dst = out[:, :, z0:z1]
+            np.copyto(dst, buf.transpose(2, 1, 0), casting="unsafe")
+            if scale:
+                dst *= slopes[z0:z1]
+            if shift:
+                dst += intercepts[z0:z1]
+
+        starts = range(0, n, self.BLOCK)
+        if self.workers > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(starts))) as pool:
+                list(pool.map(block, starts))
         else:
-            for k in range(len(slices)):
-                load(k)
-        return vol
+            for z0 in starts:
+                block(z0)
+        return out
 
     def _meta(self, s: DicomSeries, shape_xyz: tuple[int, ...]) -> dict:
         affine = affine_from_geometry(s.direction, s.spacing, s.origin, self.affine_lps_to_ras)

@@ -1,7 +1,7 @@
 """Microscopy TIFF / OME-TIFF / ImageJ TIFF: :class:`MicroscopyReader` (tifffile).
 
 Any axes tifffile reports (YX, CYX, YXS, ZYX, CZYX, TCZYX, ...) become MONAI's channel-first
-layout ``(C, X, Y[, Z])``; the physical pixel size (OME PhysicalSizeX/Y/Z, ImageJ calibration or
+layout ``(C, X, Y[, Z])`` (one channel: ``(X, Y[, Z])``, as MONAI's readers return grey images); the physical pixel size (OME PhysicalSizeX/Y/Z, ImageJ calibration or
 TIFF resolution) becomes the affine's spacing. A region of a large image is read tile by tile
 (or strip by strip): only the segments that overlap the region are read and decoded.
 """
@@ -27,7 +27,13 @@ from medfound.errors import (
     NonFiniteImageError,
     UnsupportedImageError,
 )
-from medfound.io._common import PathLike, as_names, base_meta, has_suffix
+from medfound.io._common import (
+    PathLike,
+    as_names,
+    base_meta,
+    has_suffix,
+    squeeze_single_channel,
+)
 
 __all__ = ["MicroscopyReader", "read_tiff_region", "TIFF_SUFFIXES"]
 
@@ -182,7 +188,10 @@ class MicroscopyReader(ImageReader):
     """Read microscopy TIFF / OME-TIFF / ImageJ hyperstacks into channel-first ``(C, X, Y[, Z])``.
 
     Channels (C) and samples (S, e.g. RGB) form the channel axis; a time axis (T) is reduced to
-    one time point; Z stays a spatial axis. The affine holds the physical pixel size (default
+    one time point; Z stays a spatial axis. Several channels come channel-first with
+    ``original_channel_dim`` 0; a single channel has no channel axis (``original_channel_dim``
+    "no_channel", as MONAI's readers give grey images, and what MONAI's writers need);
+    ``ensure_channel_first=True`` gives ``(1, X, Y[, Z])``. The affine holds the physical pixel size (default
     unit micrometres), taken from, in order: the ``pixel_size`` argument, OME PhysicalSizeX/Y/Z,
     ImageJ calibration, TIFF resolution tags with an inch/cm unit; else 1.0 (recorded as
     ``pixel_size_source="default"``).
@@ -279,7 +288,7 @@ class MicroscopyReader(ImageReader):
         return out if len(out) > 1 else out[0]
 
     def get_data(self, img: _TiffSource | Sequence[_TiffSource]) -> tuple[np.ndarray, dict]:
-        """Array ``(C, X, Y[, Z])`` in the stored dtype, and metadata."""
+        """Array ``(C, X, Y[, Z])`` (one channel: ``(X, Y[, Z])``) in the stored dtype, and metadata."""
         items = [img] if isinstance(img, _TiffSource) else list(img)
         try:
             results = [self._read_one(i.path, i.tif) for i in items]
@@ -287,13 +296,12 @@ class MicroscopyReader(ImageReader):
             for i in items:
                 if i.tif is not None:
                     i.tif.close()
-        if len(results) == 1:
-            return results[0]
         shape = results[0][0].shape[1:]
         for (arr, _), item in zip(results[1:], items[1:]):
             if arr.shape[1:] != shape:
                 raise ImageReadError(f"{item.path}: spatial shape {arr.shape[1:]} differs from {items[0].path} ({shape})")
-        return np.concatenate([a for a, _ in results], axis=0), results[0][1]
+        arr = results[0][0] if len(results) == 1 else np.concatenate([a for a, _ in results], axis=0)
+        return squeeze_single_channel(arr, dict(results[0][1]))
 
     # -- internals -------------------------------------------------------------------------
     def _read_one(self, path: str, tif: tifffile.TiffFile | None = None) -> tuple[np.ndarray, dict]:
@@ -397,7 +405,7 @@ class MicroscopyReader(ImageReader):
         spacing = [sizes[a] for a in ("XYZ" if zi is not None else "XY")]
         affine = np.diag(spacing + [1.0])
         affine[: len(spacing), -1] = [start[a] * sp for a, sp in zip("XYZ", spacing)]
-        meta = base_meta(affine, arr.shape[1:], 0)
+        meta = base_meta(affine, arr.shape[1:], 0)  # single channels are squeezed in get_data
         meta.update(
             {
                 "axes": axes,

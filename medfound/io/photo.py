@@ -1,8 +1,8 @@
 """Colour photographs (fundus, endoscopy, dermoscopy): :class:`PhotoReader` (Pillow).
 
 Unlike MONAI's ``PILReader`` it applies the EXIF orientation (phones and some fundus cameras
-store rotated pixels plus an orientation tag), returns channel-first ``(C, X, Y)`` and can put a
-physical pixel size in the affine.
+store rotated pixels plus an orientation tag), returns channel-first ``(C, X, Y)`` (grey: ``(X, Y)``,
+as MONAI's readers) and can put a physical pixel size in the affine.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from monai.data import ImageReader
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medfound.errors import ConfigError, ImageReadError, UnsupportedImageError
-from medfound.io._common import PathLike, as_names, base_meta, has_suffix
+from medfound.io._common import (
+    PathLike,
+    as_names,
+    base_meta,
+    has_suffix,
+    squeeze_single_channel,
+)
 
 __all__ = ["PhotoReader", "PHOTO_SUFFIXES"]
 
@@ -34,6 +40,10 @@ class _Photo:
 class PhotoReader(ImageReader):
     """Read a PNG/JPEG/TIFF/BMP photograph as channel-first ``(C, X, Y)`` with EXIF orientation applied.
 
+    Colour images are channel-first with ``original_channel_dim`` 0; a grey image (``mode="L"`` or
+    a grey file with ``mode=None``) has no channel axis (``original_channel_dim`` "no_channel"), as
+    MONAI's readers return grey images; ``ensure_channel_first=True`` gives ``(1, X, Y)``.
+
     Parameters
     ----------
     mode
@@ -45,7 +55,7 @@ class PhotoReader(ImageReader):
         Optional physical pixel size ``(x, y)`` in mm (or one number for both) for the affine;
         default 1.0 (pixel units).
 
-    Metadata: MONAI's keys (``affine``, ``spatial_shape``, ``original_channel_dim`` = 0, ...) plus
+    Metadata: MONAI's keys (``affine``, ``spatial_shape``, ``original_channel_dim``, ...) plus
     ``exif_orientation`` (the stored tag value, 1 when absent), ``mode`` (stored Pillow mode)
     and ``pixel_size_source`` (``"user"`` or ``"default"``).
 
@@ -100,20 +110,19 @@ class PhotoReader(ImageReader):
         return out if len(out) > 1 else out[0]
 
     def get_data(self, img: _Photo | Sequence[_Photo]) -> tuple[np.ndarray, dict]:
-        """Array ``(C, X, Y)`` (uint8, or the stored depth with ``mode=None``) and metadata."""
+        """Array ``(C, X, Y)`` or ``(X, Y)`` for grey (uint8, or the stored depth with ``mode=None``) and metadata."""
         items = [img] if isinstance(img, _Photo) else list(img)
         try:
             results = [self._read_one(i.path, i.image) for i in items]
         finally:
             for i in items:
                 i.image.close()
-        if len(results) == 1:
-            return results[0]
         shape = results[0][0].shape[1:]
         for (arr, _), item in zip(results[1:], items[1:]):
             if arr.shape[1:] != shape:
                 raise ImageReadError(f"{item.path}: size {arr.shape[1:]} differs from {items[0].path} ({shape})")
-        return np.concatenate([a for a, _ in results], axis=0), results[0][1]
+        arr = results[0][0] if len(results) == 1 else np.concatenate([a for a, _ in results], axis=0)
+        return squeeze_single_channel(arr, dict(results[0][1]))
 
     def _read_one(self, path: str, image: Image.Image) -> tuple[np.ndarray, dict]:
         try:
