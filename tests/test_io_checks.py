@@ -147,6 +147,7 @@ def _pipeline():
     )
 
 
+@pytest.mark.slow  # MONAI's fallback through ITKReader imports ITK (several seconds)
 def test_safe_load_errors_are_medfound_errors_naming_the_file(tmp_path):
     cases = _cases(tmp_path)
     with pytest.raises(RuntimeError) as plain:  # MONAI's own loader: a long RuntimeError

@@ -122,6 +122,11 @@ def test_several_series_largest_by_default_and_by_uid(tmp_path, lung):
     np.testing.assert_array_equal(arr, vol[:, :, :5] + 7)
     with pytest.raises(ImageReadError, match="no series with SeriesInstanceUID 9.9"):
         _read(tmp_path, series_uid="9.9")
+    files = sorted(glob.glob(str(tmp_path / "*.dcm")))
+    with pytest.raises(SeriesGeometryError, match=r"B00001\.dcm: belongs to series 1\.2\.3\.4\.200, the other files to 1\.2\.3\.4\.100"):
+        _read(files)  # an explicit list of files mixing two series
+    arr, _ = _read(files, series_uid="1.2.3.4.200")
+    np.testing.assert_array_equal(arr, vol[:, :, :5] + 7)
 
 
 def test_missing_slice_detected(tmp_path, lung):
@@ -203,12 +208,16 @@ def test_bad_files_named_in_errors(tmp_path, lung):
     paths[4].write_bytes(b"not a dicom file at all" * 10)
     with pytest.raises(ImageReadError, match=r"IM00005\.dcm: not a DICOM file"):
         _read(tmp_path)
+    paths[4].write_bytes(data)
     ds = pydicom.dcmread(paths[0])
     del ds.PixelData
     del ds.Rows
-    write_dataset(ds, paths[4])
-    with pytest.raises(ImageReadError, match=r"IM00005\.dcm: DICOM file without image attributes"):
-        _read(tmp_path)
+    write_dataset(ds, tmp_path / "report.dcm")  # a non-image object in the folder is skipped, with a warning
+    with pytest.warns(UserWarning, match=r"skipped 1 DICOM file\(s\) without image data: report\.dcm"):
+        arr, _ = _read(tmp_path)
+    np.testing.assert_array_equal(arr, vol)
+    with pytest.raises(ImageReadError, match=r"report\.dcm: DICOM file without image attributes"):
+        _read(paths[:3] + [tmp_path / "report.dcm"])  # named explicitly: an error
     with pytest.raises(UnsupportedImageError, match=r"3 samples per pixel"):
         _read([dicom_testfile("SC_rgb.dcm")])
     with pytest.raises(ImageReadError, match="no DICOM files"):

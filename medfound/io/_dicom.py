@@ -21,6 +21,7 @@ from medfound.errors import ImageReadError, UnsupportedImageError
 
 __all__ = [
     "PYDICOM_MAJOR",
+    "RADIOGRAPH_MODALITIES",
     "NATIVE_SYNTAXES",
     "PixelElement",
     "is_dicom_file",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
+
+#: projection radiography modalities (DR is not a DICOM modality but appears in the wild)
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "MG", "XA", "RF", "IO", "PX", "RG")
 
 #: uncompressed transfer syntaxes whose pixel bytes medfound reads directly: uid -> little endian
 NATIVE_SYNTAXES = {

@@ -3,9 +3,9 @@
 The reader scans headers only (``stop_before_pixels`` with the tags it needs), groups the files by
 SeriesInstanceUID, sorts the chosen series along the slice normal (never by file name or
 InstanceNumber), derives the geometry exactly as ITK's ``ImageSeriesReader`` does, and then reads
-the pixel data of native (uncompressed) files straight from the file into a preallocated volume,
-with threads; compressed files are decoded by pydicom's pixel handlers. Rescale slope/intercept
-is applied per slice.
+the pixel data: native (uncompressed) files straight from the file, compressed ones through
+pydicom's pixel handlers, in blocks of slices on threads, each block transposed into MONAI's
+``(x, y, z)`` layout while it is in cache. Rescale slope/intercept is applied per slice.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from medfound.io._common import (
     check_choice,
 )
 from medfound.io._dicom import (
+    RADIOGRAPH_MODALITIES,
     PixelElement,
     correct_unused_bits,
     decode_frame,
@@ -46,9 +47,6 @@ from medfound.io._dicom import (
 from medfound.io._dicom_header import SERIES_TAGS, scan_header
 
 __all__ = ["DicomSeriesReader", "DicomSeries", "scan_dicom_folder"]
-
-
-_RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "MG", "XA", "RF", "IO", "PX", "RG"}
 
 
 @dataclass
@@ -146,10 +144,14 @@ def _floats(v: Any, n: int) -> np.ndarray | None:
     return np.array(vals, dtype=np.float64)
 
 
+class _NotAnImage(ImageReadError):
+    """A DICOM object without image attributes (DICOMDIR, structured report, presentation state)."""
+
+
 def _slice_record(path: str) -> _Slice:
     h, pix = read_series_header(path)
     if h.get("Rows") is None or h.get("Columns") is None:
-        raise ImageReadError(f"{path}: DICOM file without image attributes (Rows/Columns): no pixel data to read")
+        raise _NotAnImage(f"{path}: DICOM file without image attributes (Rows/Columns): no pixel data to read")
     samples = int(h.get("SamplesPerPixel") or 1)
     if samples != 1:
         raise UnsupportedImageError(
@@ -247,7 +249,8 @@ class DicomSeriesReader(ImageReader):
         float32; ``"float32"``: always float32. ``LoadImage`` casts to its own ``dtype``
         (float32 by default) afterwards, as with MONAI's readers.
 
-    A list of files is one series. A list of folders gives one series per folder, stacked as
+    A list of files is one series (files of several series raise :class:`SeriesGeometryError`
+    unless ``series_uid`` picks one). A list of folders gives one series per folder, stacked as
     channels (their geometry must agree), like MONAI's readers stack a list of files.
 
     Example
@@ -300,7 +303,7 @@ class DicomSeriesReader(ImageReader):
             ds, _ = read_header(names[0], ["Modality", "NumberOfFrames"])
         except ImageReadError:
             return False
-        return str(ds.get("Modality", "")).upper() not in _RADIOGRAPH_MODALITIES
+        return str(ds.get("Modality", "")).upper() not in RADIOGRAPH_MODALITIES
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> DicomSeries | list[DicomSeries]:
         """Scan and sort the series (headers only); pixel data is read by :meth:`get_data`.
@@ -313,7 +316,7 @@ class DicomSeriesReader(ImageReader):
         series_uid = kwargs.get("series_uid", self.series_uid)
         dirs = [os.path.isdir(n) for n in names]
         if all(dirs):
-            out = [self._read_series(_list_folder(n, self.recursive), n, series_uid) for n in names]
+            out = [self._read_series(_list_folder(n, self.recursive), n, series_uid, folder=True) for n in names]
             return out if len(out) > 1 else out[0]
         if any(dirs):
             raise ImageReadError(f"DicomSeriesReader: mix of folders and files given: {list(names)}")
@@ -346,10 +349,25 @@ class DicomSeriesReader(ImageReader):
         return np.stack(arrays, axis=0), meta
 
     # -- internals -------------------------------------------------------------------------
-    def _read_series(self, files: list[str], source: str, series_uid: str | None) -> DicomSeries:
+    def _read_series(self, files: list[str], source: str, series_uid: str | None, folder: bool = False) -> DicomSeries:
         if not files:
             raise ImageReadError(f"{source}: no DICOM files found")
-        records = [_slice_record(f) for f in files]
+        records, skipped = [], []
+        for f in files:
+            try:
+                records.append(_slice_record(f))
+            except _NotAnImage:
+                if not folder:  # files named explicitly must be images
+                    raise
+                skipped.append(Path(f).name)  # DICOMDIR, reports, presentation states live in study folders
+        if skipped:
+            warnings.warn(
+                f"{source}: skipped {len(skipped)} DICOM file(s) without image data: {', '.join(skipped[:5])}"
+                + (" ..." if len(skipped) > 5 else ""),
+                stacklevel=4,
+            )
+        if not records:
+            raise ImageReadError(f"{source}: no DICOM images found (only non-image DICOM objects)")
         groups: dict[str, list[_Slice]] = {}
         for r in records:
             groups.setdefault(r.series_uid, []).append(r)
@@ -362,6 +380,12 @@ class DicomSeriesReader(ImageReader):
             uid = series_uid
         else:
             uid = max(groups, key=lambda u: len(groups[u]))
+            if len(groups) > 1 and not folder:
+                odd = next(g[0] for u, g in groups.items() if u != uid)
+                raise SeriesGeometryError(
+                    f"{odd.path}: belongs to series {odd.series_uid}, the other files to {uid}; a list of files must be "
+                    f"one series ({len(groups)} found; choose one with series_uid=...)"
+                )
             if len(groups) > 1:
                 others = ", ".join(
                     f"{u} ({len(g)} files, '{g[0].header.get('SeriesDescription') or ''}')"

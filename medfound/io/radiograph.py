@@ -19,7 +19,13 @@ from monai.utils import MetaKeys
 
 from medfound.errors import ConfigError, ImageReadError, UnsupportedImageError
 from medfound.io._common import PathLike, as_names, base_meta, check_choice
-from medfound.io._dicom import decode_frame, is_dicom_file, read_dataset, read_header
+from medfound.io._dicom import (
+    RADIOGRAPH_MODALITIES,
+    decode_frame,
+    is_dicom_file,
+    read_dataset,
+    read_header,
+)
 from medfound.io.dicom_grayscale import (
     VOI_FUNCTIONS,
     apply_lut,
@@ -33,8 +39,6 @@ from medfound.io.dicom_grayscale import (
 __all__ = ["RadiographReader", "RADIOGRAPH_MODALITIES"]
 
 
-#: modalities auto-selection hands to this reader (DR is not a DICOM modality but appears in the wild)
-RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "MG", "XA", "RF", "IO", "PX", "RG")
 
 
 @dataclass
