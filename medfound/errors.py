@@ -16,8 +16,6 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
-__all__ = ["MedfoundError", "ConfigError", "DatasetLayoutError", "ImageReadError", "LabelMismatchError"]
-
 
 class MedfoundError(Exception):
     """Base class of every error medfound raises on purpose."""
@@ -39,8 +37,16 @@ class LabelMismatchError(MedfoundError, ValueError):
     """A label or mask does not fit its image (shape, geometry or value range)."""
 
 
-# --- io: reader errors (appended by the io area) ---
-__all__ += ["UnsupportedImageError", "NonFiniteImageError", "SeriesGeometryError", "OrientationError"]
+class WeightsError(MedfoundError, ValueError):
+    """A weights file cannot be read or does not fit the network (missing/unexpected keys, shapes)."""
+
+
+class ShapeError(MedfoundError, ValueError):
+    """A tensor argument has the wrong shape, length or number of channels for the call."""
+
+
+class UnsafePickleError(WeightsError):
+    """A pickled file asks for a global (class or function) that a restricted importer does not allow."""
 
 
 class UnsupportedImageError(ImageReadError):
@@ -59,3 +65,7 @@ class SeriesGeometryError(ImageReadError):
 
 class OrientationError(ImageReadError):
     """An image's affine fails an orientation check (oblique, left-handed, sheared or degenerate)."""
+
+
+# every exception class defined above (append new classes above this line)
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, MedfoundError)]

@@ -1,0 +1,5 @@
+"""Transforms in MONAI's array + dictionary forms, per modality.
+
+- :mod:`medfound.transforms.spinal`: spinal cord MRI (rater consensus, orientation,
+  cord-centred crop, per-slice normalisation, axial slices).
+"""
