@@ -484,8 +484,9 @@ class DicomSeriesReader(ImageReader):
         spacing = np.array([ps[1], ps[0], zspacing], dtype=np.float64)
         return DicomSeries(source, slices, direction, spacing, origin, uid, others, irregular, missing)
 
-    #: slices per block: big enough for an efficient transpose, small enough to stay in cache
-    BLOCK = 16
+    #: bytes of one output z-run per block (a cache line) and rows per copy of the block transpose
+    BLOCK_BYTES = 64
+    ROWS = 8
 
     def _output_dtype(self, slices: list[_Slice]) -> np.dtype:
         """Integer type holding every rescaled value exactly, or float32."""
@@ -545,19 +546,22 @@ class DicomSeriesReader(ImageReader):
             if raw is not dst:
                 np.copyto(dst, raw, casting="unsafe")
 
+        step = max(8, self.BLOCK_BYTES // out.itemsize)
+
         def block(z0: int) -> None:
-            z1 = min(n, z0 + self.BLOCK)
+            z1 = min(n, z0 + step)
             buf = np.empty((z1 - z0, rows, cols), dtype=buf_dtype)
             for k in range(z0, z1):
                 load(k, buf[k - z0])
             dst = out[:, :, z0:z1]
-            np.copyto(dst, buf.transpose(2, 1, 0), casting="unsafe")
+            for y0 in range(0, rows, self.ROWS):  # a few rows at a time: source and target stay in L1/L2
+                np.copyto(dst[:, y0 : y0 + self.ROWS], buf[:, y0 : y0 + self.ROWS].transpose(2, 1, 0), casting="unsafe")
             if scale:
                 dst *= slopes[z0:z1]
             if shift:
                 dst += intercepts[z0:z1]
 
-        starts = range(0, n, self.BLOCK)
+        starts = range(0, n, step)
         if self.workers > 1 and len(starts) > 1:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(starts))) as pool:
                 list(pool.map(block, starts))
