@@ -45,6 +45,11 @@ class ShapeError(MedfoundError, ValueError):
     """A tensor argument has the wrong shape, length or number of channels for the call."""
 
 
+class InvalidImageError(MedfoundError, ValueError):
+    """An image array cannot be used as given: wrong number of dimensions or channels,
+    non-finite values, or content a transform needs that is absent (e.g. an empty field of view)."""
+
+
 class UnsafePickleError(WeightsError):
     """A pickled file asks for a global (class or function) that a restricted importer does not allow."""
 
