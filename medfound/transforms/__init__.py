@@ -23,5 +23,6 @@ from medfound.transforms.common import *  # noqa: F401,F403
 from medfound.transforms.fundus import *  # noqa: F401,F403
 from medfound.transforms.microscopy import *  # noqa: F401,F403
 from medfound.transforms.presets import *  # noqa: F401,F403
+from medfound.transforms.spinal import *  # noqa: F401,F403
 from medfound.transforms.tomography import *  # noqa: F401,F403
 from medfound.transforms.xray import *  # noqa: F401,F403
