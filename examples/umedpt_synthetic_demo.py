@@ -26,8 +26,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synthetic-only", action="store_true", help="leave out the two small real nuclei tasks")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
-    run_umedpt_demo(args.out, quick=args.quick, seed=args.seed, synthetic_only=args.synthetic_only)
+    run_umedpt_demo(
+        args.out, quick=args.quick, seed=args.seed, synthetic_only=args.synthetic_only, threads=args.threads
+    )
 
 
 if __name__ == "__main__":

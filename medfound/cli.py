@@ -307,6 +307,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     module, func = DEMOS[args.name].split(":")
     options = {"synthetic_only": True} if args.synthetic_only else {}
+    if args.threads is not None:
+        options["threads"] = args.threads
     getattr(importlib.import_module(module), func)(out_dir=args.out, quick=args.quick, log=print, **options)
     return 0
 
@@ -321,6 +323,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_run", help="output folder (default: demo_run)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     p.add_argument("--synthetic-only", action="store_true", help="umedpt: leave out the two small real nuclei tasks")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (umedpt default: 1; 0 leaves torch's default)")
     p.set_defaults(func=_cmd_demo)
 
 
