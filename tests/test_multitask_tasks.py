@@ -208,3 +208,15 @@ def test_modality_preset_from_the_task_config(multitask_demo):
     det.preset = "microscopy"
     with pytest.raises(ConfigError, match="box lists"):
         task_transforms(det, train=True)
+
+
+def test_unknown_task_keys_warn_but_informational_ones_do_not():
+    entry = {"name": "a", "kind": "multilabel", "class_names": ["x"], "training": [], "description": "fine"}
+    with pytest.warns(UserWarning, match=r"\['batchsize'\] are not task options"):
+        (spec,) = load_tasks([{**entry, "batchsize": 4}])
+    assert spec.extra == {"description": "fine", "batchsize": 4} and spec.batch_size is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_tasks([entry])

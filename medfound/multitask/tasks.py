@@ -26,7 +26,8 @@ relative to the datalist's folder); ``training`` / ``validation`` lists may be g
 instead. Item keys: ``image``; ``label`` (class index, list of 0/1/-1 per label, or label-map
 path); for detection ``box`` (``[[x_min, y_min, x_max, y_max], ...]`` in pixels, x along the
 image width, max exclusive) and ``label`` (class per box). Keys other than those above
-(``description``, ``image_format``, ``counts``, ...) are kept in :attr:`TaskSpec.extra`.
+(``description``, ``image_format``, ``counts``, ...) are kept in :attr:`TaskSpec.extra`;
+other unknown keys too, with a warning (most likely a misspelt option).
 
 Example
 -------
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -55,6 +57,8 @@ from medfound.multitask.metrics import PRIMARY_METRICS, TaskMetric, build_task_m
 __all__ = ["TASK_KINDS", "TaskSpec", "load_tasks", "read_config_file"]
 
 TASK_KINDS = ("classification", "multilabel", "segmentation", "detection")
+#: informational task keys (kept in ``TaskSpec.extra`` without a warning)
+INFO_KEYS = ("description", "image_format", "image_size", "counts", "synthetic", "source", "notes")
 
 
 def read_config_file(path: str | os.PathLike) -> Any:
@@ -165,6 +169,13 @@ class TaskSpec:
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in config.items() if k in known}
         extra = {k: v for k, v in config.items() if k not in known}
+        unknown = sorted(k for k in extra if k not in INFO_KEYS)
+        if unknown:  # kept, but most likely a typo of an option (e.g. "batchsize")
+            warnings.warn(
+                f"task {config.get('name')!r}: keys {unknown} are not task options; kept as information "
+                f"(options: {sorted(known)})",
+                stacklevel=2,
+            )
         for key in ("name", "kind", "class_names"):
             if key not in kwargs:
                 raise ConfigError(f"task {config.get('name', config)!r} lacks {key!r}")
