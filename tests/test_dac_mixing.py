@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd, LoadImaged  # noqa: F401  (Invertd used below)
+from monai.transforms import Compose, Invertd
 
 import medfound.transforms.mixing as mixing
 from medfound.errors import ConfigError, LabelMismatchError

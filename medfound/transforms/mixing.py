@@ -48,7 +48,6 @@ import numpy as np
 import torch
 
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
