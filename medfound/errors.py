@@ -16,9 +16,6 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
-__all__ = ["MedfoundError", "ConfigError", "DatasetLayoutError", "ImageReadError", "LabelMismatchError"]
-
-
 class MedfoundError(Exception):
     """Base class of every error medfound raises on purpose."""
 
@@ -37,3 +34,15 @@ class ImageReadError(MedfoundError, OSError):
 
 class LabelMismatchError(MedfoundError, ValueError):
     """A label or mask does not fit its image (shape, geometry or value range)."""
+
+
+class WeightsError(MedfoundError, ValueError):
+    """A weights file cannot be read or does not fit the network (missing/unexpected keys, shapes)."""
+
+
+class ShapeError(MedfoundError, ValueError):
+    """A tensor argument has the wrong shape, length or number of channels for the call."""
+
+
+# every exception class defined above (append new classes above this line)
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, MedfoundError)]

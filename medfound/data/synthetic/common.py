@@ -31,6 +31,7 @@ __all__ = [
     "gaussian_blur",
     "smooth_noise",
     "draw_curves",
+    "camera_response",
     "jpeg_roundtrip",
     "to_uint8",
     "save_png",
@@ -157,6 +158,26 @@ def draw_curves(
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Clip a float image in ``[0, 1]`` and round to uint8."""
     return np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+
+
+def camera_response(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    channel_gain: Sequence[float],
+    gamma: float,
+    contrast: float,
+    blur_sigma: float,
+    noise_std: float,
+) -> np.ndarray:
+    """A site's camera: colour balance, gamma, contrast about the mean, optical blur, sensor noise.
+
+    ``image`` is ``(H, W, 3)`` in ``[0, 1]``; the result is not clipped (quantisation clips).
+    """
+    image = np.clip(image * np.asarray(channel_gain), 0, 1) ** gamma
+    image = np.clip((image - image.mean()) * contrast + image.mean(), 0, 1)
+    image = gaussian_blur(image, blur_sigma)
+    return image + rng.normal(0, noise_std, image.shape)
 
 
 def jpeg_roundtrip(image_u8: np.ndarray, quality: int) -> np.ndarray:

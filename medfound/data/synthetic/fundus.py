@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from medfound.data.synthetic.common import (
+    camera_response,
     check_size,
     draw_curves,
     ellipse_distance,
@@ -176,11 +177,8 @@ def render_fundus(rng: np.random.Generator, domain: FundusDomain, size: str) -> 
     image *= 1.0 - vessels[..., None] * np.array([0.35, 0.60, 0.55])
 
     image *= (1.0 - domain.falloff * np.clip(r_fov, 0, 1.2) ** 2)[..., None]
-    image *= np.array(domain.channel_gain)
-    image = np.clip(image, 0, 1) ** domain.gamma
-    image = np.clip((image - image.mean()) * domain.contrast + image.mean(), 0, 1)
-    image = gaussian_blur(image, domain.blur_sigma * scale)
-    image += rng.normal(0, domain.noise_std, image.shape)
+    image = camera_response(image, rng, channel_gain=domain.channel_gain, gamma=domain.gamma,
+                            contrast=domain.contrast, blur_sigma=domain.blur_sigma * scale, noise_std=domain.noise_std)
     image *= fov[..., None]
     image_u8 = jpeg_roundtrip(to_uint8(image), domain.jpeg_quality)
 

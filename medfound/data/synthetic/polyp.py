@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from medfound.data.synthetic.common import (
+    camera_response,
     check_size,
     ellipse_distance,
-    gaussian_blur,
     grid,
     jpeg_roundtrip,
     make_rng,
@@ -153,12 +153,9 @@ def render_polyp(rng: np.random.Generator, domain: PolypDomain, size: str) -> tu
 
     r_centre = ellipse_distance(yy, xx, h / 2, w / 2, h / 2, w / 2)
     image *= (1 - domain.falloff * np.clip(r_centre, 0, 1.5) ** 2 / 2.25)[..., None]
-    image *= np.array(domain.channel_gain)
-    image = np.clip(image, 0, 1) ** domain.gamma
-    image = np.clip((image - image.mean()) * domain.contrast + image.mean(), 0, 1)
-    image = image * (1 - spots[..., None]) + spots[..., None]
-    image = gaussian_blur(image, domain.blur_sigma * scale)
-    image += rng.normal(0, domain.noise_std, image.shape)
+    image = image * (1 - spots[..., None]) + spots[..., None]  # highlights saturate the sensor
+    image = camera_response(image, rng, channel_gain=domain.channel_gain, gamma=domain.gamma,
+                            contrast=domain.contrast, blur_sigma=domain.blur_sigma * scale, noise_std=domain.noise_std)
 
     # black frame border with cut corners, as endoscopy video frames have
     b = domain.border * short

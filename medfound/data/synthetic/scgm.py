@@ -125,7 +125,9 @@ def _intensity(site: ScgmSite, d_cord, d_gm, d_csf, tissue):
     return np.where((d_gm < 1) & (d_cord < 1), wm * (1 + site.gm_contrast), img)
 
 
-def render_scgm_subject(rng: np.random.Generator, site: ScgmSite, size: str) -> tuple[np.ndarray, list, np.ndarray, dict]:
+def render_scgm_subject(
+    rng: np.random.Generator, site: ScgmSite, size: str
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, dict]:
     """Render one subject: image volume, four rater masks, affine and label statistics.
 
     Returns

@@ -1,0 +1,12 @@
+"""Networks: plain ``nn.Module`` s whose state dicts are the interchange format.
+
+Modules know nothing of training: they take tensors and return tensors (or dicts of them).
+
+- :mod:`medfound.networks.resnet`: ResNet 18/34/50/101 backbones (torchvision parameter names).
+- :mod:`medfound.networks.deeplabv3plus`: DeepLabV3+ for 2D segmentation (DAC).
+- :mod:`medfound.networks.fcos`: FCOS detection head, target assignment, losses, decoding.
+"""
+
+from medfound.networks.deeplabv3plus import DeepLabV3Plus  # noqa: F401
+from medfound.networks.fcos import FCOSHead, FCOSLoss, FCOSPostprocessor, FCOSTargetAssigner  # noqa: F401
+from medfound.networks.resnet import ResNet, build_resnet  # noqa: F401
