@@ -146,14 +146,10 @@ def _cmd_dac_evaluate(args: argparse.Namespace) -> int:
         overrides["evaluate.parts"] = args.parts
     results = evaluate(args.config, overrides, verbose=True)
     for part, res in results.items():
-        regions = res["regions"]
-        print(f"{part}: {res['n_cases']} cases, Dice per domain (mean +- std)")
-        print("  " + f"{'domain':<16}" + "".join(f"{r:>18}" for r in regions))
-        for domain, per in res["domains"].items():
-            print("  " + f"{domain:<16}" + "".join(f"{per[r]['mean']:>11.4f} +-{per[r]['std']:.3f}" for r in regions))
-        print("  " + f"{'mean of domains':<16}" + "".join(f"{res['mean_over_domains'][r]:>18.4f}" for r in regions))
-        for bad in res["skipped"]:
-            print(f"  skipped {bad['image']}: {bad['error']}")
+        print(f"{part}: {len(res.cases)} cases, {len(res.skipped)} skipped; Dice per domain (mean ± std)")
+        print(res.format_table("dice"))
+        for bad in res.skipped:
+            print(f"  skipped {bad['case_id']}: {bad['error']}")
     return 0
 
 

@@ -27,7 +27,7 @@ def write_tiny_split(root, domains=("D1", "D2", "D3"), per_domain: int = 6, size
     """Write PNG images and class-index label maps for a tiny 3-domain dataset and its split JSON.
 
     Domains differ in brightness and colour cast, as sites do; unlabelled items keep their
-    labels (for the pseudo-label diagnostics). Returns the split path.
+    labels as ``hidden_label`` (for the pseudo-label diagnostics). Returns the split path.
     """
     import json
     from pathlib import Path
@@ -54,7 +54,9 @@ def write_tiny_split(root, domains=("D1", "D2", "D3"), per_domain: int = 6, size
     split = {
         "dataset": "tiny", "class_names": ["background", "rim", "cup"], "regions": {"disc": [1, 2], "cup": [2]},
         "labeled": items[labeled][n_validation:], "validation": items[labeled][:n_validation],
-        "unlabeled": [it for d in domains if d not in (labeled, test) for it in items[d]],
+        # as `medfound dac split` writes them: unlabelled items keep their labels as hidden_label
+        "unlabeled": [{**{k: v for k, v in it.items() if k != "label"}, "hidden_label": it["label"]}
+                      for d in domains if d not in (labeled, test) for it in items[d]],
         "test": items[test], "test_domain": test, "labeled_domain": labeled,
     }
     path = root / "split.json"

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _dac_helpers import one_thread
 from monai.losses import DiceCELoss
 
 import medfound.dac.losses as losses_mod
 import medfound.dac.objective as objective_mod
 import medfound.dac.rampup as rampup_mod
-from _dac_helpers import one_thread
 from medfound.dac.losses import (
     CrossPseudoSupervisionLoss,
     FeatureConsistencyLoss,

@@ -7,11 +7,11 @@ import doctest
 import numpy as np
 import pytest
 import torch
+from _dac_helpers import TINY_NET, one_thread
 
 import medfound.dac.aux_tasks as aux_mod
 import medfound.dac.heads as heads_mod
 import medfound.dac.strong_view as strong_mod
-from _dac_helpers import TINY_NET, one_thread
 from medfound.dac.aux_tasks import (
     make_mixed_region_task,
     make_rotation_task,

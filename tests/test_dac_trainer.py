@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _dac_helpers import TINY_NET, disc_cup_item, one_thread, tiny_config, write_tiny_split
 
 import medfound.dac.checkpoint as checkpoint_mod
 import medfound.dac.data as data_mod
-from _dac_helpers import TINY_NET, disc_cup_item, one_thread, tiny_config, write_tiny_split
 from medfound.dac.checkpoint import AtomicCheckpointSaver
 from medfound.dac.config import METHODS
 from medfound.dac.data import CoTrainingLoader, StreamBatchSampler
@@ -80,7 +80,8 @@ def _inputs_seen(trainer: DACTrainer) -> dict[str, list[torch.Tensor]]:
     seen: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
     for name, model in trainer.network.sub_models().items():
         # the trainer calls forward_features (no module hooks), so hook the first conv: it sees the images
-        model.backbone.conv1.register_forward_pre_hook(lambda _m, args, name=name: seen[name].append(args[0].detach().clone()))
+        model.backbone.conv1.register_forward_pre_hook(
+            lambda _m, args, name=name: seen[name].append(args[0].detach().clone()))
     return seen
 
 
@@ -196,7 +197,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
     cfg = tiny_config(split, str(tmp_path / "killed"))
     script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), cfg=json.dumps(cfg), kill_at=5)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)

@@ -18,7 +18,7 @@ Modules, one job each:
 - :mod:`~medfound.dac.checkpoint`: atomic checkpoints, resume, model selection;
 - :mod:`~medfound.dac.validation`: region-Dice validation evaluator;
 - :mod:`~medfound.dac.diagnostics`: pseudo-label quality per domain, training log;
-- :mod:`~medfound.dac.evaluate`: Dice per region, case and domain on the test domain;
+- :mod:`~medfound.dac.evaluation`: Dice per region, case and domain on the test domain;
 - :mod:`~medfound.dac.workflow`: :func:`train`, :func:`evaluate`, :class:`DACWorkflow`.
 
 Example

@@ -105,7 +105,8 @@ def attach_resume(engine: Engine, checkpoint: str | os.PathLike, load_dict: Mapp
     path = Path(checkpoint)
     if not path.is_file():
         return False
-    CheckpointLoader(load_path=str(path), load_dict=dict(load_dict), map_location=map_location, strict=True).attach(engine)
+    loader = CheckpointLoader(load_path=str(path), load_dict=dict(load_dict), map_location=map_location, strict=True)
+    loader.attach(engine)
     logger.info("resuming from %s", path)
     return True
 

@@ -352,7 +352,9 @@ class DACConfig:
         if o.schedule not in ("poly", "constant"):
             raise ConfigError(f"optim.schedule must be 'poly' or 'constant', got {o.schedule!r}")
         if t.max_epochs < 1 or t.iterations_per_epoch < 1 or t.checkpoint_interval < 1 or t.validation_interval < 1:
-            raise ConfigError("train.max_epochs, iterations_per_epoch, checkpoint_interval, validation_interval must be >= 1")
+            raise ConfigError(
+                "train.max_epochs, iterations_per_epoch, checkpoint_interval and validation_interval must be >= 1"
+            )
         if a.rotation_align < 1:
             raise ConfigError(f"augment.rotation_align must be >= 1, got {a.rotation_align}")
 

@@ -2,10 +2,11 @@
 
 - :func:`load_split` reads a CD-SSDG split JSON (as written by ``medfound dac split``: keys
   ``labeled``, ``unlabeled``, ``validation``, ``test`` holding MONAI datalist items with
-  ``image``, optional ``label`` and ``domain``, plus ``class_names`` and ``regions``); relative
-  ``image`` / ``label`` paths are resolved against the JSON's folder (as MONAI's
-  ``load_decathlon_datalist`` does). Any datalist with these keys works, not only the three
-  benchmarks.
+  ``image``, optional ``label`` and ``domain``, plus ``class_names`` and ``regions``; labels of
+  unlabelled items, when kept for diagnostics, sit under ``hidden_label``); relative
+  ``image`` / ``label`` / ``hidden_label`` paths are resolved against the JSON's folder (as
+  MONAI's ``load_decathlon_datalist`` does). Any datalist with these keys works, not only
+  the three benchmarks.
 - :func:`build_transforms` gives the deterministic part (load, channels, label values,
   intensity, resize, normalisation) and the random weak augmentation (flips, rotation,
   scaling) of the MONAI pipeline.
@@ -28,8 +29,9 @@ Example
 >>> first = next(iter(loader))
 >>> first["labeled"]["image"].shape, first["unlabeled"]["image"].shape
 (torch.Size([2, 1, 2, 2]), torch.Size([2, 1, 2, 2]))
->>> loader.start_at(5); later = next(iter(loader))
->>> torch.equal(later["labeled"]["image"], [b for _, b in zip(range(6), CoTrainingLoader(lab, unl, 2, 2, seed=0))][5]["labeled"]["image"])
+>>> sixth = [b for _, b in zip(range(6), CoTrainingLoader(lab, unl, 2, 2, seed=0))][5]
+>>> loader.start_at(5)
+>>> torch.equal(next(iter(loader))["labeled"]["image"], sixth["labeled"]["image"])
 True
 """
 
@@ -134,7 +136,7 @@ def load_split(path: str | os.PathLike) -> dict[str, Any]:
                 raise ConfigError(f"split file {path}: {part}[{i}] must be an object with an 'image' key")
             if part != "unlabeled" and part != "test" and "label" not in item:
                 raise ConfigError(f"split file {path}: {part}[{i}] ({item['image']}) has no 'label'")
-            for key in ("image", "label"):
+            for key in ("image", "label", "hidden_label"):
                 if key in item:
                     item[key] = _resolve(base, item[key])
             item.setdefault("domain", "unknown")
@@ -145,9 +147,10 @@ def load_split(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(names, list) or len(names) < 2:
         raise ConfigError(f"split file {path}: 'class_names' must list at least two classes (background first)")
     regions = split.get("regions") or {n: [i] for i, n in enumerate(names) if i > 0}
-    if not isinstance(regions, dict) or not all(
-        isinstance(v, list) and v and all(isinstance(c, int) and 0 < c < len(names) for c in v) for v in regions.values()
-    ):
+    def valid_region(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(c, int) and 0 < c < len(names) for c in v)
+
+    if not isinstance(regions, dict) or not all(valid_region(v) for v in regions.values()):
         raise ConfigError(f"split file {path}: 'regions' must map names to lists of class indices 1..{len(names) - 1}")
     split["regions"] = {str(k): [int(c) for c in v] for k, v in regions.items()}
     split["num_classes"] = len(names)
@@ -216,6 +219,7 @@ class CheckLabelValuesd(MapTransform):
         for key in self.key_iterator(d):
             values = torch.unique(torch.as_tensor(d[key]))
             bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < self.num_classes]
+            bad = [int(v) if v == int(v) else v for v in bad]
             if bad:
                 raise LabelMismatchError(
                     f"{_source(d[key])}: label values {bad[:8]} are not class indices 0..{self.num_classes - 1} "
@@ -229,7 +233,7 @@ def build_transforms(
     num_classes: int,
     augment: AugmentConfig | None = None,
     with_label: bool = True,
-    resize_label: bool = True,
+    resize: bool = True,
 ) -> tuple[Compose, Compose | None]:
     """The deterministic and the random part of the pipeline for one split part.
 
@@ -239,8 +243,9 @@ def build_transforms(
     num_classes : classes of the label maps (values are checked).
     augment : weak augmentation for training parts; ``None`` for validation and test.
     with_label : whether items carry a ``label`` (missing labels are allowed either way).
-    resize_label : resize the label with the image (training, validation); ``False`` keeps the
-        label at its native size (test-time evaluation after inverting the prediction).
+    resize : resize image and label to ``data.spatial_size`` (training, validation); ``False``
+        keeps both at their native size (evaluation, where
+        :class:`~medfound.dac.evaluation.ResizedPredictor` resizes for the network).
 
     Returns
     -------
@@ -262,10 +267,11 @@ def build_transforms(
     elif data.intensity == "minmax":
         det.append(ScaleIntensityd("image"))
     det.append(EnsureTyped("image", dtype=torch.float32))
-    size = [int(s) for s in data.spatial_size]
-    det.append(Resized("image", size, mode="bilinear", anti_aliasing=True))
-    if with_label and resize_label:
-        det.append(Resized("label", size, mode="nearest", allow_missing_keys=True))
+    if resize:
+        size = [int(s) for s in data.spatial_size]
+        det.append(Resized("image", size, mode="bilinear", anti_aliasing=True))
+        if with_label:
+            det.append(Resized("label", size, mode="nearest", allow_missing_keys=True))
     if data.normalize_mean is not None:
         det.append(NormalizeIntensityd("image", subtrahend=list(data.normalize_mean),
                                        divisor=list(data.normalize_std), channel_wise=True))
@@ -423,7 +429,9 @@ class CoTrainingLoader:
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        self.labeled = labeled if isinstance(labeled, SeededItemDataset) else SeededItemDataset(labeled, transform_labeled)
+        if not isinstance(labeled, SeededItemDataset):
+            labeled = SeededItemDataset(labeled, transform_labeled)
+        self.labeled = labeled
         self.unlabeled = None
         if unlabeled is not None:
             self.unlabeled = (unlabeled if isinstance(unlabeled, SeededItemDataset)
@@ -459,6 +467,8 @@ class CoTrainingLoader:
         # a generator: this body runs at the first next(), after a checkpoint was restored
         start = int(self._engine.state.iteration) if self._engine is not None else self._start
         lab = iter(self._loader(self.labeled, self.batch_size_labeled, 0, start))
-        unl = None if self.unlabeled is None else iter(self._loader(self.unlabeled, self.batch_size_unlabeled, 1, start))
+        unl = None
+        if self.unlabeled is not None:
+            unl = iter(self._loader(self.unlabeled, self.batch_size_unlabeled, 1, start))
         while True:
             yield {"labeled": next(lab), "unlabeled": None if unl is None else next(unl)}

@@ -52,7 +52,8 @@ def pseudo_label_counts(
         total = (p.flatten(1).sum(1) + t.flatten(1).sum(1)).float()
         conf = valid.flatten(1).sum(1).float()
         for i, domain in enumerate(domains):
-            c = counts.setdefault((str(domain), model, name), {"inter": 0.0, "sum": 0.0, "confident": 0.0, "pixels": 0.0})
+            zero = dict.fromkeys(("inter", "sum", "confident", "pixels"), 0.0)
+            c = counts.setdefault((str(domain), model, name), zero)
             c["inter"] += float(inter[i])
             c["sum"] += float(total[i])
             c["confident"] += float(conf[i])

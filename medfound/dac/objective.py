@@ -82,7 +82,8 @@ class DACObjective(nn.Module):
         """Effective weight of each term at ``step``."""
         r = self.rampup(step)
         aux = self.lambda_aux * (r if self.rampup_aux else 1.0)
-        return {"sup": 1.0, "pseudo": self.lambda_cps * r, "feat": self.lambda_feat * r, "aux_mask": aux, "aux_rot": aux}
+        return {"sup": 1.0, "pseudo": self.lambda_cps * r, "feat": self.lambda_feat * r,
+                "aux_mask": aux, "aux_rot": aux}
 
     def total(self, terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """Weighted sum of the terms present in ``terms`` (unknown names raise ``KeyError``)."""

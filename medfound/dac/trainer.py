@@ -295,7 +295,8 @@ class DACTrainer(SupervisedTrainer):
             s = _stride(fa, size, f"feature_layer {feat_layer!r}")
             tgt_a = _mix_features(weak_b[feat_layer], mask)
             tgt_b = for_b(_mix_features(weak_a[feat_layer], mask), scale=s)
-            terms["feat"] = objective.feature(net.projector_a(fa), tgt_a) + objective.feature(net.projector_b(fb), tgt_b)
+            terms["feat"] = (objective.feature(net.projector_a(fa), tgt_a)
+                             + objective.feature(net.projector_b(fb), tgt_b))
 
         # 5. asymmetric auxiliary tasks: A localises the mixed region, B predicts the rotation
         if comp.aux_mask:

@@ -200,7 +200,9 @@ class TrainingRun:
 
         # data: deterministic part once (cached), bad items skipped and reported
         cache = cfg.data.cache_rate > 0
-        track = cfg.train.track_pseudo_labels and any("label" in it for it in split.get("unlabeled", []))
+        items_unl = split.get("unlabeled", [])
+        track = cfg.train.track_pseudo_labels and bool(items_unl) and all(
+            "hidden_label" in it or "label" in it for it in items_unl)
         det_l, rand_l = build_transforms(cfg.data, self.num_classes, cfg.augment, with_label=True)
         det_u, rand_u = build_transforms(cfg.data, self.num_classes, cfg.augment, with_label=track)
         det_v, _ = build_transforms(cfg.data, self.num_classes, None, with_label=True)
@@ -209,9 +211,15 @@ class TrainingRun:
         self.skipped += sk
         unlabeled = None
         if comp.pseudo is not None:
-            items_u = split.get("unlabeled", [])
-            if not track:
-                items_u = [{k: v for k, v in it.items() if k != "label"} for it in items_u]
+            # an unlabelled item's label (``hidden_label`` in split files) is loaded only to score
+            # pseudo labels (diagnostics); the losses never see it
+            items_u = []
+            for it in split.get("unlabeled", []):
+                item = {k: v for k, v in it.items() if k not in ("label", "hidden_label")}
+                hidden = it.get("hidden_label", it.get("label"))
+                if track and hidden is not None:
+                    item["label"] = hidden
+                items_u.append(item)
             unlabeled, sk = prepare_items(items_u, det_u, cache, "unlabeled")
             self.skipped += sk
         validation, sk = prepare_items(split["validation"], det_v, True, "validation")
@@ -327,8 +335,9 @@ def train(config: str | os.PathLike | Mapping[str, Any] | DACConfig, overrides: 
 
 def evaluate(config: str | os.PathLike | Mapping[str, Any] | DACConfig, overrides: Mapping[str, Any] | None = None,
              verbose: bool = False) -> dict[str, Any]:
-    """Evaluate the trained model on the configured parts; see :func:`medfound.dac.evaluate.evaluate_model`."""
-    from medfound.dac.evaluate import evaluate_run
+    """Evaluate the trained model on ``evaluate.parts``: part -> ``SegmentationResults`` (see
+    :func:`medfound.dac.evaluation.evaluate_run`)."""
+    from medfound.dac.evaluation import evaluate_run
 
     if verbose:
         _stdout_logging()

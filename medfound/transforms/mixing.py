@@ -46,7 +46,6 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-
 from monai.config import KeysCollection
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
@@ -341,7 +340,10 @@ def rotate_regions(
 
 
 def region_masks(
-    boxes: np.ndarray | torch.Tensor, spatial_size: Sequence[int], scale: int = 1, device: torch.device | str | None = None
+    boxes: np.ndarray | torch.Tensor,
+    spatial_size: Sequence[int],
+    scale: int = 1,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``(B, 1, H, W)`` float masks, 1 inside each sample's square region.
 
@@ -500,7 +502,9 @@ class RegionRotate90(InvertibleTransform):
     def _apply(img: torch.Tensor, k: int, box: Sequence[int]) -> torch.Tensor:
         img_t = convert_to_tensor(img, track_meta=False)
         if img_t.dim() != 3:
-            raise LabelMismatchError(f"RegionRotate90 needs a channel-first 2D item (C, H, W), got {tuple(img_t.shape)}")
+            raise LabelMismatchError(
+                f"RegionRotate90 needs a channel-first 2D item (C, H, W), got {tuple(img_t.shape)}"
+            )
         return rotate_regions(img_t[None], np.asarray([box]), [k])[0]
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
