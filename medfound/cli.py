@@ -72,6 +72,140 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_demo_data]
 
 
+def _cmd_convert_umedpt(args: argparse.Namespace) -> int:
+    from medfound.convert.umedpt import convert_umedpt
+
+    report = convert_umedpt(args.archive, args.out_dir)
+    print(f"imported {', '.join(report['imported'])} from {report['source']['archive']} into {args.out_dir}")
+    if report["initialised"]:
+        print(f"  not in the archive (freshly initialised in model.pt): {', '.join(report['initialised'])}")
+    if report["skipped_members"]:
+        print(f"  members not read (task heads etc.): {', '.join(report['skipped_members'])}")
+    print(f"  UMedPT arguments: {report['config']} (umedpt_config.json)")
+    return 0
+
+
+def _add_convert_umedpt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert-umedpt",
+        help="import the published UMedPT weights (.pt.zip) without running code from the file",
+        description="Read a UMedPT .pt.zip archive (MedicalMultitaskModeling) with a restricted unpickler and "
+        "write medfound state dicts (encoder.pt, squeezer.pt, seg_decoder.pt), a bundle-ready model.pt and "
+        "umedpt_config.json into OUT_DIR. The archive is your own download; do not redistribute it.",
+    )
+    p.add_argument("archive", help="the .pt.zip archive")
+    p.add_argument("out_dir", help="destination folder")
+    p.set_defaults(func=_cmd_convert_umedpt)
+
+
+COMMANDS.append(_add_convert_umedpt)
+
+# ---------------------------------------------------------------- dac: datasets and CD-SSDG splits
+
+#: dataset name -> adapter (module, function) for ``medfound dac datalist`` / ``dac split --dataset``
+DAC_ADAPTERS = {
+    "fundus": ("medfound.data.fundus", "fundus_datalist"),
+    "polyp": ("medfound.data.polyp", "polyp_datalist"),
+    "scgm": ("medfound.data.scgm", "scgm_datalist"),
+}
+
+
+def _run_adapter(dataset: str, root: str, cache_dir: str | None, on_error: str) -> dict:
+    import importlib
+
+    module, func = DAC_ADAPTERS[dataset]
+    adapter = getattr(importlib.import_module(module), func)
+    return adapter(root, cache_dir=cache_dir, on_error=on_error, log=print)
+
+
+def _cmd_dac_datalist(args: argparse.Namespace) -> int:
+    from medfound.data.datalist import save_json
+
+    datalist = _run_adapter(args.dataset, args.root, args.cache_dir, args.on_error)
+    save_json(args.output, datalist)
+    synthetic = " (SYNTHETIC demo data)" if datalist.get("synthetic") else ""
+    print(f"wrote {args.output}: {datalist['num_items']} items, domains {', '.join(datalist['domains'])}{synthetic}")
+    for bad in datalist.get("skipped", []):
+        print(f"  skipped {bad['case']}: {bad['error']}")
+    return 0
+
+
+def _add_dac_datalist(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("datalist", help="validate a public dataset layout and write its datalist JSON",
+                       description="Validate a dataset folder in its public layout (fundus: DoFE, polyp: PraNet, "
+                       "scgm: SCGM challenge), decode its labels into class-index maps in a cache folder and "
+                       "write a MONAI datalist JSON with a 'domain' per item.")
+    p.add_argument("dataset", choices=sorted(DAC_ADAPTERS), help="dataset layout")
+    p.add_argument("root", help="dataset folder")
+    p.add_argument("-o", "--output", required=True, help="datalist JSON to write")
+    p.add_argument("--cache-dir", default=None, help="folder for decoded labels (default: ROOT/.medfound_cache/NAME)")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="stop at a bad case (default) or skip and report it")
+    p.set_defaults(func=_cmd_dac_datalist)
+
+
+def _cmd_dac_split(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medfound.data.datalist import load_datalist
+    from medfound.data.splits import all_cdssdg_splits, save_split, split_filename
+
+    if args.dataset:
+        datalist = _run_adapter(args.dataset, args.source, args.cache_dir, args.on_error)
+    else:
+        datalist = load_datalist(args.source)
+    labeled = [args.labeled_domain] if args.labeled_domain else None
+    splits = list(all_cdssdg_splits(
+        datalist, test_domains=args.test_domain, labeled_domains=labeled, labeled_ratio=args.labeled_ratio,
+        val_ratio=args.val_ratio, seed=args.seed, labeled_rest=args.labeled_rest))
+    if not args.all_labeled_domains and labeled is None:  # default: first source domain per test domain
+        first: dict[str, dict] = {}
+        for s in splits:
+            first.setdefault(s["test_domain"], s)
+        splits = list(first.values())
+    out = Path(args.output)
+    single = len(splits) == 1 and out.suffix == ".json"
+    for split in splits:
+        path = out if single else out / split_filename(split)
+        save_split(path, split)
+        counts = ", ".join(f"{k} {v}" for k, v in split["counts"].items())
+        print(f"wrote {path}: test {split['test_domain']}, labelled {split['labeled_domain']} "
+              f"(ratio {split['labeled_ratio']:g}): {counts}")
+    return 0
+
+
+def _add_dac_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="leave-one-domain-out CD-SSDG split files",
+                       description="Write deterministic leave-one-domain-out splits (labelled items from one "
+                       "source domain, unlabelled from the others, validation held out of the labelled domain, "
+                       "test domain untouched) as JSON with keys labeled/unlabeled/validation/test.")
+    p.add_argument("source", help="datalist JSON (any dataset whose items carry 'domain'), or a dataset folder "
+                   "with --dataset")
+    p.add_argument("-o", "--output", required=True,
+                   help="split JSON (when exactly one split results) or folder for several")
+    p.add_argument("--dataset", choices=sorted(DAC_ADAPTERS), default=None,
+                   help="read SOURCE as a dataset folder in this public layout")
+    p.add_argument("--test-domain", nargs="+", default=None, metavar="DOMAIN",
+                   help="held-out domain(s) (default: each domain in turn)")
+    p.add_argument("--labeled-domain", default=None,
+                   help="labelled source domain (default: the first other domain in sorted order)")
+    p.add_argument("--all-labeled-domains", action="store_true",
+                   help="one split per (test domain, labelled domain) pair")
+    p.add_argument("--labeled-ratio", type=float, default=1.0, help="fraction of labelled cases kept (default 1.0)")
+    p.add_argument("--val-ratio", type=float, default=0.2,
+                   help="fraction of the labelled domain held out for validation (default 0.2)")
+    p.add_argument("--labeled-rest", choices=("unlabeled", "drop"), default="unlabeled",
+                   help="labelled-domain cases left by --labeled-ratio < 1: unlabelled data (default) or dropped")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+    p.add_argument("--cache-dir", default=None, help="with --dataset: folder for decoded labels")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="with --dataset: bad cases")
+    p.set_defaults(func=_cmd_dac_split)
+
+
+#: ``medfound dac`` sub-command registrars (``train`` and ``evaluate`` join them)
+DAC_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_dac_datalist, _add_dac_split]
+
+
 # ---------------------------------------------------------------- dac: training and evaluation
 
 
@@ -163,8 +297,7 @@ def _add_dac_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_dac_evaluate)
 
 
-#: ``medfound dac`` sub-command registrars
-DAC_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_dac_train, _add_dac_evaluate]
+DAC_COMMANDS += [_add_dac_train, _add_dac_evaluate]
 
 
 def _add_dac(sub: argparse._SubParsersAction) -> None:

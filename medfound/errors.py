@@ -16,6 +16,7 @@ size must be 'small' or 'medium', got 'huge'
 
 from __future__ import annotations
 
+
 class MedfoundError(Exception):
     """Base class of every error medfound raises on purpose."""
 
@@ -42,6 +43,10 @@ class WeightsError(MedfoundError, ValueError):
 
 class ShapeError(MedfoundError, ValueError):
     """A tensor argument has the wrong shape, length or number of channels for the call."""
+
+
+class UnsafePickleError(WeightsError):
+    """A pickled file asks for a global (class or function) that a restricted importer does not allow."""
 
 
 # every exception class defined above (append new classes above this line)

@@ -139,9 +139,9 @@ def _brute_force_assign(points, strides, ranges, radius, boxes, labels):
         if best is None:
             out.append((-1, None, 0.0))
         else:
-            l, t, r, b = (x - boxes[best][0], y - boxes[best][1], boxes[best][2] - x, boxes[best][3] - y)
-            ctr = math.sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))
-            out.append((labels[best], (l, t, r, b), ctr))
+            left, top, right, bottom = (x - boxes[best][0], y - boxes[best][1], boxes[best][2] - x, boxes[best][3] - y)
+            ctr = math.sqrt(min(left, right) / max(left, right) * min(top, bottom) / max(top, bottom))
+            out.append((labels[best], (left, top, right, bottom), ctr))
     return out
 
 
@@ -231,7 +231,7 @@ def test_ltrb_iou_and_giou_known_values():
 
 
 def test_ltrb_giou_matches_monai_box_pair_giou():
-    from monai.data.box_utils import box_pair_giou, box_iou
+    from monai.data.box_utils import box_iou, box_pair_giou
 
     g = torch.Generator().manual_seed(1)
     pred = torch.rand(200, 4, generator=g) * 30 + 0.5
@@ -342,4 +342,20 @@ def test_bundle_config_construction():
     parser = ConfigParser(cfg)
     assert isinstance(parser.get_parsed_content("loss"), FCOSLoss)
     assert parser.get_parsed_content("post").nms_thresh == 0.6
-    assert parser.get_parsed_content("assigner")([(1, 1)], [{"box": [[0, 0, 8, 8]], "label": [0]}])["labels"].item() == 0
+    assigned = parser.get_parsed_content("assigner")([(1, 1)], [{"box": [[0, 0, 8, 8]], "label": [0]}])
+    assert assigned["labels"].item() == 0
+
+
+def test_metatensor_outputs_and_targets():
+    from monai.data import MetaTensor
+
+    loss_fn = FCOSLoss(num_classes=1, strides=[8], size_ranges=[[0, None]], center_sampling_radius=None)
+    plain = _one_level_outputs()
+    meta = {k: [MetaTensor(v[0].detach().clone()).requires_grad_()] for k, v in _one_level_outputs().items()}
+    target = [{"boxes": MetaTensor(torch.tensor([[0.0, 0, 16, 16]])), "labels": MetaTensor(torch.tensor([0]))}]
+    ref = loss_fn(plain, [{"boxes": [[0, 0, 16, 16]], "labels": [0]}], (32, 32))
+    got = loss_fn(meta, target, (32, 32))
+    assert not isinstance(got["loss"], MetaTensor)
+    assert got["loss"].item() == pytest.approx(ref["loss"].item())
+    got["loss"].backward()
+    assert meta["box_regression"][0].grad is not None

@@ -33,10 +33,11 @@ Example
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from ignite.metrics import Metric
 
 from medfound.errors import ConfigError, LabelMismatchError, ShapeError
 
@@ -354,13 +355,7 @@ def mean_average_precision(
     return metric.compute()
 
 
-def _ignite_metric_base() -> type:
-    from ignite.metrics import Metric
-
-    return Metric
-
-
-class IgniteDetectionMAP(_ignite_metric_base()):  # type: ignore[misc]
+class IgniteDetectionMAP(Metric):
     """:class:`DetectionMAP` as an ignite metric, for MONAI workflows (evaluators, handlers).
 
     ``output_transform`` must give ``(predictions, ground_truths)``: lists of per-image
@@ -372,7 +367,8 @@ class IgniteDetectionMAP(_ignite_metric_base()):  # type: ignore[misc]
     Example
     -------
     >>> m = IgniteDetectionMAP(class_names=["nucleus"])
-    >>> m.update(([{"boxes": [[0, 0, 4, 4]], "scores": [0.9], "labels": [0]}], [{"boxes": [[0, 0, 4, 4]], "labels": [0]}]))
+    >>> pred, gt = {"boxes": [[0, 0, 4, 4]], "scores": [0.9], "labels": [0]}, {"boxes": [[0, 0, 4, 4]], "labels": [0]}
+    >>> m.update(([pred], [gt]))
     >>> m.compute()["map"]
     1.0
     """

@@ -43,8 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medfound.errors import ConfigError
-from medfound.networks.resnet import NormSpec, build_resnet, dilation_for_output_stride, load_torchvision_weights, make_norm
+from medfound.errors import ConfigError, ShapeError
+from medfound.networks.resnet import (
+    NormSpec,
+    build_resnet,
+    dilation_for_output_stride,
+    load_torchvision_weights,
+    make_norm,
+)
 
 __all__ = ["ConvNormAct", "ASPP", "DeepLabV3Plus", "ASPP_RATES"]
 
@@ -82,6 +88,11 @@ class _ImagePooling(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1 and isinstance(self.norm, nn.BatchNorm2d):
+            raise ShapeError(
+                "DeepLabV3Plus with norm='batch' cannot train on a batch of one image (the image-pooling "
+                "branch's BatchNorm would see one value per channel): use batches of 2 or more "
+                "(drop_last=True), or norm='group'")
         y = self.act(self.norm(self.conv(self.pool(x))))
         return y.expand(-1, -1, x.shape[-2], x.shape[-1])
 

@@ -14,6 +14,11 @@ Pure torch (no torchvision ops). The pieces:
 
 Box convention (the project's): ``[x_min, y_min, x_max, y_max]`` in pixels, x along the
 width (last) axis, y along the height axis, max exclusive (``x_max - x_min`` is the width).
+Pixel coordinates are those of the network input: when inputs are padded (UMedPT pads
+sides to multiples of 32), pad at the bottom/right, or shift the boxes by the padding,
+and pass the unpadded sizes as ``image_size`` so decoded boxes are clipped to the image.
+An object narrower than about one stride of its level may get no positive location (the
+FCOS rules); centre sampling (1.5 strides) keeps small objects reachable on the finest level.
 
 Example
 -------
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from torch import nn
 
 from medfound.errors import ConfigError, LabelMismatchError, ShapeError
@@ -111,7 +117,8 @@ class FCOSHead(nn.Module):
     -------
     >>> import torch
     >>> head = FCOSHead(16, num_classes=1, num_levels=2, strides=[8, 16])
-    >>> out = head([torch.zeros(1, 16, 4, 4), torch.zeros(1, 16, 2, 2)], [torch.zeros(1, 16, 4, 4), torch.zeros(1, 16, 2, 2)])
+    >>> feats = [torch.zeros(1, 16, 4, 4), torch.zeros(1, 16, 2, 2)]
+    >>> out = head(feats, feats)
     >>> round(torch.sigmoid(out["cls_logits"][0]).mean().item(), 4)
     0.01
     """
@@ -270,9 +277,14 @@ def _image_sizes(image_size: Any, batch: int) -> list[tuple[int, int]]:
     return [(int(h), int(w)) for h, w in sizes]
 
 
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A MetaTensor (from MONAI transforms) as a plain tensor: no metadata tracking in the loss maths."""
+    return t.as_tensor() if isinstance(t, MetaTensor) else t
+
+
 def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        return value.detach().to(device=device, dtype=dtype)
+        return _plain(value).detach().to(device=device, dtype=dtype)
     return torch.as_tensor(np.asarray(value), dtype=dtype, device=device)
 
 
@@ -508,14 +520,24 @@ def ltrb_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> tup
     return iou, giou
 
 
-def _flatten_outputs(outputs: Mapping[str, Sequence[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-level head outputs -> ``(B, L, K)``, ``(B, L, 4)``, ``(B, L)`` in location order."""
+def _output_levels(outputs: Mapping[str, Sequence[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    """The head's three per-level lists as plain tensors, checked for presence and level count."""
+    levels = []
     for key in ("cls_logits", "box_regression", "centerness"):
         if key not in outputs:
             raise ShapeError(f"FCOS outputs need {key!r}, got keys {sorted(outputs)}")
-    cls = torch.cat([t.flatten(2).transpose(1, 2) for t in outputs["cls_logits"]], dim=1)
-    box = torch.cat([t.flatten(2).transpose(1, 2) for t in outputs["box_regression"]], dim=1)
-    ctr = torch.cat([t.flatten(1) for t in outputs["centerness"]], dim=1)
+        levels.append([_plain(t) for t in outputs[key]])
+    if not len(levels[0]) == len(levels[1]) == len(levels[2]) > 0:
+        raise ShapeError("FCOS outputs must have the same (non-zero) number of levels for every key")
+    return levels
+
+
+def _flatten_outputs(outputs: Mapping[str, Sequence[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-level head outputs -> ``(B, L, K)``, ``(B, L, 4)``, ``(B, L)`` in location order."""
+    cls_levels, box_levels, ctr_levels = _output_levels(outputs)
+    cls = torch.cat([t.flatten(2).transpose(1, 2) for t in cls_levels], dim=1)
+    box = torch.cat([t.flatten(2).transpose(1, 2) for t in box_levels], dim=1)
+    ctr = torch.cat([t.flatten(1) for t in ctr_levels], dim=1)
     if box.shape[-1] != 4 or box.shape[:2] != cls.shape[:2] or ctr.shape != cls.shape[:2]:
         raise ShapeError("FCOS outputs disagree: box_regression must be (B, 4, H, W) and centerness (B, 1, H, W)")
     return cls, box, ctr
@@ -607,7 +629,7 @@ class FCOSLoss(nn.Module):
             raise ShapeError(f"FCOSLoss got {len(targets)} targets for a batch of {batch} images")
         if cls.shape[-1] != self.num_classes:
             raise ShapeError(f"FCOSLoss expects {self.num_classes} classes, the outputs have {cls.shape[-1]}")
-        feature_sizes = [tuple(t.shape[-2:]) for t in outputs["cls_logits"]]
+        feature_sizes = [tuple(t.shape[-2:]) for t in outputs["cls_logits"]]  # checked by _flatten_outputs
         t = self.assigner(feature_sizes, targets, image_size, self.num_classes, device=cls.device)
         cls, box, ctr = cls.float(), box.float(), ctr.float()
 
@@ -792,10 +814,8 @@ class FCOSPostprocessor(nn.Module):
         one dict per image: ``"boxes"`` ``(N, 4)`` float xyxy pixels, ``"scores"`` ``(N,)``,
         ``"labels"`` ``(N,)`` long, by decreasing score.
         """
-        cls_levels, box_levels, ctr_levels = outputs["cls_logits"], outputs["box_regression"], outputs["centerness"]
+        cls_levels, box_levels, ctr_levels = _output_levels(outputs)
         num_levels = len(cls_levels)
-        if not len(box_levels) == len(ctr_levels) == num_levels:
-            raise ShapeError("FCOS outputs must have the same number of levels for every key")
         strides = _check_strides(self.strides, num_levels)
         batch, num_classes = cls_levels[0].shape[:2]
         device = cls_levels[0].device

@@ -38,7 +38,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from monai.networks.layers.factories import split_args
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 #: a norm name (``"batch"``, ``"group"``, ``"instance"``) or MONAI-style ``(name, kwargs)``
-NormSpec = Union[str, Sequence[Any]]
+NormSpec = str | Sequence[Any]
 
 
 def make_norm(norm: NormSpec, channels: int) -> nn.Module:

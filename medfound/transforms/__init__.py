@@ -1,3 +1,7 @@
-"""MONAI transforms for medfound's modalities (array and dictionary forms)."""
+"""Transforms in MONAI's array + dictionary forms, per modality.
 
-from medfound.transforms.mixing import *  # noqa: F401,F403  (CutMix and region rotation for DAC)
+- :mod:`medfound.transforms.spinal`: spinal cord MRI (rater consensus, orientation,
+  cord-centred crop, per-slice normalisation, axial slices).
+- :mod:`medfound.transforms.mixing`: CutMix box masks and region rotation for DAC
+  (functional batch forms, array and dictionary transforms).
+"""

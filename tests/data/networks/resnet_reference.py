@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 
-def reference_state_dict(keys_shapes: Sequence[tuple[str, Sequence[int]]], seed: int) -> "OrderedDict[str, torch.Tensor]":
+def reference_state_dict(keys_shapes: Sequence[tuple[str, Sequence[int]]], seed: int) -> OrderedDict[str, torch.Tensor]:
     """Random tensors for ``[(key, shape), ...]`` in the given order, from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -40,6 +40,6 @@ def reference_state_dict(keys_shapes: Sequence[tuple[str, Sequence[int]]], seed:
     return state
 
 
-def checksums(state: "OrderedDict[str, torch.Tensor]") -> list[float]:
+def checksums(state: OrderedDict[str, torch.Tensor]) -> list[float]:
     """Per-tensor float64 sums, stored with the fixture to detect generator drift."""
     return [float(v.double().sum()) for v in state.values()]
