@@ -38,19 +38,23 @@ METHODS = ("supervised", "cps", "dac")
 DOMAINS = ("Domain1", "Domain2", "Domain3", "Domain4")
 
 
-def run_config(split: Path, out: Path, method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The small CPU configuration shared by every method (only ``method.name`` differs)."""
+def run_config(split: Path, out: Path, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The small CPU configuration shared by every method (only ``method.name`` differs).
+
+    ``seed`` sets the data order, augmentation and step randomness, and the initialisations
+    of sub-models A and B (seeds ``2 seed`` and ``2 seed + 1``).
+    """
     epochs = 5
     return {
         "data": {"split": str(split), "spatial_size": [args.size, args.size], "batch_size_labeled": args.batch,
                  "batch_size_unlabeled": args.batch, "num_workers": 0},
         "network": {"kwargs": {"backbone": "resnet18", "base_channels": args.width,
                                "decoder_channels": 4 * args.width, "low_level_channels": args.width}},
-        "method": {"name": method},
+        "method": {"name": method, "init_seeds": [2 * seed, 2 * seed + 1]},
         "optim": {"name": "sgd", "lr": 0.01},
         "train": {"output_dir": str(out), "max_epochs": epochs,
                   "iterations_per_epoch": max(1, args.iterations // epochs), "checkpoint_interval": 10_000,
-                  "log_interval": 10_000, "seed": args.seed, "device": args.device},
+                  "log_interval": 10_000, "seed": seed, "device": args.device},
     }
 
 
@@ -68,6 +72,14 @@ def diagnostics(out: Path) -> dict[str, Any]:
     if best.exists():
         diag["selected"] = json.loads(best.read_text())
     return diag
+
+
+def mean_over_seeds(per_seed: dict[int, dict[str, dict[str, dict[str, float]]]]) -> dict[str, Any]:
+    """method -> domain -> region -> mean over the seeds."""
+    seeds = list(per_seed)
+    first = per_seed[seeds[0]]
+    return {m: {d: {r: sum(per_seed[s][m][d][r] for s in seeds) / len(seeds) for r in first[m][d]}
+                for d in first[m]} for m in first}
 
 
 def format_table(rows: dict[str, dict[str, dict[str, float]]], domains: list[str]) -> str:
@@ -96,7 +108,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, default=128, help="training image side (default 128)")
     parser.add_argument("--width", type=int, default=16, help="ResNet-18 base width (default 16; 64 is published)")
     parser.add_argument("--batch", type=int, default=4, help="labelled = unlabelled batch size (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and steps")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="training seeds (data order, augmentation, initialisation); the table averages them")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the CD-SSDG splits (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: small networks on shared cores run best on one)")
@@ -107,10 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test_domains = args.test_domains or list(DOMAINS)
     torch.set_num_threads(args.threads)
 
+    from medfound.dac import evaluate, train
     from medfound.data.fundus import fundus_datalist
     from medfound.data.splits import make_cdssdg_split, save_split
-
-    from medfound.dac import evaluate, train
     from medfound.data.synthetic import write_fundus_demo
 
     out = Path(args.out)
@@ -120,36 +133,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_fundus_demo(data_root, size="small", seed=0)
     datalist = fundus_datalist(data_root, cache_dir=out / "data" / "labels")
 
-    rows: dict[str, dict[str, dict[str, float]]] = {m: {} for m in args.methods}
+    per_seed: dict[int, dict[str, dict[str, dict[str, float]]]] = {}
     details: dict[str, Any] = {}
     start = time.time()
     for test_domain in test_domains:
         split = make_cdssdg_split(datalist, test_domain=test_domain, labeled_ratio=args.labeled_ratio,
-                                  val_ratio=0.2, seed=args.seed)
+                                  val_ratio=0.2, seed=args.split_seed)
         split_path = save_split(out / "splits" / f"test-{test_domain}.json", split)
         print(f"\nunseen {test_domain}: labelled {split['labeled_domain']} ({split['counts']})")
-        for method in args.methods:
-            run_dir = out / "runs" / f"test-{test_domain}" / method
-            cfg = run_config(split_path, run_dir, method, args)
-            t0 = time.time()
-            summary = train(cfg)
-            res = evaluate(cfg)["test"]
-            s = res.summary()["per_domain"][test_domain]
-            rows[method][test_domain] = {"disc": s["disc"]["dice"]["mean"], "cup": s["cup"]["dice"]["mean"]}
-            details[f"{test_domain}/{method}"] = {
-                "dice": rows[method][test_domain], "train": summary, "seconds": round(time.time() - t0, 1),
-                "diagnostics": diagnostics(run_dir), "cases": res.cases, "skipped": res.skipped,
-            }
-            dice = rows[method][test_domain]
-            print(f"  {method:<11} disc {dice['disc']:.4f}  cup {dice['cup']:.4f}"
-                  f"  ({time.time() - t0:.0f} s, best at iteration {summary['best_iteration']})")
+        for seed in args.seeds:
+            rows = per_seed.setdefault(seed, {m: {} for m in args.methods})
+            for method in args.methods:
+                # a finished run is not trained again: train() resumes from its last checkpoint
+                run_dir = out / "runs" / f"seed{seed}" / f"test-{test_domain}" / method
+                cfg = run_config(split_path, run_dir, method, seed, args)
+                t0 = time.time()
+                summary = train(cfg)
+                res = evaluate(cfg)["test"]
+                s = res.summary()["per_domain"][test_domain]
+                dice = rows[method][test_domain] = {"disc": s["disc"]["dice"]["mean"], "cup": s["cup"]["dice"]["mean"]}
+                details[f"seed{seed}/{test_domain}/{method}"] = {
+                    "dice": dice, "train": summary, "seconds": round(time.time() - t0, 1),
+                    "diagnostics": diagnostics(run_dir), "cases": res.cases, "skipped": res.skipped,
+                }
+                print(f"  seed {seed} {method:<11} disc {dice['disc']:.4f}  cup {dice['cup']:.4f}"
+                      f"  ({time.time() - t0:.0f} s, best at iteration {summary['best_iteration']})")
 
-    table = format_table(rows, test_domains)
-    text = (f"Dice on the unseen domain (SYNTHETIC fundus demo; {args.iterations} iterations, seed {args.seed}, "
-            f"labelled ratio {args.labeled_ratio}, {args.size} px, ResNet-18 width {args.width})\n\n{table}\n")
+    mean = mean_over_seeds(per_seed)
+    settings = (f"{args.iterations} iterations, labelled ratio {args.labeled_ratio}, {args.size} px, "
+                f"ResNet-18 width {args.width}, batch {args.batch} + {args.batch}")
+    text = (f"Dice on the unseen domain, mean over seeds {args.seeds} (SYNTHETIC fundus demo; {settings})\n\n"
+            f"{format_table(mean, test_domains)}\n")
+    if len(args.seeds) > 1:
+        for seed in args.seeds:
+            text += f"\nseed {seed}\n\n{format_table(per_seed[seed], test_domains)}\n"
     print("\n" + text)
     print(f"total time {time.time() - start:.0f} s")
-    result = {"synthetic": True, "settings": vars(args), "table": rows, "runs": details,
+    result = {"synthetic": True, "settings": vars(args), "table": mean,
+              "per_seed": {str(s): t for s, t in per_seed.items()}, "runs": details,
               "seconds": round(time.time() - start, 1)}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "results.md").write_text(text)

@@ -41,10 +41,10 @@ def test_synthetic_fundus_example(tmp_path, scripts):
     for method in ("supervised", "dac"):
         dice = result["table"][method]["Domain4"]
         assert 0.0 <= dice["disc"] <= 1.0 and 0.0 <= dice["cup"] <= 1.0
-        assert len(result["runs"][f"Domain4/{method}"]["cases"]) == 8  # every test image of the unseen domain
-    assert "pseudo_labels_last_epoch" in result["runs"]["Domain4/dac"]["diagnostics"]
+        assert len(result["runs"][f"seed0/Domain4/{method}"]["cases"]) == 8  # every test image of the unseen domain
+    assert "pseudo_labels_last_epoch" in result["runs"]["seed0/Domain4/dac"]["diagnostics"]
     text = (tmp_path / "out" / "results.md").read_text()
-    assert text.startswith("Dice on the unseen domain (SYNTHETIC") and "| dac |" in text
+    assert text.startswith("Dice on the unseen domain, mean over seeds [0] (SYNTHETIC") and "| dac |" in text
     split = json.loads((tmp_path / "out" / "splits" / "test-Domain4.json").read_text())
     assert split["test_domain"] == "Domain4" and "Domain4" not in split["unlabeled_domains"]
 

@@ -151,6 +151,28 @@ def test_stream_batches_depend_only_on_seed_and_position():
     assert other != batches[0]
 
 
+def test_loader_batches_do_not_depend_on_workers_or_start():
+    from monai.transforms import Compose, RandFlipd, RandGaussianNoised
+
+    items = [disc_cup_item(i) for i in range(5)]
+    aug = Compose([RandFlipd(["image", "label"], prob=0.5, spatial_axis=0), RandGaussianNoised("image", prob=1.0)])
+
+    def batches(workers: int, start: int, n: int) -> list[dict]:
+        loader = CoTrainingLoader(items, items, 2, 3, seed=7, transform_labeled=aug, transform_unlabeled=aug,
+                                  num_workers=workers)
+        loader.start_at(start)
+        it = iter(loader)
+        return [next(it) for _ in range(n)]
+
+    serial, parallel, later = batches(0, 0, 4), batches(2, 0, 4), batches(0, 2, 2)
+    for a, b in zip(serial, parallel):
+        for part in ("labeled", "unlabeled"):
+            assert torch.equal(a[part]["image"], b[part]["image"]) and torch.equal(a[part]["label"], b[part]["label"])
+    for a, b in zip(serial[2:], later):
+        assert torch.equal(a["unlabeled"]["image"], b["unlabeled"]["image"])
+    assert not torch.equal(serial[0]["labeled"]["image"], serial[1]["labeled"]["image"])
+
+
 def test_atomic_checkpoint_keeps_the_previous_file_when_writing_fails(tmp_path, monkeypatch):
     net = torch.nn.Linear(3, 2)
     saver = AtomicCheckpointSaver(tmp_path, {"network": net})

@@ -148,7 +148,7 @@ class DataConfig:
     batch_size_labeled: int = 8
     batch_size_unlabeled: int = 8
     num_workers: int = 4
-    cache_rate: float = 1.0  #: fraction of decoded items kept in memory (MONAI CacheDataset)
+    cache_rate: float = 1.0  #: > 0: keep every decoded, resized item in memory; 0: re-read files each time
 
 
 @dataclass

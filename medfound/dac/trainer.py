@@ -26,6 +26,10 @@ resumed from a checkpoint ends with the same weights as an uninterrupted one. AM
 (``torch.autocast`` + ``GradScaler``) is used on CUDA when ``amp=True``; the scaler's state
 is part of the checkpoint (:meth:`DACTrainer.checkpoint_objects`).
 
+The trainer runs in one process on one device. Multi-GPU (DDP) training is not
+implemented: the step calls the sub-models' ``forward_features`` directly, which a
+``DistributedDataParallel`` wrapper would not synchronise.
+
 ``engine.state.output`` holds ``loss`` and each term (``sup``, ``pseudo``, ``feat``,
 ``aux_mask``, ``aux_rot``) as floats, and ``rampup``, for ``StatsHandler`` and friends.
 
