@@ -45,8 +45,31 @@ class ShapeError(MedfoundError, ValueError):
     """A tensor argument has the wrong shape, length or number of channels for the call."""
 
 
+class InvalidImageError(MedfoundError, ValueError):
+    """An image array cannot be used as given: wrong number of dimensions or channels,
+    non-finite values, or content a transform needs that is absent (e.g. an empty field of view)."""
+
+
 class UnsafePickleError(WeightsError):
     """A pickled file asks for a global (class or function) that a restricted importer does not allow."""
+
+
+class UnsupportedImageError(ImageReadError):
+    """A file is readable but holds what the reader does not handle (photometric interpretation,
+    a transfer syntax without a decoder plugin, unknown axes, ...)."""
+
+
+class NonFiniteImageError(ImageReadError):
+    """An image holds NaN or infinite values."""
+
+
+class SeriesGeometryError(ImageReadError):
+    """The slices of an image series do not form one regular volume (mixed sizes or orientations,
+    duplicate positions, missing slices or irregular spacing when checking is strict)."""
+
+
+class OrientationError(ImageReadError):
+    """An image's affine fails an orientation check (oblique, left-handed, sheared or degenerate)."""
 
 
 # every exception class defined above (append new classes above this line)

@@ -179,3 +179,31 @@ def test_cli_datalist_and_split(demo_root, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main(["dac", "datalist", "fundus", str(tmp_path / "absent"), "-o", str(tmp_path / "y.json")]) == 2
+
+
+def test_data_side_constructible_from_a_bundle_config(demo_root, tmp_path):
+    """Datalist, split and a SCGM-style transform chain from ``_target_`` configs with JSON arguments."""
+    from monai.bundle import ConfigParser
+
+    config = {
+        "dataset_dir": str(demo_root / "fundus"),
+        "datalist": {"_target_": "medfound.data.fundus.fundus_datalist", "root": "@dataset_dir",
+                     "cache_dir": str(tmp_path / "cache")},
+        "split": {"_target_": "medfound.data.splits.make_cdssdg_split", "datalist": "@datalist",
+                  "test_domain": "Domain2", "labeled_domain": "Domain3", "labeled_ratio": 0.5, "seed": 1},
+        "test_items": "$@split['test']",
+        "spinal": {"_target_": "Compose", "transforms": [
+            {"_target_": "medfound.transforms.spinal.MajorityVoted", "keys": "label", "tie": "foreground"},
+            {"_target_": "medfound.transforms.spinal.CordCenteredCropd", "keys": ["label"], "source_key": "label",
+             "roi_size": [4, 4]},
+            {"_target_": "medfound.transforms.spinal.NormalizePerSliced", "keys": "label", "axis": None,
+             "mode": "minmax"}]},
+    }
+    parser = ConfigParser(config)
+    split = parser.get_parsed_content("split")
+    assert (split["test_domain"], split["labeled_domain"], split["labeled_ratio"]) == ("Domain2", "Domain3", 0.5)
+    assert parser.get_parsed_content("test_items") == split["test"]
+    import torch
+
+    out = parser.get_parsed_content("spinal")({"label": torch.tensor([[[2, 0], [1, 0]], [[2, 0], [0, 0]]])})
+    assert out["label"].shape == (1, 4, 4)

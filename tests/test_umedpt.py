@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfound.errors import ConfigError, ShapeError
+from medfound.errors import ConfigError, ShapeError, WeightsError
 from medfound.networks import umedpt as umedpt_module
 from medfound.networks.fcos import FCOSHead
 from medfound.networks.swin_v2 import SwinTransformerV2
@@ -67,6 +67,9 @@ def test_forward_every_task_kind():
     assert isinstance(model.heads["det"], FCOSHead)
     assert model.task_kinds == {"cls": "classification", "ml": "multilabel", "seg": "segmentation", "det": "detection"}
     assert model.heads["ml"].dropout.p == 0.5 and model.heads["cls"].dropout.p == 0.2
+    assert model.tasks == TASKS
+    rebuilt = UMedPT(**TINY, tasks=model.tasks)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
 
 
 def test_embedding_is_the_squeezed_deepest_map_in_the_authors_order():
@@ -227,6 +230,7 @@ def test_published_structure_full_size():
         assert UMedPT(squeezer_channels=None).embedding_channels == 768
 
 
+@pytest.mark.slow
 def test_detection_tensor_output_and_points():
     model = _model()
     x = torch.rand(2, 3, 40, 70)
@@ -260,12 +264,16 @@ def test_tensor_wrappers_trace():
             assert torch.allclose(traced(x), net(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_export_if_available(tmp_path):
-    pytest.importorskip("onnx")
+    onnx = pytest.importorskip("onnx")
     model = _model()
-    x = torch.rand(1, 3, 64, 64)
-    torch.onnx.export(UMedPTTaskOutput(model, "seg"), (x,), str(tmp_path / "seg.onnx"), dynamo=False)
-    assert (tmp_path / "seg.onnx").stat().st_size > 0
+    x = torch.rand(1, 3, 32, 32)
+    for name, net in (("seg", UMedPTTaskOutput(model, "seg")), ("embedding", UMedPTEmbedding(model))):
+        torch.onnx.export(net, (x,), str(tmp_path / f"{name}.onnx"), dynamo=False)
+        exported = onnx.load(str(tmp_path / f"{name}.onnx"))
+        onnx.checker.check_model(exported)
+        assert len(exported.graph.output) == 1
 
 
 def test_bundle_config_construction(tmp_path):
@@ -304,8 +312,13 @@ def test_encoder_weights_path(tmp_path):
     model = UMedPT(**TINY, encoder_weights=str(tmp_path / "swin.pth"))
     for key, value in model.shared["encoder"].state_dict().items():
         assert torch.equal(value, source.state_dict()[key])
-    with pytest.raises(ConfigError, match="do not fit"):
+    with pytest.raises(WeightsError, match="do not fit"):
         UMedPT(**{**TINY, "embed_dim": 16}, encoder_weights=str(tmp_path / "swin.pth"))
+    with pytest.raises(WeightsError, match="missing.pth: cannot be read"):
+        UMedPT(**TINY, encoder_weights=str(tmp_path / "missing.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(WeightsError, match="junk.pth"):
+        UMedPT(**TINY, encoder_weights=str(tmp_path / "junk.pth"))
 
 
 def test_imagenet_normalisation():

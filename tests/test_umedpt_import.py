@@ -12,7 +12,9 @@ imported blocks are checked against it; the Swin encoder is checked tensor by te
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import io
 import json
 import os
 import sys
@@ -389,7 +391,7 @@ def test_archive_layout_is_what_mmm_writes(archive):
     with zipfile.ZipFile(path) as z:
         assert sorted(z.namelist()) == ["decoder.pt", "encoder.pt", "some_task.pt", "squeezer.pt"]
         assert all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())
-        inner = zipfile.ZipFile(__import__("io").BytesIO(z.read("encoder.pt")))
+        inner = zipfile.ZipFile(io.BytesIO(z.read("encoder.pt")))
         prefix = inner.namelist()[0].split("/")[0]
         assert prefix.startswith("tmp") and len(prefix) > 3 and f"{prefix}/data.pkl" in inner.namelist()
         pickled = inner.read(f"{prefix}/data.pkl")
@@ -484,7 +486,7 @@ def test_malicious_members_are_refused(tmp_path):
     for evil, expected in (
         (Evil(), "squeezer.pt: refusing global posix.system"),
         (Sneaky(), "refusing global getattr(mmm.mtl_modules.shared_blocks.Squeezer.Squeezer, 'mro')"),
-        (__import__("collections").Counter(a=1), "refusing global collections.Counter"),
+        (collections.Counter(a=1), "refusing global collections.Counter"),
     ):
         path = tmp_path / "evil.pt.zip"
         with _registered(classes):

@@ -39,6 +39,7 @@ from medfound.networks.swin_v2 import swin_v2_t
 
 def import_torchvision_swin(folder: str | None):
     """torchvision's ``swin_transformer`` module, or ``None`` when it cannot be imported."""
+    before = set(sys.modules)
     if folder:
         pkg = types.ModuleType("torchvision")
         pkg.__path__ = [str(Path(folder) / "torchvision")]
@@ -50,6 +51,8 @@ def import_torchvision_swin(folder: str | None):
     try:
         from torchvision.models import swin_transformer
     except Exception as err:  # noqa: BLE001 - any import failure means "no reference"
+        for name in set(sys.modules) - before:  # leave no half-imported package behind
+            del sys.modules[name]
         print(f"torchvision not importable ({type(err).__name__}: {err}); timing medfound only")
         return None
     return swin_transformer

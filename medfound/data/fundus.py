@@ -12,8 +12,8 @@ images and the decoded labels, and keep the release's ``split`` (``train``/``tes
 which :func:`medfound.data.splits.make_cdssdg_split` uses: source domains train on their
 ``train`` folder, the held-out domain is tested on its ``test`` folder.
 
-The mask decoding is implemented here (:func:`decode_fundus_mask`); it equals the
-encoding the synthetic generator writes and the DoFE release uses.
+Masks are decoded with :class:`medfound.transforms.fundus.DecodeDiscCup` (``output="index"``);
+:func:`decode_fundus_mask` adds the strict value check that names the offending file.
 
 Example
 -------
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from medfound.data.adapter_utils import (
     LabelCache,
@@ -50,6 +51,7 @@ from medfound.data.adapter_utils import (
 )
 from medfound.data.datalist import FUNDUS, make_datalist
 from medfound.errors import ConfigError, DatasetLayoutError
+from medfound.transforms.fundus import DecodeDiscCup
 
 __all__ = ["FUNDUS_DOMAINS", "FUNDUS_SITES", "FUNDUS_SPLITS", "MASK_CODES", "decode_fundus_mask", "fundus_datalist"]
 
@@ -86,10 +88,9 @@ def decode_fundus_mask(mask: np.ndarray, strict: bool = True, source: str = "mas
             raise DatasetLayoutError(
                 f"{source}: mask values {bad[:8]} are not in {{0 cup, 128 rim, 255 background}} "
                 "(pass strict_values=False to threshold resized or compressed masks)")
-    out = np.zeros(mask.shape, np.uint8)
-    out[mask < 192] = 1
-    out[mask < 64] = 2
-    return out
+    # the decoding itself is the transforms' (nearest code: < 64 cup, < 192 rim), so both agree
+    decoded = DecodeDiscCup(output="index", dtype=torch.uint8)(torch.from_numpy(np.ascontiguousarray(mask))[None])
+    return np.asarray(decoded)[0]
 
 
 def fundus_datalist(

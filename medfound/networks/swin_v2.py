@@ -18,8 +18,9 @@ feature maps to whole windows, odd sizes padded before patch merging), but:
   plus the shift mask form SDPA's additive ``attn_mask``; ``fused_attention=False`` runs
   the plain matmul-softmax reference (same numbers within float rounding);
 - windows are formed and undone with one precomputed gather each (cyclic shift and window
-  partition in a single copy), and the relative position bias and masks are cached while
-  they cannot change (no gradient needed and parameters untouched).
+  partition in a single copy; indices and masks cached per map size), and the relative
+  position bias is cached while it cannot change (no gradient needed, parameters untouched);
+- linear layers run through oneDNN in CPU inference (:func:`linear`).
 
 Example
 -------
@@ -32,6 +33,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,6 +84,7 @@ def _onednn_linear_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not (torch.jit.is_tracing() or torch.jit.is_scripting())
+        and not torch.is_autocast_enabled("cpu")  # autocast decides the matmul dtype itself
         and _HAS_ONEDNN_LINEAR
     )
 
@@ -170,6 +173,19 @@ def _window_gather_index(
     return (rows * pw + cols).reshape(-1)
 
 
+@functools.lru_cache(maxsize=64)
+def _window_tensors(
+    pad_hw: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Gather order, its inverse and the shift mask of one map size: shared by all blocks, bounded LRU."""
+    with torch.inference_mode(False):  # normal tensors, usable by autograd later
+        order = _window_gather_index(pad_hw, window, shift, device)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=device)
+        mask = _shift_region_mask(pad_hw, window, shift, device) if shift[0] > 0 or shift[1] > 0 else None
+    return order, inverse, mask
+
+
 class StochasticDepth(nn.Module):
     """Drops the whole residual branch per sample with probability ``p`` in training ("row" mode).
 
@@ -242,7 +258,7 @@ class ShiftedWindowAttentionV2(nn.Module):
         if qkv_bias:
             with torch.no_grad():
                 self.qkv.bias[dim : 2 * dim].zero_()
-        # derived tensors that only change with the parameters: (key, value) per kind
+        # position bias and head scales while the parameters stay the same: {"bias": (key, value)}
         self._cache: dict[str, tuple[Any, torch.Tensor]] = {}
 
     # -- derived tensors -------------------------------------------------------------------
@@ -283,26 +299,7 @@ class ShiftedWindowAttentionV2(nn.Module):
         bias, scale = hit[1].split([self.num_heads * n * n, self.num_heads])
         return bias.view(1, self.num_heads, n, n), scale.view(self.num_heads, 1, 1)
 
-    def _static(self, kind: str, pad_hw: tuple[int, int], shift: tuple[int, int], device) -> torch.Tensor:
-        """Gather indices and shift masks depend only on sizes: cached per size and device."""
-        key = (pad_hw, shift, device)
-        hit = self._cache.get(kind + str(key))
-        if hit is None:
-            with torch.inference_mode(False):  # normal tensors, usable by autograd later
-                if kind == "mask":
-                    value = _shift_region_mask(pad_hw, self.window_size, shift, device)
-                elif kind == "gather":
-                    value = _window_gather_index(pad_hw, self.window_size, shift, device)
-                else:  # "scatter": the inverse permutation
-                    order = self._static("gather", pad_hw, shift, device)
-                    value = torch.empty_like(order)
-                    value[order] = torch.arange(order.numel(), device=device)
-            hit = (key, value)
-            if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
-                self._cache[kind + str(key)] = hit
-        return hit[1]
-
-    def _apply(self, fn, recurse: bool = True):  # .to()/.cuda()/.half(): drop derived tensors
+    def _apply(self, fn, recurse: bool = True):  # .to()/.cuda()/.half(): drop the cached bias
         self._cache = {}
         return super()._apply(fn, recurse)
 
@@ -317,11 +314,10 @@ class ShiftedWindowAttentionV2(nn.Module):
         pad_hw = (h + pad_b, w + pad_r)
         # no shift along an axis that one window already covers
         shift = (0 if wh >= pad_hw[0] else self.shift_size[0], 0 if ww >= pad_hw[1] else self.shift_size[1])
-        shifted = shift[0] > 0 or shift[1] > 0
         n, n_win = wh * ww, (pad_hw[0] // wh) * (pad_hw[1] // ww)
 
         # cyclic shift + window partition as one gather: (B, nW * N, C)
-        order = self._static("gather", pad_hw, shift, x.device)
+        order, inverse, mask = _window_tensors(pad_hw, self.window_size, shift, x.device)
         windows = x.reshape(b, -1, c).index_select(1, order)
 
         qkv_bias = self.qkv.bias
@@ -329,7 +325,6 @@ class ShiftedWindowAttentionV2(nn.Module):
             qkv_bias = torch.cat([qkv_bias[:c], torch.zeros_like(qkv_bias[c : 2 * c]), qkv_bias[2 * c :]])
         qkv = linear(windows, self.qkv.weight, qkv_bias)
         bias, scale = self._bias_and_scale()
-        mask = self._static("mask", pad_hw, shift, x.device) if shifted else None
         dropout_p = self.attention_dropout if self.training else 0.0
         if self.fused:
             out = self._sdpa(qkv, bias, scale, mask, b, n_win, n, c, dropout_p)
@@ -339,7 +334,6 @@ class ShiftedWindowAttentionV2(nn.Module):
         out = F.dropout(out, p=self.dropout, training=self.training)
 
         # window reverse + cyclic unshift + crop of the padding as one gather
-        inverse = self._static("scatter", pad_hw, shift, x.device)
         if pad_b or pad_r:
             inverse = inverse.view(pad_hw)[:h, :w].reshape(-1)
         return out.index_select(1, inverse).view(b, h, w, c)

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfound.errors import ConfigError, ShapeError
+from medfound.errors import ConfigError, ShapeError, WeightsError
 from medfound.networks.fcos import DEFAULT_STRIDES, FCOSHead, fcos_locations
 from medfound.networks.swin_v2 import SWIN_V2_VARIANTS, SwinTransformerV2, strip_classifier
 
@@ -358,6 +358,20 @@ def detection_points(
     )
 
 
+def _load_encoder_weights(encoder: SwinTransformerV2, path: str | os.PathLike) -> None:
+    """Load a torchvision-format Swin V2 state dict (head entries ignored) strictly into ``encoder``."""
+    try:
+        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a bad file
+        raise WeightsError(f"encoder_weights {path}: cannot be read as a state dict ({err})") from None
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"encoder_weights {path}: holds a {type(state).__name__}, not a state dict")
+    try:
+        encoder.load_state_dict(strip_classifier(state), strict=True)
+    except RuntimeError as err:
+        raise WeightsError(f"encoder_weights {path} do not fit this Swin V2 encoder: {err}") from None
+
+
 class UMedPT(nn.Module):
     """The UMedPT model: shared encoder, squeezer and decoders, and one head per task.
 
@@ -437,13 +451,7 @@ class UMedPT(nn.Module):
         if len(encoder.out_channels) != 4:
             raise ConfigError(f"UMedPT needs a 4-stage encoder (strides 4-32), got depths {encoder.depths}")
         if encoder_weights is not None:
-            state = torch.load(os.fspath(encoder_weights), map_location="cpu", weights_only=True)
-            try:
-                encoder.load_state_dict(strip_classifier(state), strict=True)
-            except RuntimeError as err:
-                raise ConfigError(
-                    f"encoder_weights {encoder_weights} do not fit a Swin V2 {variant} encoder: {err}"
-                ) from err
+            _load_encoder_weights(encoder, encoder_weights)
         squeezer = Squeezer(encoder.out_channels[-1], squeezer_channels)
         c4, c8, c16, _ = encoder.out_channels
         self.shared = nn.ModuleDict(
@@ -461,6 +469,7 @@ class UMedPT(nn.Module):
         batchnorm_to_groupnorm(self.shared)
         self.heads = nn.ModuleDict()
         self.task_kinds: dict[str, str] = {}
+        self._task_specs: dict[str, dict[str, Any]] = {}
         self.head_dropout = float(head_dropout)
         self.input_normalization = input_normalization
         self.size_divisor = int(size_divisor)
@@ -493,6 +502,7 @@ class UMedPT(nn.Module):
         if int(num_classes) < 1:
             raise ConfigError(f"task {name!r}: num_classes must be >= 1, got {num_classes}")
         num_classes = int(num_classes)
+        spec_kwargs = dict(head_kwargs)
         try:
             if kind in ("classification", "multilabel"):
                 head: nn.Module = ClassificationHead(
@@ -516,13 +526,20 @@ class UMedPT(nn.Module):
         head.to(device=ref.device, dtype=ref.dtype)
         self.heads[name] = head
         self.task_kinds[name] = kind
+        self._task_specs[name] = {"name": name, "kind": kind, "num_classes": num_classes, **spec_kwargs}
         return head
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        """The tasks as ``UMedPT(tasks=...)`` takes them (JSON): ``UMedPT(..., tasks=model.tasks)`` rebuilds heads."""
+        return [dict(spec) for spec in self._task_specs.values()]
 
     def remove_task(self, name: str) -> nn.Module:
         """Remove a task's head and return it."""
         if name not in self.heads:
             raise ConfigError(f"no task {name!r}; tasks: {sorted(self.heads)}")
         self.task_kinds.pop(name)
+        self._task_specs.pop(name)
         return self.heads.pop(name)
 
     # -- forward -------------------------------------------------------------------------------

@@ -1,7 +1,30 @@
-"""Transforms in MONAI's array + dictionary forms, per modality.
+"""MONAI transforms per modality (array and dictionary forms).
 
-- :mod:`medfound.transforms.spinal`: spinal cord MRI (rater consensus, orientation,
-  cord-centred crop, per-slice normalisation, axial slices).
-- :mod:`medfound.transforms.mixing`: CutMix box masks and region rotation for DAC
-  (functional batch forms, array and dictionary transforms).
+Modules: :mod:`~medfound.transforms.common` (percentile normalisation, aspect-preserving resize
+with padding, encoder input, mask binarisation), :mod:`~medfound.transforms.tomography` (CT
+windows, MR normalisation, resampling, 3D-to-2D slice sampling), :mod:`~medfound.transforms.xray`
+(window/level, inversion), :mod:`~medfound.transforms.microscopy` (channel normalisation,
+tiling and blended re-assembly, instance masks to boxes), :mod:`~medfound.transforms.fundus`
+(field of view, optic disc, green channel, CLAHE, disc/cup masks) and
+:mod:`~medfound.transforms.presets` (one training or inference pipeline per modality);
+:mod:`medfound.transforms.spinal`: spinal cord MRI (rater consensus, orientation, cord-centred
+crop, per-slice normalisation, axial slices); :mod:`medfound.transforms.mixing`: CutMix box masks
+and region rotation for DAC (functional batch forms, array and dictionary transforms).
+
+Example
+-------
+>>> from medfound.transforms import get_preset
+>>> [type(t).__name__ for t in get_preset("fundus", mode="infer", load=False).transforms][:3]
+['ToEncoderInputd', 'DecodeDiscCupd', 'FieldOfViewCropd']
 """
+
+from __future__ import annotations
+
+from medfound.transforms.common import *  # noqa: F401,F403
+from medfound.transforms.fundus import *  # noqa: F401,F403
+from medfound.transforms.microscopy import *  # noqa: F401,F403
+from medfound.transforms.mixing import *  # noqa: F401,F403
+from medfound.transforms.presets import *  # noqa: F401,F403
+from medfound.transforms.spinal import *  # noqa: F401,F403
+from medfound.transforms.tomography import *  # noqa: F401,F403
+from medfound.transforms.xray import *  # noqa: F401,F403
