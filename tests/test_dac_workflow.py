@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from _dac_helpers import TINY_NET, one_thread, tiny_config, write_tiny_split
-from medfound.evaluation.segmentation import evaluate_segmentation
 from PIL import Image
 
 import medfound.dac.config as config_mod
@@ -22,6 +21,7 @@ from medfound.dac import DACConfig, DACModel, DACObjective, DACWorkflow, evaluat
 from medfound.dac.data import build_transforms
 from medfound.dac.evaluation import ResizedPredictor
 from medfound.errors import ConfigError, DatasetLayoutError, LabelMismatchError
+from medfound.evaluation.segmentation import evaluate_segmentation
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -141,8 +141,14 @@ def test_evaluation_known_answers_at_native_resolution(tmp_path):
         label[10:18, 8:14] = 2 if i < 2 else 1  # the last case has no cup
         Image.fromarray((rng.rand(40, 30, 3) * 255).astype(np.uint8)).save(tmp_path / f"i{i}.png")
         Image.fromarray(label).save(tmp_path / f"l{i}.png")
-        items.append({"image": str(tmp_path / f"i{i}.png"), "label": str(tmp_path / f"l{i}.png"),
-                      "domain": "A" if i < 2 else "B", "case_id": str(i)})
+        items.append(
+            {
+                "image": str(tmp_path / f"i{i}.png"),
+                "label": str(tmp_path / f"l{i}.png"),
+                "domain": "A" if i < 2 else "B",
+                "case_id": str(i),
+            }
+        )
     data = DACConfig.from_dict({"data": {"spatial_size": [16, 16]}}).data
     det, _ = build_transforms(data, 3, None, with_label=True, resize=False)
     sizes = []
@@ -193,13 +199,22 @@ def test_cli_train_and_evaluate(tmp_path, tiny_split, capsys):
 def test_bundle_style_construction_with_target(tiny_split, tmp_path):
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser({
-        "model": {"_target_": "medfound.dac.DACModel", "num_classes": 3, "method": "cps",
-                  "network_kwargs": dict(TINY_NET)},
-        "objective": {"_target_": "medfound.dac.DACObjective", "lambda_cps": 1.5, "confidence_threshold": 0.5},
-        "workflow": {"_target_": "medfound.dac.DACWorkflow", "verbose": False,
-                     "config": tiny_config(tiny_split, str(tmp_path / "bundle_run"), method="cps", max_epochs=1)},
-    })
+    parser = ConfigParser(
+        {
+            "model": {
+                "_target_": "medfound.dac.DACModel",
+                "num_classes": 3,
+                "method": "cps",
+                "network_kwargs": dict(TINY_NET),
+            },
+            "objective": {"_target_": "medfound.dac.DACObjective", "lambda_cps": 1.5, "confidence_threshold": 0.5},
+            "workflow": {
+                "_target_": "medfound.dac.DACWorkflow",
+                "verbose": False,
+                "config": tiny_config(tiny_split, str(tmp_path / "bundle_run"), method="cps", max_epochs=1),
+            },
+        }
+    )
     model, objective, workflow = (parser.get_parsed_content(k) for k in ("model", "objective", "workflow"))
     assert isinstance(model, DACModel) and model.model_b is not None and not model.training_heads()
     assert isinstance(objective, DACObjective) and objective.confidence_threshold == 0.5
