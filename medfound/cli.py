@@ -206,6 +206,100 @@ def _add_dac_split(sub: argparse._SubParsersAction) -> None:
 DAC_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_dac_datalist, _add_dac_split]
 
 
+# ---------------------------------------------------------------- dac: training and evaluation
+
+
+def _parse_overrides(pairs: Sequence[str] | None) -> dict:
+    """``["method.name=cps", "train.max_epochs=5"]`` -> dict; values are JSON when they parse as JSON."""
+    import json
+
+    from medfound.errors import ConfigError
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set expects section.key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _dac_overrides(args: argparse.Namespace) -> dict:
+    overrides = _parse_overrides(args.set)
+    if getattr(args, "method", None):
+        overrides["method.name"] = args.method
+    if getattr(args, "output_dir", None):
+        overrides["train.output_dir"] = args.output_dir
+    return overrides
+
+
+def _cmd_dac_train(args: argparse.Namespace) -> int:
+    from medfound.dac import train
+
+    summary = train(args.config, _dac_overrides(args), verbose=True)
+    print(f"done: {summary['method']}, {summary['iterations']} iterations"
+          f"{' (resumed)' if summary['resumed'] else ''}; output in {summary['output_dir']}")
+    if summary["best_model"]:
+        print(f"  best model (source validation Dice {summary['best_metric']:.4f} at iteration "
+              f"{summary['best_iteration']}): {summary['best_model']}")
+    print(f"  final model: {summary['final_model']}; checkpoint: {summary['checkpoint']}")
+    if summary["skipped"]:
+        print(f"  {summary['skipped']} unreadable item(s) skipped: see {summary['output_dir']}/skipped_items.json")
+    return 0
+
+
+def _add_common_dac_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="run config (JSON or YAML; sections data, network, method, augment, optim, "
+                   "train, evaluate; see medfound.dac.config)")
+    p.add_argument("--method", default=None,
+                   choices=("dac", "dac_no_feat", "dac_no_aux", "cps", "fixmatch", "supervised"),
+                   help="override method.name")
+    p.add_argument("--output-dir", default=None, help="override train.output_dir")
+    p.add_argument("--set", nargs="+", default=None, metavar="SECTION.KEY=VALUE",
+                   help="override config values (JSON values), e.g. --set train.max_epochs=5 data.split=s.json")
+
+
+def _add_dac_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train DAC or a baseline on a split file",
+                       description="Train DAC co-training (or a baseline: supervised, cps, fixmatch, dac_no_feat, "
+                       "dac_no_aux) on a split JSON from `medfound dac split`. Resumes from OUTPUT_DIR/last.pt.")
+    _add_common_dac_args(p)
+    p.set_defaults(func=_cmd_dac_train)
+
+
+def _cmd_dac_evaluate(args: argparse.Namespace) -> int:
+    from medfound.dac import evaluate
+
+    overrides = _dac_overrides(args)
+    if args.checkpoint:
+        overrides["evaluate.checkpoint"] = args.checkpoint
+    if args.parts:
+        overrides["evaluate.parts"] = args.parts
+    results = evaluate(args.config, overrides, verbose=True)
+    for part, res in results.items():
+        print(f"{part}: {len(res.cases)} cases, {len(res.skipped)} skipped; Dice per domain (mean ± std)")
+        print(res.format_table("dice"))
+        for bad in res.skipped:
+            print(f"  skipped {bad['case_id']}: {bad['error']}")
+    return 0
+
+
+def _add_dac_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="Dice per region, case and domain of a trained model",
+                       description="Evaluate the model trained with CONFIG on parts of its split (default: test) at "
+                       "the labels' native resolution; writes CSV and JSON under OUTPUT_DIR/evaluation.")
+    _add_common_dac_args(p)
+    p.add_argument("--checkpoint", default=None, help="'best' (default), 'last' or a model file")
+    p.add_argument("--parts", nargs="+", default=None, help="split parts to evaluate (default: test)")
+    p.set_defaults(func=_cmd_dac_evaluate)
+
+
+DAC_COMMANDS += [_add_dac_train, _add_dac_evaluate]
+
+
 def _add_dac(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dac", help="DAC co-training for CD-SSDG: datalists, splits, training, evaluation")
     dac_sub = p.add_subparsers(dest="dac_command", metavar="DAC_COMMAND")

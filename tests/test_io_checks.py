@@ -44,7 +44,9 @@ def test_orientation_report_cases():
     assert r.left_handed and r.issues() == ["left-handed voxel axes"]
     r = orientation_report(oblique_affine(deg=(20.0, 10.0)))
     # x axis turned 20 degrees, y axis by arccos(cos 20 cos 10), z axis 10 degrees
-    assert r.oblique and r.obliquity_deg == pytest.approx(np.degrees(np.arccos(np.cos(np.radians(20)) * np.cos(np.radians(10)))), abs=1e-6)
+    assert r.oblique and r.obliquity_deg == pytest.approx(
+        np.degrees(np.arccos(np.cos(np.radians(20)) * np.cos(np.radians(10)))), abs=1e-6
+    )
     np.testing.assert_allclose(r.spacing, [0.57, 0.6, 2.5])
     shear = np.eye(4)
     shear[0, 2] = 0.3
@@ -79,7 +81,9 @@ def test_read_affine_nifti_nrrd_and_qform_sform(tmp_path):
 
 
 def test_check_orientation_on_metatensor_and_transform():
-    t = MetaTensor(torch.zeros(1, 4, 4, 4), affine=torch.as_tensor(oblique_affine()), meta={"filename_or_obj": "scan.nii.gz"})
+    t = MetaTensor(
+        torch.zeros(1, 4, 4, 4), affine=torch.as_tensor(oblique_affine()), meta={"filename_or_obj": "scan.nii.gz"}
+    )
     with pytest.raises(OrientationError, match=r"scan\.nii\.gz: oblique by 22\.2"):
         check_orientation(t, allow_oblique=False)
     d = {"image": t}
@@ -103,8 +107,14 @@ def test_label_match():
     lab = MetaTensor(torch.zeros(1, 8, 9), affine=torch.eye(3), meta={"filename_or_obj": "mask.png"})
     with pytest.raises(LabelMismatchError, match=r"mask\.png: spatial shape \(8, 9\) does not match img\.png \(8, 8\)"):
         CheckLabelMatchd("label")({"image": img, "label": lab})
-    shifted = MetaTensor(torch.zeros(1, 8, 8), affine=torch.tensor([[1.0, 0, 2], [0, 1, 0], [0, 0, 1]]), meta={"filename_or_obj": "m2.png"})
-    with pytest.raises(LabelMismatchError, match=r"m2\.png: affine does not match img\.png \(largest difference 2\.0\)"):
+    shifted = MetaTensor(
+        torch.zeros(1, 8, 8),
+        affine=torch.tensor([[1.0, 0, 2], [0, 1, 0], [0, 0, 1]]),
+        meta={"filename_or_obj": "m2.png"},
+    )
+    with pytest.raises(
+        LabelMismatchError, match=r"m2\.png: affine does not match img\.png \(largest difference 2\.0\)"
+    ):
         CheckLabelMatchd("label")({"image": img, "label": shifted})
     same = MetaTensor(torch.zeros(1, 8, 8), affine=torch.eye(3))
     d = {"image": img, "label": same}
@@ -178,7 +188,9 @@ def test_skip_bad_cases_in_dataloader_with_workers(tmp_path):
     loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=False)
     batches = list(loader)
     assert [b["image"].shape[0] for b in batches] == [3, 3, 3]  # every batch full
-    seen = [round(float(b.flatten()[0] - batches[0]["image"][0].flatten()[0])) for batch in batches for b in batch["image"]]
+    seen = [
+        round(float(b.flatten()[0] - batches[0]["image"][0].flatten()[0])) for batch in batches for b in batch["image"]
+    ]
     assert sorted(set(seen)) == list(range(6))  # all good cases delivered; bad ones replaced by the next good one
     entries = read_skip_report(report)
     assert [e["index"] for e in entries] == [2, 4, 6]

@@ -123,7 +123,9 @@ def test_several_series_largest_by_default_and_by_uid(tmp_path, lung):
     with pytest.raises(ImageReadError, match="no series with SeriesInstanceUID 9.9"):
         _read(tmp_path, series_uid="9.9")
     files = sorted(glob.glob(str(tmp_path / "*.dcm")))
-    with pytest.raises(SeriesGeometryError, match=r"B00001\.dcm: belongs to series 1\.2\.3\.4\.200, the other files to 1\.2\.3\.4\.100"):
+    with pytest.raises(
+        SeriesGeometryError, match=r"B00001\.dcm: belongs to series 1\.2\.3\.4\.200, the other files to 1\.2\.3\.4\.100"
+    ):
         _read(files)  # an explicit list of files mixing two series
     arr, _ = _read(files, series_uid="1.2.3.4.200")
     np.testing.assert_array_equal(arr, vol[:, :, :5] + 7)
@@ -133,7 +135,9 @@ def test_missing_slice_detected(tmp_path, lung):
     vol, aff = lung
     paths = write_dicom_series(vol, tmp_path, aff)
     os.remove(paths[6])
-    with pytest.warns(UserWarning, match=r"irregular slice spacing.*IM00006\.dcm and IM00008\.dcm.*1 slice\(s\) missing"):
+    with pytest.warns(
+        UserWarning, match=r"irregular slice spacing.*IM00006\.dcm and IM00008\.dcm.*1 slice\(s\) missing"
+    ):
         arr, meta = _read(tmp_path)
     assert arr.shape[2] == vol.shape[2] - 1 and meta["missing_slices"] == 1 and meta["slice_spacing_irregular"]
     with pytest.raises(SeriesGeometryError, match="irregular slice spacing"):

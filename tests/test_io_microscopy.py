@@ -90,7 +90,9 @@ def test_physical_pixel_size_sources(tmp_path, nuclei):
     np.testing.assert_allclose(np.diag(meta["affine"])[:3], [0.25e-3, 0.3e-3, 2.0e-3])
 
     ij = tmp_path / "b.tif"
-    tifffile.imwrite(ij, stack, imagej=True, resolution=(1 / 0.65, 1 / 0.65), metadata={"axes": "ZYX", "unit": "um", "spacing": 1.5})
+    tifffile.imwrite(
+        ij, stack, imagej=True, resolution=(1 / 0.65, 1 / 0.65), metadata={"axes": "ZYX", "unit": "um", "spacing": 1.5}
+    )
     _, meta = _read(ij)
     assert meta["pixel_size_source"] == "ImageJ"
     np.testing.assert_allclose(np.diag(meta["affine"])[:3], [0.65, 0.65, 1.5], rtol=1e-5)
@@ -157,7 +159,9 @@ def test_pyramid_level_scales_pixel_size(tmp_path, nuclei):
 
 
 def test_loadimage_by_name_and_save(tmp_path, nuclei):
-    img = LoadImage(reader="MicroscopyReader", image_only=True, ensure_channel_first=True)(str(IO_DATA / "nuclei_crop.tif"))
+    img = LoadImage(reader="MicroscopyReader", image_only=True, ensure_channel_first=True)(
+        str(IO_DATA / "nuclei_crop.tif")
+    )
     assert tuple(img.shape) == (1, 128, 128)
     np.testing.assert_array_equal(img[0].numpy(), nuclei.T.astype(np.float32))
     SaveImage(output_dir=str(tmp_path), output_postfix="rt", separate_folder=False, print_log=False)(img)

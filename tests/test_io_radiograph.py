@@ -80,7 +80,10 @@ def test_chest_cr_modality_output_and_contract_keys():
 
 def test_spacing_zero_falls_back_with_warning():
     r = RadiographReader()
-    with pytest.warns(UserWarning, match=r"RG1_UNCR\.dcm: no usable pixel spacing \(PixelSpacing \[0(\.000)?, 0(\.000)?\]\); using 1\.0 mm"):
+    with pytest.warns(
+        UserWarning,
+        match=r"RG1_UNCR\.dcm: no usable pixel spacing \(PixelSpacing \[0(\.000)?, 0(\.000)?\]\); using 1\.0 mm",
+    ):
         _, meta = r.get_data(r.read(dicom_testfile("RG1_UNCR.dcm")))
     assert meta["pixel_spacing_source"] == "default"
     np.testing.assert_array_equal(meta["affine"], np.eye(3))

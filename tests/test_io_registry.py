@@ -69,7 +69,7 @@ def test_names_resolve_and_kwargs_reach_the_reader():
 @pytest.mark.dicom
 def test_prefer_opt_in_routes_files_to_medfound(tmp_path, restore_registry):
     register_readers(prefer=True)
-    assert list(SUPPORTED_READERS)[-len(MEDFOUND_READERS):] == list(MEDFOUND_READERS)
+    assert list(SUPPORTED_READERS)[-len(MEDFOUND_READERS) :] == list(MEDFOUND_READERS)
     cr = LoadImage(image_only=True)(dicom_testfile("RG3_UNCR.dcm"))
     assert cr.meta["intensity_units"] == "display" and 0 <= float(cr.min()) and float(cr.max()) <= 1
     photo = LoadImage(image_only=True)(str(IO_DATA / "he_histology.jpg"))
@@ -95,8 +95,17 @@ def test_bundle_config_targets_with_plain_json(tmp_path):
         "reader": {"_target_": "medfound.io.RadiographReader", "output": "modality", "voi": "none",
                    "spacing_tags": ["ImagerPixelSpacing"], "default_spacing": 0.2},
         "check": {"_target_": "medfound.io.CheckLabelMatchd", "keys": ["label"], "image_key": "image", "atol": 0.01},
-        "safe": {"_target_": "medfound.io.SafeLoadImaged", "keys": ["image"], "reader": "PhotoReader", "check_finite": True},
-        "skip": {"_target_": "medfound.io.SkipBadCases", "dataset": [1, 2, 3], "report_path": str(tmp_path / "r.jsonl")},
+        "safe": {
+            "_target_": "medfound.io.SafeLoadImaged",
+            "keys": ["image"],
+            "reader": "PhotoReader",
+            "check_finite": True,
+        },
+        "skip": {
+            "_target_": "medfound.io.SkipBadCases",
+            "dataset": [1, 2, 3],
+            "report_path": str(tmp_path / "r.jsonl"),
+        },
         "series": {"_target_": "medfound.io.DicomSeriesReader", "on_irregular": "raise", "workers": 2},
     }  # fmt: skip
     parser = ConfigParser(config)
@@ -113,8 +122,14 @@ def test_bundle_config_targets_with_plain_json(tmp_path):
 
 def test_readers_and_loaders_pickle():
     """DataLoader workers started with spawn pickle the transforms; readers must survive it."""
-    for obj in (LoadImage(reader="RadiographReader"), DicomSeriesReader(series_uid="1.2"), MicroscopyReader(channels=[0]),
-                PhotoReader(pixel_size=0.1), medfound.io.SafeLoadImaged("image", reader="PhotoReader")):  # fmt: skip
+    objects = (
+        LoadImage(reader="RadiographReader"),
+        DicomSeriesReader(series_uid="1.2"),
+        MicroscopyReader(channels=[0]),
+        PhotoReader(pixel_size=0.1),
+        medfound.io.SafeLoadImaged("image", reader="PhotoReader"),
+    )
+    for obj in objects:
         clone = pickle.loads(pickle.dumps(obj))
         assert type(clone) is type(obj)
     img = pickle.loads(pickle.dumps(LoadImage(reader="PhotoReader")))(str(IO_DATA / "he_histology.jpg"))

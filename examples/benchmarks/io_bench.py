@@ -2,7 +2,8 @@
 
 A series of 512 x 512 slices (default 240) is written into a temporary folder from a real CT
 volume, then read by every reader in the same run, round-robin (one read per reader per round,
-so a busy machine slows all alike), a few rounds; the table shows the median. Ratios are medfound's time divided by the other's (lower is better):
+so a busy machine slows all alike), a few rounds; the table shows the median. Ratios are medfound's
+time divided by the other's (lower is better):
 
 - ``medfound_vs_simpleitk``: ``DicomSeriesReader`` (folder -> ``(x, y, z)`` volume in HU +
   metadata) against SimpleITK's ``GetGDCMSeriesFileNames`` + ``ImageSeriesReader.Execute``

@@ -15,7 +15,15 @@ from medfound.errors import ConfigError
 
 PathLike = str | os.PathLike
 
-__all__ = ["as_names", "suffix_of", "has_suffix", "affine_from_geometry", "base_meta", "check_choice", "squeeze_single_channel"]
+__all__ = [
+    "as_names",
+    "suffix_of",
+    "has_suffix",
+    "affine_from_geometry",
+    "base_meta",
+    "check_choice",
+    "squeeze_single_channel",
+]
 
 
 def as_names(data: Sequence[PathLike] | PathLike) -> tuple[str, ...]:

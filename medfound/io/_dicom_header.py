@@ -173,7 +173,9 @@ class _Scanner:
             pos += hdr + length
 
 
-def scan_header(path: str, tags: dict[int, tuple[str, str]] = SERIES_TAGS) -> tuple[dict[str, Any], PixelElement | None, str] | None:
+def scan_header(
+    path: str, tags: dict[int, tuple[str, str]] = SERIES_TAGS
+) -> tuple[dict[str, Any], PixelElement | None, str] | None:
     """Scan a native DICOM file: ``(values by keyword, pixel element, transfer syntax)`` or ``None``.
 
     ``None`` means "use pydicom": no preamble, a compressed or deflated transfer syntax, or

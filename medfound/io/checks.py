@@ -51,7 +51,9 @@ class CheckFinite(Transform):
             finite = torch.isfinite(t)
             if not bool(finite.all()):
                 n_nan = int(torch.isnan(t).sum())
-                raise NonFiniteImageError(f"{_name(img)}: {n_nan} NaN and {int((~finite).sum()) - n_nan} infinite values")
+                raise NonFiniteImageError(
+                    f"{_name(img)}: {n_nan} NaN and {int((~finite).sum()) - n_nan} infinite values"
+                )
         return img
 
 
@@ -111,7 +113,8 @@ class CheckLabelMatch(Transform):
             if la.shape != ia.shape or not np.allclose(la, ia, atol=self.atol):
                 raise LabelMismatchError(
                     f"{lname}: affine does not match {iname} (largest difference "
-                    f"{float(np.abs(la - ia).max()) if la.shape == ia.shape else 'shape'}); the mask is not on the image grid"
+                    f"{float(np.abs(la - ia).max()) if la.shape == ia.shape else 'shape'}); "
+                    "the mask is not on the image grid"
                 )
         return label
 

@@ -383,7 +383,8 @@ class DicomSeriesReader(ImageReader):
             if len(groups) > 1 and not folder:
                 odd = next(g[0] for u, g in groups.items() if u != uid)
                 raise SeriesGeometryError(
-                    f"{odd.path}: belongs to series {odd.series_uid}, the other files to {uid}; a list of files must be "
+                    f"{odd.path}: belongs to series {odd.series_uid}, the other files to {uid}; "
+                    "a list of files must be "
                     f"one series ({len(groups)} found; choose one with series_uid=...)"
                 )
             if len(groups) > 1:
@@ -421,7 +422,9 @@ class DicomSeriesReader(ImageReader):
                 raise SeriesGeometryError(
                     f"{bad.path}: no ImagePositionPatient/ImageOrientationPatient; slices cannot be placed"
                 )
-            warnings.warn(f"{first.path}: no ImagePositionPatient/ImageOrientationPatient; identity geometry", stacklevel=4)
+            warnings.warn(
+                f"{first.path}: no ImagePositionPatient/ImageOrientationPatient; identity geometry", stacklevel=4
+            )
         ori = first.orientation if first.orientation is not None else np.array([1.0, 0, 0, 0, 1, 0])
         for s in oriented:
             if not np.allclose(s.orientation, ori, atol=1e-4):

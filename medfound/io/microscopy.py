@@ -1,7 +1,8 @@
 """Microscopy TIFF / OME-TIFF / ImageJ TIFF: :class:`MicroscopyReader` (tifffile).
 
 Any axes tifffile reports (YX, CYX, YXS, ZYX, CZYX, TCZYX, ...) become MONAI's channel-first
-layout ``(C, X, Y[, Z])`` (one channel: ``(X, Y[, Z])``, as MONAI's readers return grey images); the physical pixel size (OME PhysicalSizeX/Y/Z, ImageJ calibration or
+layout ``(C, X, Y[, Z])`` (one channel: ``(X, Y[, Z])``, as MONAI's readers return grey images);
+the physical pixel size (OME PhysicalSizeX/Y/Z, ImageJ calibration or
 TIFF resolution) becomes the affine's spacing. A region of a large image is read tile by tile
 (or strip by strip): only the segments that overlap the region are read and decoded.
 """
@@ -224,7 +225,8 @@ class MicroscopyReader(ImageReader):
     -------
     >>> from monai.transforms import LoadImage
     >>> import medfound.io
-    >>> img = LoadImage(reader="MicroscopyReader", roi_start=(0, 0), roi_end=(256, 256))("slide.ome.tif")  # doctest: +SKIP
+    >>> load = LoadImage(reader="MicroscopyReader", roi_start=(0, 0), roi_end=(256, 256))
+    >>> img = load("slide.ome.tif")  # doctest: +SKIP
     >>> img.shape, img.meta["pixel_size_source"]  # doctest: +SKIP
     (torch.Size([3, 256, 256]), 'OME')
     """
@@ -246,7 +248,9 @@ class MicroscopyReader(ImageReader):
         self.series = int(series)
         self.level = int(level)
         self.axes = axes.upper() if axes else None
-        self.channels = None if channels is None else ([int(channels)] if np.isscalar(channels) else [int(c) for c in channels])
+        self.channels = (
+            None if channels is None else ([int(channels)] if np.isscalar(channels) else [int(c) for c in channels])
+        )
         self.time_index = int(time_index)
         if (roi_start is None) != (roi_end is None):
             raise ConfigError("roi_start and roi_end must be given together")
@@ -299,7 +303,9 @@ class MicroscopyReader(ImageReader):
         shape = results[0][0].shape[1:]
         for (arr, _), item in zip(results[1:], items[1:]):
             if arr.shape[1:] != shape:
-                raise ImageReadError(f"{item.path}: spatial shape {arr.shape[1:]} differs from {items[0].path} ({shape})")
+                raise ImageReadError(
+                    f"{item.path}: spatial shape {arr.shape[1:]} differs from {items[0].path} ({shape})"
+                )
         arr = results[0][0] if len(results) == 1 else np.concatenate([a for a, _ in results], axis=0)
         return squeeze_single_channel(arr, dict(results[0][1]))
 
@@ -322,7 +328,9 @@ class MicroscopyReader(ImageReader):
         axes = series.axes.upper()
         if self.axes is not None:
             if len(self.axes) != len(axes):
-                raise ConfigError(f"{path}: axes override {self.axes!r} has {len(self.axes)} letters, the data {axes!r}")
+                raise ConfigError(
+                    f"{path}: axes override {self.axes!r} has {len(self.axes)} letters, the data {axes!r}"
+                )
             return self.axes
         return axes
 
@@ -353,7 +361,9 @@ class MicroscopyReader(ImageReader):
             elif shape[i] == 1:
                 roles[i] = "drop"
             elif not has_z:
-                warnings.warn(f"{path}: reading axis {a!r} (size {shape[i]}) as Z; pass axes=... to say otherwise", stacklevel=4)
+                warnings.warn(
+                    f"{path}: reading axis {a!r} (size {shape[i]}) as Z; pass axes=... to say otherwise", stacklevel=4
+                )
                 roles[i], has_z = "Z", True
             else:
                 raise UnsupportedImageError(
@@ -391,7 +401,7 @@ class MicroscopyReader(ImageReader):
         perm = [kept.index(i) for i in order_c + spatial]
         arr = np.transpose(data, perm)
         n_c = int(np.prod([arr.shape[k] for k in range(len(order_c))])) if order_c else 1
-        arr = arr.reshape((n_c,) + arr.shape[len(order_c):])
+        arr = arr.reshape((n_c,) + arr.shape[len(order_c) :])
         if self.channels is not None:
             bad = [c for c in self.channels if not -n_c <= c < n_c]
             if bad:
@@ -444,8 +454,11 @@ class MicroscopyReader(ImageReader):
 
     def _read_array(self, tif, series, path, shape, roles, xi, yi, zi, ti, start, stop) -> np.ndarray:
         """The (region of the) series in file axis order, T reduced, dropped axes removed."""
-        full_region = all(start[a] == 0 for a in "XYZ") and stop["X"] == shape[xi] and stop["Y"] == shape[yi] and (
-            zi is None or stop["Z"] == shape[zi]
+        full_region = (
+            all(start[a] == 0 for a in "XYZ")
+            and stop["X"] == shape[xi]
+            and stop["Y"] == shape[yi]
+            and (zi is None or stop["Z"] == shape[zi])
         )
         index: list[Any] = []
         for i in range(len(shape)):
@@ -466,7 +479,11 @@ class MicroscopyReader(ImageReader):
         n_page_axes = len(key.shape)
         outer = shape[: len(shape) - n_page_axes]
         pages = series.pages
-        if len(pages) != int(np.prod(outer)) or any(p is None for p in pages) or key.axes.upper().replace("S", "") != "YX":
+        if (
+            len(pages) != int(np.prod(outer))
+            or any(p is None for p in pages)
+            or key.axes.upper().replace("S", "") != "YX"
+        ):
             # contiguous ImageJ/shaped files or unusual layouts: a memory map reads only what is sliced
             try:
                 mm = tifffile.memmap(path, series=self.series, level=self.level, mode="r")
@@ -486,4 +503,3 @@ class MicroscopyReader(ImageReader):
         elif page_axes == "YX":
             block = block[..., 0, :, :]
         return block
-

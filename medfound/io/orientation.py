@@ -103,7 +103,9 @@ def orientation_report(affine: Any, oblique_tolerance_deg: float = 0.01) -> Orie
         full[2, 2] = 1.0
     angle = float(np.degrees(np.max(np.abs(obliquity(full)))))
     codes = aff2axcodes(full)[:r]
-    return OrientationReport(tuple(str(c) for c in codes), spacing, angle, angle > oblique_tolerance_deg, left, sheared, False)
+    return OrientationReport(
+        tuple(str(c) for c in codes), spacing, angle, angle > oblique_tolerance_deg, left, sheared, False
+    )
 
 
 _HARD = "disagree"  # header notes that fail a check (the others are informational)

@@ -39,8 +39,6 @@ from medfound.io.dicom_grayscale import (
 __all__ = ["RadiographReader", "RADIOGRAPH_MODALITIES"]
 
 
-
-
 @dataclass
 class _Radiograph:
     path: str
@@ -253,7 +251,9 @@ class RadiographReader(ImageReader):
             if not seq:
                 raise ImageReadError(f"{path}: voi='lut' but the file has no VOI LUT Sequence")
             if self.window_index >= len(seq):
-                raise ConfigError(f"{path}: window_index {self.window_index}, the VOI LUT Sequence has {len(seq)} item(s)")
+                raise ConfigError(
+                    f"{path}: window_index {self.window_index}, the VOI LUT Sequence has {len(seq)} item(s)"
+                )
             first, table, bits = lut_table(seq[self.window_index], ds, path, "VOI LUT Sequence")
             top = float((1 << bits) - 1)
             if table.max() > top:  # descriptors that understate the depth exist; scale by the real one
@@ -284,7 +284,8 @@ class RadiographReader(ImageReader):
                 return pair[0], pair[1], tag
         found = {t: ds.get(t) for t in self.spacing_tags if t in ds and ds.get(t) is not None}
         msg = (
-            f"{path}: no usable pixel spacing (" + (", ".join(f"{k} {v}" for k, v in found.items()) or "none stored")
+            f"{path}: no usable pixel spacing ("
+            + (", ".join(f"{k} {v}" for k, v in found.items()) or "none stored")
             + f"); using {self.default_spacing} mm"
         )
         warnings.warn(msg, stacklevel=4)

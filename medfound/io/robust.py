@@ -80,7 +80,9 @@ class SafeLoadImage(LoadImage):
     medfound.errors.ImageReadError: not_a_dicom.txt: not a DICOM file (...)
     """
 
-    def __init__(self, reader=None, image_only: bool = True, *args, strict: bool = True, check_finite: bool = False, **kwargs) -> None:
+    def __init__(
+        self, reader=None, image_only: bool = True, *args, strict: bool = True, check_finite: bool = False, **kwargs
+    ) -> None:
         super().__init__(reader, image_only, *args, **kwargs)
         n_user = 0 if reader is None else len(ensure_tuple(reader))
         self._user_readers: list[ImageReader] = self.readers[-n_user:] if n_user else []
@@ -120,7 +122,10 @@ class SafeLoadImage(LoadImage):
 
 
 class SafeLoadImaged(LoadImaged):
-    """Dictionary form of :class:`SafeLoadImage` (same arguments as ``LoadImaged`` plus ``strict``, ``check_finite``)."""
+    """Dictionary form of :class:`SafeLoadImage`.
+
+    Same arguments as ``LoadImaged`` plus ``strict`` and ``check_finite``.
+    """
 
     def __init__(
         self,
@@ -163,7 +168,11 @@ def _describe(dataset: Any, index: int) -> Any:
     except Exception:
         item = None
     if isinstance(item, dict):
-        return {str(k): (v if isinstance(v, (str, int, float)) else str(v)) for k, v in item.items() if isinstance(v, (str, os.PathLike, list, tuple))}
+        return {
+            str(k): (v if isinstance(v, (str, int, float)) else str(v))
+            for k, v in item.items()
+            if isinstance(v, (str, os.PathLike, list, tuple))
+        }
     if isinstance(item, (str, os.PathLike)):
         return os.fspath(item)
     return None
@@ -326,7 +335,11 @@ def scan_cases(
             good.append(item)
             continue
         cause = root_cause(err)
-        case = {str(k): (v if isinstance(v, (str, int, float)) else str(v)) for k, v in item.items()} if isinstance(item, dict) else str(item)
+        case = (
+            {str(k): (v if isinstance(v, (str, int, float)) else str(v)) for k, v in item.items()}
+            if isinstance(item, dict)
+            else str(item)
+        )
         bad.append({"index": i, "case": case, "error": type(cause).__name__, "message": _first_line(cause)})
         logger.warning("bad case %d (%s): %s", i, type(cause).__name__, _first_line(cause))
     if report_path is not None:

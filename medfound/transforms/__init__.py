@@ -8,7 +8,8 @@ tiling and blended re-assembly, instance masks to boxes), :mod:`~medfound.transf
 (field of view, optic disc, green channel, CLAHE, disc/cup masks) and
 :mod:`~medfound.transforms.presets` (one training or inference pipeline per modality);
 :mod:`medfound.transforms.spinal`: spinal cord MRI (rater consensus, orientation, cord-centred
-crop, per-slice normalisation, axial slices).
+crop, per-slice normalisation, axial slices); :mod:`medfound.transforms.mixing`: CutMix box masks
+and region rotation for DAC (functional batch forms, array and dictionary transforms).
 
 Example
 -------
@@ -22,6 +23,7 @@ from __future__ import annotations
 from medfound.transforms.common import *  # noqa: F401,F403
 from medfound.transforms.fundus import *  # noqa: F401,F403
 from medfound.transforms.microscopy import *  # noqa: F401,F403
+from medfound.transforms.mixing import *  # noqa: F401,F403
 from medfound.transforms.presets import *  # noqa: F401,F403
 from medfound.transforms.spinal import *  # noqa: F401,F403
 from medfound.transforms.tomography import *  # noqa: F401,F403

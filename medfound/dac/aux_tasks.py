@@ -1,0 +1,146 @@
+"""The asymmetric auxiliary tasks of DAC: label generation and losses.
+
+- **Task A, mixed-region localisation**: sub-model A sees a CutMix image and its 1x1 head
+  predicts, per pixel, whether the pixel was pasted from another image. Target: the CutMix
+  mask. Loss: binary cross-entropy, logits upsampled (bilinear) to the input size.
+- **Task B, region rotation**: sub-model B sees an image in which a random square region was
+  rotated by ``k`` x 90 degrees; its 1x1 head gives four logits per pixel, averaged over the
+  region (area-weighted at the head's resolution), and cross-entropy against ``k``.
+
+Label generation uses :mod:`medfound.transforms.mixing` with a ``numpy.random.RandomState``,
+so a training step is reproducible from its seed on any device.
+
+Example
+-------
+>>> import numpy as np, torch
+>>> from medfound.dac.aux_tasks import make_rotation_task
+>>> task = make_rotation_task(torch.rand(2, 3, 64, 64), np.random.RandomState(0), align=16)
+>>> task.images.shape, task.region_mask.shape, task.ks.shape
+(torch.Size([2, 3, 64, 64]), torch.Size([2, 1, 64, 64]), torch.Size([2]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfound.errors import LabelMismatchError
+from medfound.transforms.mixing import cutmix, cutmix_masks, region_masks, rotate_regions, sample_square_regions
+
+__all__ = [
+    "MixedRegionTask",
+    "RotationTask",
+    "make_mixed_region_task",
+    "make_rotation_task",
+    "mixed_region_loss",
+    "pool_rotation_logits",
+    "rotation_loss",
+]
+
+
+@dataclass
+class MixedRegionTask:
+    """A CutMix batch and its targets: ``images`` ``(B, C, H, W)``, ``mask`` ``(B, 1, H, W)``
+    (1 = pasted from sample ``i - 1``)."""
+
+    images: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class RotationTask:
+    """A batch with one rotated square region per image and its targets.
+
+    ``boxes`` int64 ``(B, 3)`` ``(y0, x0, side)``; ``ks`` long ``(B,)`` quarter turns;
+    ``region_mask`` ``(B, 1, H, W)``.
+    """
+
+    images: torch.Tensor
+    boxes: np.ndarray
+    ks: torch.Tensor
+    region_mask: torch.Tensor
+
+
+def make_mixed_region_task(
+    images: torch.Tensor,
+    rng: np.random.RandomState,
+    num_boxes: int = 1,
+    area_range: Sequence[float] = (0.25, 0.5),
+    aspect_ratio_range: Sequence[float] = (0.3, 1 / 0.3),
+    prob: float = 1.0,
+) -> MixedRegionTask:
+    """CutMix within the batch (sample ``i`` receives boxes of sample ``i - 1``) and the pasted-region mask."""
+    if images.dim() != 4:
+        raise LabelMismatchError(f"expected a batch (B, C, H, W), got shape {tuple(images.shape)}")
+    mask = cutmix_masks(
+        rng, images.shape[0], images.shape[-2:], num_boxes, area_range, aspect_ratio_range, prob, device=images.device
+    )
+    return MixedRegionTask(cutmix(images, mask), mask)
+
+
+def make_rotation_task(
+    images: torch.Tensor,
+    rng: np.random.RandomState,
+    side_range: Sequence[float] = (0.25, 0.5),
+    align: int = 16,
+) -> RotationTask:
+    """Rotate one random square region per image by ``k`` in {0, 1, 2, 3} quarter turns."""
+    if images.dim() != 4:
+        raise LabelMismatchError(f"expected a batch (B, C, H, W), got shape {tuple(images.shape)}")
+    boxes, ks = sample_square_regions(rng, images.shape[0], images.shape[-2:], side_range, align)
+    return RotationTask(
+        images=rotate_regions(images, boxes, ks),
+        boxes=boxes,
+        ks=torch.as_tensor(ks, dtype=torch.long, device=images.device),
+        region_mask=region_masks(boxes, images.shape[-2:], device=images.device),
+    )
+
+
+def mixed_region_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the mixed-region logits ``(B, 1, h, w)`` against the mask ``(B, 1, H, W)``.
+
+    Example
+    -------
+    >>> import torch
+    >>> mask = torch.zeros(1, 1, 8, 8); mask[..., :4] = 1
+    >>> float(mixed_region_loss(20 * (2 * mask - 1), mask)) < 1e-6
+    True
+    """
+    if logits.shape[0] != mask.shape[0] or logits.shape[1] != 1:
+        raise LabelMismatchError(f"mixed-region logits {tuple(logits.shape)} do not fit mask {tuple(mask.shape)}")
+    if logits.shape[-2:] != mask.shape[-2:]:
+        logits = F.interpolate(logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+    return F.binary_cross_entropy_with_logits(logits.float(), mask.float())
+
+
+def pool_rotation_logits(logits: torch.Tensor, region_mask: torch.Tensor) -> torch.Tensor:
+    """Average the per-pixel rotation logits ``(B, 4, h, w)`` over each region -> ``(B, 4)``.
+
+    The region mask is area-downsampled to the logits' resolution, so pixels partly inside
+    the region count by their share.
+    """
+    weights = region_mask.float()
+    if weights.shape[-2:] != logits.shape[-2:]:
+        weights = F.interpolate(weights, size=logits.shape[-2:], mode="area")
+    total = weights.sum(dim=(2, 3)).clamp_min(1e-6)
+    return (logits.float() * weights).sum(dim=(2, 3)) / total
+
+
+def rotation_loss(logits: torch.Tensor, region_mask: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the region-pooled rotation logits against the quarter turns ``ks``.
+
+    Example
+    -------
+    >>> import torch
+    >>> logits = torch.zeros(1, 4, 4, 4); logits[:, 2, :2, :2] = 50.0  # class 2 inside the region only
+    >>> region = torch.zeros(1, 1, 4, 4); region[..., :2, :2] = 1
+    >>> float(rotation_loss(logits, region, torch.tensor([2]))) < 1e-6
+    True
+    """
+    if logits.shape[1] != 4:
+        raise LabelMismatchError(f"rotation logits need 4 channels, got {tuple(logits.shape)}")
+    return F.cross_entropy(pool_rotation_logits(logits, region_mask), ks.long().to(logits.device))

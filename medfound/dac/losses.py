@@ -1,0 +1,213 @@
+"""Losses of DAC co-training: supervised Dice + CE, (cross) pseudo supervision, feature consistency.
+
+- :class:`SupervisedSegmentationLoss`: Dice + cross-entropy on class-index labels (MONAI
+  ``DiceCELoss``).
+- :func:`pseudo_labels` and :class:`PseudoLabelLoss`: hard pseudo labels (argmax of a
+  detached prediction) with an optional confidence threshold; the loss is the per-pixel
+  cross-entropy against them, averaged over **all** pixels, so masked (low-confidence)
+  pixels count as zero and the term shrinks with the share of confident pixels, as in
+  UniMatch.
+- :class:`CrossPseudoSupervisionLoss`: CPS (Chen et al. 2021): each model is supervised by
+  the other model's pseudo labels.
+- :class:`FeatureConsistencyLoss`: feature-level supervision, cosine distance or MSE per
+  pixel between a prediction (a sub-model's projected features) and a stop-gradient target
+  (the other sub-model's features).
+
+Example
+-------
+>>> import torch
+>>> from medfound.dac.losses import CrossPseudoSupervisionLoss
+>>> a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+>>> float(CrossPseudoSupervisionLoss()(a, b)) > 0
+True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from torch import nn
+
+from medfound.errors import ConfigError, LabelMismatchError
+
+__all__ = [
+    "SupervisedSegmentationLoss",
+    "pseudo_labels",
+    "PseudoLabelLoss",
+    "CrossPseudoSupervisionLoss",
+    "FeatureConsistencyLoss",
+]
+
+
+def _as_index_map(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W)`` or ``(B, 1, H, W)`` labels -> ``(B, 1, H, W)`` long, checked against ``logits``."""
+    if labels.dim() == logits.dim() - 1:
+        labels = labels[:, None]
+    if labels.shape[0] != logits.shape[0] or labels.shape[1] != 1 or labels.shape[2:] != logits.shape[2:]:
+        raise LabelMismatchError(
+            f"labels of shape {tuple(labels.shape)} do not fit logits of shape {tuple(logits.shape)} "
+            "(expected class-index maps (B, 1, H, W) or (B, H, W))"
+        )
+    return labels.long()
+
+
+class SupervisedSegmentationLoss(nn.Module):
+    """Dice + cross-entropy between logits ``(B, C, H, W)`` and class-index labels.
+
+    Parameters
+    ----------
+    lambda_dice, lambda_ce : weights of the two terms.
+    include_background : whether class 0 enters the Dice term (cross-entropy always sees it).
+
+    Example
+    -------
+    >>> import torch
+    >>> loss = SupervisedSegmentationLoss()
+    >>> labels = torch.tensor([[[0, 1], [2, 2]]])
+    >>> perfect = 20.0 * torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    >>> float(loss(perfect, labels)) < 1e-6
+    True
+    """
+
+    def __init__(self, lambda_dice: float = 1.0, lambda_ce: float = 1.0, include_background: bool = False) -> None:
+        super().__init__()
+        self.loss = DiceCELoss(
+            to_onehot_y=True,
+            softmax=True,
+            include_background=include_background,
+            lambda_dice=lambda_dice,
+            lambda_ce=lambda_ce,
+        )
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = _as_index_map(labels, logits)
+        n_classes = logits.shape[1]
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= n_classes):
+            raise LabelMismatchError(
+                f"label values {sorted(target.unique().tolist())} outside the {n_classes} classes of the network"
+            )
+        return self.loss(logits.float(), target)
+
+
+def pseudo_labels(logits: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hard pseudo labels from (detached) logits.
+
+    Returns
+    -------
+    labels : long ``(B, H, W)``, the argmax class.
+    valid : float ``(B, H, W)``, 1 where the softmax confidence is >= ``threshold``.
+    confidence : float ``(B, H, W)``, the softmax probability of the argmax class.
+
+    Example
+    -------
+    >>> import torch
+    >>> logits = torch.tensor([[[[2.0]], [[0.0]]], [[[0.1]], [[0.0]]]])  # confident / unsure pixel
+    >>> labels, valid, conf = pseudo_labels(logits, threshold=0.8)
+    >>> labels.flatten().tolist(), valid.flatten().tolist()
+    ([0, 0], [1.0, 0.0])
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ConfigError(f"confidence threshold must be in [0, 1), got {threshold}")
+    prob = torch.softmax(logits.detach().float(), dim=1)
+    confidence, labels = prob.max(dim=1)
+    valid = (confidence >= threshold).float() if threshold > 0 else torch.ones_like(confidence)
+    return labels, valid, confidence
+
+
+class PseudoLabelLoss(nn.Module):
+    """Cross-entropy against hard pseudo labels, masked pixels counting as zero (mean over all pixels).
+
+    Example
+    -------
+    >>> import torch
+    >>> logits = torch.zeros(1, 2, 1, 2)
+    >>> labels, valid = torch.zeros(1, 1, 2, dtype=torch.long), torch.tensor([[[1.0, 0.0]]])
+    >>> round(float(PseudoLabelLoss()(logits, labels, valid)), 4)  # ln 2 on one of two pixels
+    0.3466
+    """
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        target = _as_index_map(labels, logits)[:, 0]
+        ce = F.cross_entropy(logits.float(), target, reduction="none")
+        if valid is not None:
+            if valid.shape != ce.shape:
+                raise LabelMismatchError(f"valid mask {tuple(valid.shape)} does not fit labels {tuple(ce.shape)}")
+            ce = ce * valid.to(ce.dtype)
+        return ce.mean()
+
+
+class CrossPseudoSupervisionLoss(nn.Module):
+    """Cross pseudo supervision: ``CE(a, argmax sg(target_b)) + CE(b, argmax sg(target_a))``.
+
+    Without target logits, each model's own (detached) prediction on the same input is the
+    other's target, as in the original CPS. With targets (e.g. predictions on the weak view,
+    mixed like the strong input), those are used.
+
+    Parameters
+    ----------
+    threshold : confidence below which a pseudo-labelled pixel is ignored (0 = all pixels).
+
+    Example
+    -------
+    >>> import torch
+    >>> a = torch.tensor([[[[3.0]], [[0.0]]]])
+    >>> b = torch.tensor([[[[0.0]], [[3.0]]]])
+    >>> ce = torch.nn.functional.cross_entropy
+    >>> expected = ce(a, torch.tensor([[[1]]])) + ce(b, torch.tensor([[[0]]]))
+    >>> bool(torch.isclose(CrossPseudoSupervisionLoss()(a, b), expected))
+    True
+    """
+
+    def __init__(self, threshold: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= threshold < 1.0:
+            raise ConfigError(f"confidence threshold must be in [0, 1), got {threshold}")
+        self.threshold = float(threshold)
+        self.ce = PseudoLabelLoss()
+
+    def forward(
+        self,
+        logits_a: torch.Tensor,
+        logits_b: torch.Tensor,
+        target_logits_a: torch.Tensor | None = None,
+        target_logits_b: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        ta = logits_a if target_logits_a is None else target_logits_a
+        tb = logits_b if target_logits_b is None else target_logits_b
+        labels_a, valid_a, _ = pseudo_labels(ta, self.threshold)
+        labels_b, valid_b, _ = pseudo_labels(tb, self.threshold)
+        return self.ce(logits_a, labels_b, valid_b) + self.ce(logits_b, labels_a, valid_a)
+
+
+class FeatureConsistencyLoss(nn.Module):
+    """Per-pixel distance between a feature prediction and a stop-gradient target, averaged.
+
+    Parameters
+    ----------
+    kind : ``"cosine"`` (``1 - cos`` over channels, in ``[0, 2]``) or ``"mse"`` (mean squared
+        difference over channels).
+
+    Example
+    -------
+    >>> import torch
+    >>> f = torch.randn(2, 8, 4, 4)
+    >>> float(FeatureConsistencyLoss()(f, f.clone())) < 1e-6, float(FeatureConsistencyLoss()(f, -f))
+    (True, 2.0)
+    """
+
+    def __init__(self, kind: str = "cosine") -> None:
+        super().__init__()
+        if kind not in ("cosine", "mse"):
+            raise ConfigError(f"feature loss kind must be 'cosine' or 'mse', got {kind!r}")
+        self.kind = kind
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if prediction.shape != target.shape:
+            raise LabelMismatchError(
+                f"feature prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ"
+            )
+        pred, tgt = prediction.float(), target.detach().float()  # stop-gradient on the target
+        if self.kind == "cosine":
+            return (1.0 - F.cosine_similarity(pred, tgt, dim=1, eps=1e-6)).mean()
+        return (pred - tgt).pow(2).mean()

@@ -1,0 +1,165 @@
+"""Strong photometric view of a batch, on its device: colour jitter, grayscale, blur, noise.
+
+The strong view of cross pseudo supervision (and FixMatch) is built inside the training
+step from the weakly augmented batch, so both views stay pixel-aligned and no second copy
+travels through the data pipeline. Every sample draws its own parameters from a
+``numpy.random.RandomState`` (noise from a ``torch.Generator`` seeded by it), so a step is
+reproducible from its seed. Defaults follow the FixMatch / UniMatch strong augmentation
+(colour jitter 0.5/0.5/0.5 with p 0.8, grayscale p 0.2, Gaussian blur sigma 0.1-2 with
+p 0.5), plus Gaussian noise.
+
+Images enter and leave in the network's normalised space; ``mean`` / ``std`` map them to
+[0, 1] for the augmentation and back.
+
+Example
+-------
+>>> import numpy as np, torch
+>>> from medfound.dac.strong_view import StrongAugment
+>>> x = torch.rand(4, 3, 32, 32)
+>>> y = StrongAugment()(x, np.random.RandomState(0))
+>>> y.shape == x.shape and bool((y >= 0).all() and (y <= 1).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfound.errors import ConfigError
+
+__all__ = ["StrongAugment", "gaussian_blur_batch"]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """Luma of RGB (ITU-R 601) or the channel mean for other channel counts, ``(B, 1, H, W)``."""
+    if x.shape[1] == 3:
+        w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True)
+    return x.mean(1, keepdim=True)
+
+
+def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma per sample (sigma <= 0 leaves the sample unchanged).
+
+    Reflect padding; kernel radius ``ceil(3 * max(sigma))``.
+
+    Example
+    -------
+    >>> import torch
+    >>> x = torch.zeros(2, 1, 9, 9); x[:, :, 4, 4] = 1
+    >>> y = gaussian_blur_batch(x, torch.tensor([0.0, 1.0]))
+    >>> torch.equal(y[0], x[0]), round(float(y[1].sum()), 4)
+    (True, 1.0)
+    """
+    b, c, h, w = x.shape
+    s_max = float(sigmas.max()) if sigmas.numel() else 0.0
+    if s_max <= 0:
+        return x
+    radius = max(1, math.ceil(3.0 * s_max))
+    radius = min(radius, (min(h, w) - 1))  # reflect padding needs radius < side
+    pos = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    s = sigmas.to(device=x.device, dtype=torch.float32).clamp_min(1e-6)[:, None]
+    kernel = torch.exp(-0.5 * (pos[None] / s) ** 2)
+    kernel = kernel / kernel.sum(1, keepdim=True)
+    identity = (pos == 0).float()[None].expand(b, -1)
+    kernel = torch.where((sigmas.to(x.device) > 0)[:, None], kernel, identity)  # (B, K)
+    k = kernel.repeat_interleave(c, dim=0).to(x.dtype)  # one kernel per (sample, channel)
+    y = x.reshape(1, b * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k[:, None, None, :], groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k[:, None, :, None], groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+class StrongAugment:
+    """Random per-sample colour jitter, grayscale, Gaussian blur and Gaussian noise of a batch.
+
+    Parameters
+    ----------
+    jitter_prob : probability of colour jitter (brightness, contrast, saturation, in this order).
+    brightness, contrast, saturation : factors drawn from ``[max(0, 1 - v), 1 + v]``.
+    grayscale_prob : probability of replacing an RGB image by its luma.
+    blur_prob, blur_sigma : probability and ``(min, max)`` sigma (pixels) of the Gaussian blur.
+    noise_prob, noise_std : probability and maximum standard deviation (intensities in [0, 1])
+        of additive Gaussian noise; each sample draws its std from ``[0, noise_std]``.
+    mean, std : per-channel normalisation of the inputs (``None``: inputs are in [0, 1]).
+    """
+
+    def __init__(
+        self,
+        jitter_prob: float = 0.8,
+        brightness: float = 0.5,
+        contrast: float = 0.5,
+        saturation: float = 0.5,
+        grayscale_prob: float = 0.2,
+        blur_prob: float = 0.5,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        noise_prob: float = 0.5,
+        noise_std: float = 0.05,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        for name, p in (("jitter_prob", jitter_prob), ("grayscale_prob", grayscale_prob),
+                        ("blur_prob", blur_prob), ("noise_prob", noise_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {p}")
+        if len(blur_sigma) != 2 or not 0 <= blur_sigma[0] <= blur_sigma[1]:
+            raise ConfigError(f"blur_sigma must be (min, max) with 0 <= min <= max, got {blur_sigma}")
+        if (mean is None) != (std is None):
+            raise ConfigError("mean and std must be both given or both None")
+        self.jitter_prob, self.grayscale_prob = float(jitter_prob), float(grayscale_prob)
+        self.brightness, self.contrast, self.saturation = float(brightness), float(contrast), float(saturation)
+        self.blur_prob, self.blur_sigma = float(blur_prob), (float(blur_sigma[0]), float(blur_sigma[1]))
+        self.noise_prob, self.noise_std = float(noise_prob), float(noise_std)
+        self.mean = None if mean is None else [float(v) for v in mean]
+        self.std = None if std is None else [float(v) for v in std]
+
+    def _factors(self, rng: np.random.RandomState, n: int, amount: float, active: np.ndarray) -> np.ndarray:
+        f = rng.uniform(max(0.0, 1.0 - amount), 1.0 + amount, size=n)
+        return np.where(active, f, 1.0)
+
+    def __call__(self, x: torch.Tensor, rng: np.random.RandomState) -> torch.Tensor:
+        b, c = x.shape[:2]
+        dev, dt = x.device, x.dtype
+        if self.mean is not None:
+            if len(self.mean) != c:
+                raise ConfigError(f"StrongAugment has {len(self.mean)} normalisation values for {c} channels")
+            mean = torch.tensor(self.mean, device=dev, dtype=dt).view(1, c, 1, 1)
+            std = torch.tensor(self.std, device=dev, dtype=dt).view(1, c, 1, 1)
+            x = x * std + mean
+        # draw every parameter first, in a fixed order, so the stream does not depend on the data
+        jitter = rng.rand(b) < self.jitter_prob
+        bright = self._factors(rng, b, self.brightness, jitter)
+        contr = self._factors(rng, b, self.contrast, jitter)
+        satur = self._factors(rng, b, self.saturation, jitter)
+        gray = (rng.rand(b) < self.grayscale_prob) & (c == 3)
+        blur = rng.rand(b) < self.blur_prob
+        sigma = np.where(blur, rng.uniform(*self.blur_sigma, size=b), 0.0)
+        noisy = rng.rand(b) < self.noise_prob
+        noise_std = np.where(noisy, rng.uniform(0.0, self.noise_std, size=b), 0.0)
+        noise_seed = int(rng.randint(0, 2**31 - 1))
+
+        def col(v: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(v, device=dev, dtype=dt).view(b, 1, 1, 1)
+
+        x = (x * col(bright)).clamp(0, 1)
+        m = _gray(x).mean(dim=(2, 3), keepdim=True)
+        x = ((x - m) * col(contr) + m).clamp(0, 1)
+        if c == 3:
+            g = _gray(x)
+            x = ((x - g) * col(satur) + g).clamp(0, 1)
+            x = torch.where(col(gray.astype(np.float32)) > 0, _gray(x).expand_as(x), x)
+        x = gaussian_blur_batch(x, torch.as_tensor(sigma, dtype=torch.float32))
+        if noisy.any():
+            gen = torch.Generator(device=dev).manual_seed(noise_seed)
+            x = x + torch.randn(x.shape, generator=gen, device=dev, dtype=dt) * col(noise_std)
+        x = x.clamp(0, 1)
+        if self.mean is not None:
+            x = (x - mean) / std
+        return x

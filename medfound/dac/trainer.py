@@ -1,0 +1,312 @@
+"""The co-training trainer: a MONAI ``SupervisedTrainer`` whose iteration is one DAC step.
+
+One iteration takes a labelled batch (labelled source domain) and an unlabelled batch
+(other source domains) from :class:`medfound.dac.data.CoTrainingLoader` and, depending on
+the method of the :class:`~medfound.dac.model.DACModel`:
+
+1. **weak view** (no gradient): sub-models A and B predict the unlabelled batch; their
+   argmax (confidence-thresholded) are the pseudo labels, their features the feature
+   targets;
+2. **strong view**: colour jitter / grayscale / blur / noise (:class:`StrongAugment`), then
+   CutMix between the unlabelled images (``x_mix``; the same boxes mix the pseudo labels and
+   the feature targets). Model A sees ``x_mix``; with the rotation task, model B sees
+   ``x_mix`` with a random square region rotated by ``k`` x 90 degrees (its targets are
+   rotated alike), otherwise ``x_mix`` too. The views are built inside the step, on the
+   training device, so the two sub-models see different inputs at no extra forward cost;
+3. one forward pass per sub-model on ``[labelled; strong]`` (``forward_features``) gives the
+   supervised logits, the student logits and features, and the auxiliary heads' input;
+4. losses (:class:`~medfound.dac.objective.DACObjective`): supervised Dice + CE for A and
+   B; pseudo-label CE (A <- B and B <- A for co-training, A <- A for FixMatch); feature
+   loss ``D(proj_A(f_A), sg(f_B))`` + ``D(proj_B(f_B), sg(f_A))``; task A (mixed-region
+   BCE) and task B (region-rotation CE); one backward, one optimiser step, one scheduler
+   step.
+
+Every random number of step ``t`` comes from seeds derived from ``(seed, t)``, so a run
+resumed from a checkpoint ends with the same weights as an uninterrupted one. AMP
+(``torch.autocast`` + ``GradScaler``) is used on CUDA when ``amp=True``; the scaler's state
+is part of the checkpoint (:meth:`DACTrainer.checkpoint_objects`).
+
+The trainer runs in one process on one device. Multi-GPU (DDP) training is not
+implemented: the step calls the sub-models' ``forward_features`` directly, which a
+``DistributedDataParallel`` wrapper would not synchronise.
+
+``engine.state.output`` holds ``loss`` and each term (``sup``, ``pseudo``, ``feat``,
+``aux_mask``, ``aux_rot``) as floats, and ``rampup``, for ``StatsHandler`` and friends.
+
+Example
+-------
+See :func:`medfound.dac.workflow.build_trainer`, which builds the trainer, its evaluator and
+handlers from a :class:`~medfound.dac.config.DACConfig`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.engines import SupervisedTrainer
+from monai.engines.workflow import Workflow
+from torch.optim import Optimizer
+
+from medfound.dac.aux_tasks import mixed_region_loss, rotation_loss
+from medfound.dac.data import CoTrainingLoader, _seed
+from medfound.dac.diagnostics import pseudo_label_counts
+from medfound.dac.losses import pseudo_labels
+from medfound.dac.model import DACModel
+from medfound.dac.objective import DACObjective
+from medfound.dac.strong_view import StrongAugment
+from medfound.errors import ConfigError, LabelMismatchError
+from medfound.transforms.mixing import cutmix, cutmix_masks, region_masks, rotate_regions, sample_square_regions
+
+__all__ = ["DACTrainer"]
+
+
+def _plain(x: Any) -> Any:
+    """MetaTensor -> plain tensor (no metadata tracking inside the step)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def _stride(feature: torch.Tensor, size: Sequence[int], what: str) -> int:
+    h, w = int(size[0]), int(size[1])
+    fh, fw = feature.shape[-2:]
+    s = h // fh
+    if s < 1 or fh * s != h or fw * s != w:
+        raise ConfigError(
+            f"{what}: input {h}x{w} is not a whole multiple of its {fh}x{fw} feature map; "
+            "use a data.spatial_size divisible by the network's stride"
+        )
+    return s
+
+
+def _mix_features(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CutMix feature maps with the (area-downsampled) mixed-region mask (soft at box borders)."""
+    m = F.interpolate(mask.to(f.dtype), size=f.shape[-2:], mode="area")
+    return f * (1 - m) + f.roll(1, 0) * m
+
+
+class DACTrainer(SupervisedTrainer):
+    """MONAI ``SupervisedTrainer`` running DAC, CPS, FixMatch or supervised-only steps.
+
+    Parameters
+    ----------
+    device : training device.
+    max_epochs : epochs to run (an epoch is ``epoch_length`` iterations).
+    train_data_loader : a :class:`CoTrainingLoader` (any iterable of ``{"labeled": {...},
+        "unlabeled": {...}}`` batches works; the loader is attached to the trainer so that a
+        resumed run draws the right batches).
+    network : the :class:`DACModel`; its method decides the step.
+    optimizer : optimiser over ``network.parameters()``.
+    loss_function : the :class:`DACObjective`.
+    epoch_length : iterations per epoch.
+    lr_scheduler : stepped once per iteration inside the step (so a checkpoint always holds
+        a consistent optimiser / scheduler pair).
+    strong_augment : photometric strong view (default :class:`StrongAugment` with defaults).
+    cutmix : ``{"num_boxes", "area_range", "aspect_ratio_range", "prob"}`` of the CutMix view.
+    rotation : ``{"side_range", "align"}`` of the rotated region (task B).
+    seed : seed of every random number the step draws.
+    regions : ``{name: [class indices]}`` for the pseudo-label diagnostics.
+    track_pseudo_labels : score pseudo labels against labels of unlabelled items, if present.
+    amp : mixed precision (CUDA only).
+    train_handlers, amp_kwargs, non_blocking, optim_set_to_none : as ``SupervisedTrainer``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: CoTrainingLoader,
+        network: DACModel,
+        optimizer: Optimizer,
+        loss_function: DACObjective,
+        epoch_length: int,
+        lr_scheduler: Any | None = None,
+        strong_augment: StrongAugment | None = None,
+        cutmix: Mapping[str, Any] | None = None,
+        rotation: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        regions: Mapping[str, Sequence[int]] | None = None,
+        track_pseudo_labels: bool = False,
+        amp: bool = False,
+        train_handlers: Sequence | None = None,
+        amp_kwargs: dict | None = None,
+        non_blocking: bool = False,
+        optim_set_to_none: bool = True,
+    ) -> None:
+        if not isinstance(network, DACModel):
+            raise ConfigError(f"DACTrainer needs a DACModel as network, got {type(network).__name__}")
+        device = torch.device(device)
+        amp = bool(amp) and device.type == "cuda"
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            train_handlers=train_handlers,
+            amp=amp,
+            decollate=False,
+            optim_set_to_none=optim_set_to_none,
+            amp_kwargs=amp_kwargs,
+        )
+        self.lr_scheduler = lr_scheduler
+        self.strong_augment = strong_augment or StrongAugment()
+        self.cutmix_args = {"num_boxes": 1, "area_range": (0.25, 0.5), "aspect_ratio_range": (0.3, 1 / 0.3),
+                            "prob": 1.0, **dict(cutmix or {})}
+        self.rotation_args = {"side_range": (0.25, 0.5), "align": 16, **dict(rotation or {})}
+        self.seed = int(seed)
+        self.regions = dict(regions or {})
+        self.track_pseudo_labels = bool(track_pseudo_labels)
+        # one scaler for the whole run (Trainer.run would make a fresh one), saved in checkpoints
+        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        if hasattr(train_data_loader, "attach"):
+            train_data_loader.attach(self)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run (or continue) training; keeps the GradScaler and its state across calls."""
+        Workflow.run(self)
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """Everything a checkpoint must hold for an exact resume (``name -> object with state_dict``)."""
+        objs: dict[str, Any] = {"trainer": self, "network": self.network, "optimizer": self.optimizer}
+        if self.lr_scheduler is not None:
+            objs["lr_scheduler"] = self.lr_scheduler
+        if self.scaler is not None:
+            objs["scaler"] = self.scaler
+        return objs
+
+    # -----------------------------------------------------------------------------------------
+    def _to(self, x: Any) -> torch.Tensor:
+        return _plain(x).to(self.state.device, non_blocking=self.non_blocking)
+
+    def _iteration(self, engine: DACTrainer, batchdata: Mapping[str, Any]) -> dict:  # type: ignore[override]
+        if batchdata is None or "labeled" not in batchdata:
+            raise ValueError("DACTrainer needs batches {'labeled': {...}, 'unlabeled': {...}} (see CoTrainingLoader)")
+        step = int(engine.state.iteration)  # 1-based index of this iteration
+        rng = np.random.RandomState(_seed(self.seed, 7, step))
+        torch.manual_seed(_seed(self.seed, 8, step))  # dropout and any other torch sampling of this step
+
+        net: DACModel = self.network
+        comp = net.components
+        objective: DACObjective = self.loss_function
+        lab = batchdata["labeled"]
+        if "label" not in lab:
+            raise LabelMismatchError("the labelled batch has no 'label' (check the split's 'labeled' items)")
+        xl, yl = self._to(lab["image"]).float(), self._to(lab["label"])
+        unl = batchdata.get("unlabeled")
+        if comp.pseudo is not None and (unl is None or "image" not in unl):
+            raise ConfigError(f"method {net.method!r} needs unlabelled batches; the split's 'unlabeled' part is empty")
+
+        net.train()
+        self.optimizer.zero_grad(set_to_none=self.optim_set_to_none)
+        terms: dict[str, torch.Tensor] = {}
+        diagnostics: dict = {}
+        with torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs):
+            if comp.pseudo is None:
+                terms["sup"] = objective.supervised(net.model_a(xl), yl)
+            else:
+                terms.update(self._semi_supervised_terms(net, objective, xl, yl, unl, rng, step, diagnostics))
+        loss = objective.total(terms, step - 1)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        out = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
+               "rampup": objective.rampup(step - 1)}
+        if diagnostics:
+            out["pseudo_counts"] = diagnostics
+        engine.state.output = out
+        return out
+
+    def _semi_supervised_terms(
+        self,
+        net: DACModel,
+        objective: DACObjective,
+        xl: torch.Tensor,
+        yl: torch.Tensor,
+        unl: Mapping[str, Any],
+        rng: np.random.RandomState,
+        step: int,
+        diagnostics: dict,
+    ) -> dict[str, torch.Tensor]:
+        comp = net.components
+        xu = self._to(unl["image"]).float()
+        nl, nu = xl.shape[0], xu.shape[0]
+        size = xu.shape[-2:]
+        if xl.shape[1:] != xu.shape[1:]:
+            raise LabelMismatchError(
+                f"labelled images {tuple(xl.shape[1:])} and unlabelled images {tuple(xu.shape[1:])} differ in shape"
+            )
+        thr = objective.confidence_threshold
+        feat_layer, aux_layer = net.feature_layer, net.aux_layer
+
+        # 1. weak view: pseudo labels and feature targets, no gradient
+        with torch.no_grad():
+            weak_a = net.model_a.forward_features(xu)
+            weak_b = net.model_b.forward_features(xu) if comp.two_models else None
+        pl_a, valid_a, _ = pseudo_labels(weak_a["logits"], thr)
+        if weak_b is not None:
+            pl_b, valid_b, _ = pseudo_labels(weak_b["logits"], thr)
+        if self.track_pseudo_labels and "label" in unl:
+            y_true = self._to(unl["label"])
+            domains = list(unl.get("domain", ["unknown"] * nu))
+            diagnostics.update(pseudo_label_counts(pl_a, y_true, valid_a, self.regions, domains, "a"))
+            if weak_b is not None:
+                diagnostics.update(pseudo_label_counts(pl_b, y_true, valid_b, self.regions, domains, "b"))
+
+        # 2. strong view: photometric, then CutMix between unlabelled images
+        xs = self.strong_augment(xu, rng)
+        mask = cutmix_masks(rng, nu, size, device=xu.device, **self.cutmix_args)
+        xs_a = cutmix(xs, mask)
+        if comp.aux_rotation:
+            boxes, ks = sample_square_regions(rng, nu, size, self.rotation_args["side_range"],
+                                              self.rotation_args["align"])
+            xs_b = rotate_regions(xs_a, boxes, ks)
+        else:
+            boxes, ks, xs_b = None, None, xs_a
+
+        def for_b(t: torch.Tensor, scale: int = 1) -> torch.Tensor:
+            return t if boxes is None else rotate_regions(t, boxes, ks, scale=scale)
+
+        # targets of A come from B (co-training) or from A itself (FixMatch)
+        src_labels, src_valid = (pl_b, valid_b) if comp.pseudo == "cross" else (pl_a, valid_a)
+        target_a = (cutmix(src_labels, mask), cutmix(src_valid, mask))
+
+        # 3. one forward pass per sub-model on [labelled; strong]
+        out_a = net.model_a.forward_features(torch.cat([xl, xs_a]))
+        terms = {"sup": objective.supervised(out_a["logits"][:nl], yl)}
+        pseudo = objective.pseudo(out_a["logits"][nl:], *target_a)
+        if comp.two_models:
+            out_b = net.model_b.forward_features(torch.cat([xl, xs_b]))
+            terms["sup"] = terms["sup"] + objective.supervised(out_b["logits"][:nl], yl)
+            target_b = (for_b(cutmix(pl_a, mask)), for_b(cutmix(valid_a, mask)))
+            pseudo = pseudo + objective.pseudo(out_b["logits"][nl:], *target_b)
+        terms["pseudo"] = pseudo
+
+        # 4. feature-level supervision: each model's projected features -> the other's weak features
+        if comp.feature:
+            fa, fb = out_a[feat_layer][nl:], out_b[feat_layer][nl:]
+            s = _stride(fa, size, f"feature_layer {feat_layer!r}")
+            tgt_a = _mix_features(weak_b[feat_layer], mask)
+            tgt_b = for_b(_mix_features(weak_a[feat_layer], mask), scale=s)
+            terms["feat"] = (objective.feature(net.projector_a(fa), tgt_a)
+                             + objective.feature(net.projector_b(fb), tgt_b))
+
+        # 5. asymmetric auxiliary tasks: A localises the mixed region, B predicts the rotation
+        if comp.aux_mask:
+            terms["aux_mask"] = mixed_region_loss(net.mask_head(out_a[aux_layer][nl:]), mask)
+        if comp.aux_rotation:
+            rot_logits = net.rotation_head(out_b[aux_layer][nl:])
+            region = region_masks(boxes, size, device=xu.device)
+            terms["aux_rot"] = rotation_loss(rot_logits, region, torch.as_tensor(ks, device=xu.device))
+        return terms

@@ -1,0 +1,61 @@
+"""The DAC example and benchmark scripts run end to end (tiny settings; numbers are not checked)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from _dac_helpers import one_thread
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    yield from one_thread()
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path[:0] = [str(EXAMPLES), str(EXAMPLES / "benchmarks")]
+    import dac_cost
+    import dac_synthetic_fundus
+
+    yield dac_synthetic_fundus, dac_cost
+    for p in (str(EXAMPLES), str(EXAMPLES / "benchmarks")):
+        sys.path.remove(p)
+
+
+@pytest.mark.slow
+def test_synthetic_fundus_example(tmp_path, scripts):
+    from medfound.data.synthetic import write_fundus_demo
+
+    example, _ = scripts
+    write_fundus_demo(tmp_path / "fundus", size="small", seed=0)
+    result = example.main(["--out", str(tmp_path / "out"), "--data", str(tmp_path / "fundus"),
+                           "--test-domains", "Domain4", "--methods", "supervised", "dac", "--iterations", "2",
+                           "--size", "32", "--width", "8", "--batch", "2", "--threads", "1"])
+    assert result["synthetic"] and set(result["table"]) == {"supervised", "dac"}
+    for method in ("supervised", "dac"):
+        dice = result["table"][method]["Domain4"]
+        assert 0.0 <= dice["disc"] <= 1.0 and 0.0 <= dice["cup"] <= 1.0
+        assert len(result["runs"][f"seed0/Domain4/{method}"]["cases"]) == 8  # every test image of the unseen domain
+    assert "pseudo_labels_last_epoch" in result["runs"]["seed0/Domain4/dac"]["diagnostics"]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert text.startswith("Dice on the unseen domain, mean over seeds [0] (SYNTHETIC") and "| dac |" in text
+    split = json.loads((tmp_path / "out" / "splits" / "test-Domain4.json").read_text())
+    assert split["test_domain"] == "Domain4" and "Domain4" not in split["unlabeled_domains"]
+
+
+def test_cost_benchmark_writes_its_ratios(tmp_path, scripts):
+    _, bench = scripts
+    path = tmp_path / "cost.json"
+    bench.main(["--size", "32", "--width", "8", "--batch", "2", "--rounds", "1", "--warmup", "0",
+                "--json", str(path)])
+    numbers = json.loads(path.read_text())
+    assert numbers["dac_vs_cps_iteration_time"] > 0 and numbers["dac_vs_plain_inference_time"] > 0
+    assert numbers["deployed_parameters"] == numbers["plain_parameters"]
+    assert numbers["dac_parameters_training"] > numbers["cps_parameters_training"]
+    assert all(isinstance(v, (int, float)) for v in numbers.values())  # a flat object of numbers
