@@ -360,7 +360,11 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
         network = read_config_file(args.network) if not args.network.lstrip().startswith("{") else json.loads(
             args.network)
-    finetune = {k: v for k, v in (("epochs", args.finetune_epochs), ("batch_size", args.batch_size)) if v}
+    finetune = {
+        k: v
+        for k, v in (("epochs", args.finetune_epochs), ("batch_size", args.batch_size), ("head_init", args.head_init))
+        if v
+    }
     result = run_transfer(args.tasks, _parse_encoders(args.encoder), args.output_dir, task_name=args.task,
                           modes=args.modes, fractions=args.fractions, repeats=args.repeats, seed=args.seed,
                           network=network, device=args.device, finetune=finetune, log=print)
@@ -390,6 +394,9 @@ def _add_transfer(sub: argparse._SubParsersAction) -> None:
                    help="UMedPT arguments (JSON text or file) for encoders without their own (random, torchvision)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning passes over the subset")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size")
+    p.add_argument("--head-init", choices=["linear_probe", "random"], default=None,
+                   help="fine-tuned classification heads start from the subset's linear probe (default, LP-FT) "
+                   "or at random")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.set_defaults(func=_cmd_transfer)
 

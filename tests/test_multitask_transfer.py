@@ -14,7 +14,9 @@ from medfound.errors import ConfigError, WeightsError
 from medfound.evaluation.transfer import (
     DEFAULT_FRACTIONS,
     build_encoder_model,
+    extract_embeddings,
     fit_linear_probe,
+    linear_probe_head,
     run_transfer,
     stratified_subset,
 )
@@ -166,6 +168,53 @@ def test_transfer_bad_arguments(tmp_path):
         run_transfer(task, {"r": "random"}, tmp_path, modes=["probe"], network=TINY)
     with pytest.raises(ConfigError, match="encoder"):
         run_transfer(task, {}, tmp_path, network=TINY)
+    with pytest.raises(ConfigError, match="head_init"):
+        run_transfer(task, {"r": "random"}, tmp_path, network=TINY, finetune={"head_init": "probe"})
     task["validation"] = []
     with pytest.raises(ConfigError, match="validation"):
         run_transfer(task, {"r": "random"}, tmp_path, network=TINY)
+
+
+def test_standardising_head_computes_fc_of_standardised_embedding_and_keeps_plain_keys():
+    from medfound.networks.umedpt import ClassificationHead
+
+    plain = ClassificationHead(6, 3, dropout=0.0)
+    assert set(plain.state_dict()) == {"fc.weight", "fc.bias"}
+    head = ClassificationHead(6, 3, dropout=0.5, standardize=True).eval()
+    assert set(head.state_dict()) == {"input_mean", "input_std", "fc.weight", "fc.bias"}
+    head.input_mean.copy_(torch.arange(6.0))
+    head.input_std.copy_(torch.full((6,), 0.01))
+    x = torch.arange(6.0) + 0.01 * torch.randn(4, 6)
+    expected = (x - torch.arange(6.0)) / 0.01 @ head.fc.weight.T + head.fc.bias
+    assert torch.allclose(head(x), expected, atol=1e-4)
+
+
+def test_linear_probe_head_reproduces_the_probe_and_lp_ft_starts_from_it(tmp_path):
+    from medfound.multitask.data import TaskDataset
+    from medfound.multitask.tasks import TaskSpec
+
+    task = memory_task("target", "classification", n=12, n_val=6, seed=2)
+    spec = TaskSpec.from_dict(task)
+    model = tiny_umedpt(seed=4)
+    train_ds = TaskDataset(spec.load_split("train"), lambda x: x, spec.name)
+    val_ds = TaskDataset(spec.load_split("val"), lambda x: x, spec.name)
+    feats = extract_embeddings(model, train_ds, "classification", torch.device("cpu"))
+    val_feats = extract_embeddings(model, val_ds, "classification", torch.device("cpu"))
+    y = torch.tensor([it["label"] for it in spec.load_split("train")])
+    logits, params = fit_linear_probe(feats, y, val_feats, "classification", 2, return_params=True)
+    head = linear_probe_head(model, spec, params)
+    assert head.standardize and torch.allclose(head.input_std, params["std"].float())
+    images = torch.stack([it["image"] for it in spec.load_split("val")]).repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        out = model.eval()(images, task="target")
+    assert torch.allclose(out, logits, atol=1e-4 * max(1.0, float(logits.abs().max())))
+    linear_probe_head(model, spec, params)  # replaces the head of that name
+    assert list(model.heads) == ["target"]
+    with pytest.raises(ConfigError, match="classification"):
+        linear_probe_head(model, TaskSpec.from_dict(memory_task("seg", "segmentation")), params)
+    # LP-FT with a zero learning rate scores exactly what the probe scores
+    common = {"network": TINY, "repeats": 1, "fractions": [100], "seed": 0, "log": lambda m: None}
+    ft = {"epochs": 1, "min_iterations": 1, "batch_size": 4, "optimizer": {"name": "SGD", "lr": 0.0}}
+    res = run_transfer(task, {"r": "random"}, tmp_path / "lpft", finetune=ft, **common)
+    scores = {r["mode"]: r["score"] for r in res["runs"]}
+    assert scores["finetune"] == pytest.approx(scores["linear"], abs=1e-6)

@@ -139,7 +139,8 @@ def _run(out_dir: str | Path, quick: bool, seed: int, synthetic_only: bool, log:
             "epochs": 3 if quick else 8,
             "min_iterations": 4 if quick else 16,
             "batch_size": 8,
-            "optimizer": {"name": "AdamW", "lr": 3e-4, "weight_decay": 0.05},
+            "optimizer": {"name": "AdamW", "lr": 1e-4, "weight_decay": 0.05},
+            "head_init": "linear_probe",
         },
         log=lambda m: log("      " + m),
     )

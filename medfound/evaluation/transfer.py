@@ -19,7 +19,12 @@ training-data fraction (1, 5, 10, 25, 50, 100 %), with ``repeats`` fixed seeds:
    - ``"finetune"``: a new head on a copy of the encoder's model, everything trained with
      :class:`~medfound.multitask.trainer.MultiTaskTrainer` (augmentation, AdamW, the head
      at ``head_lr_factor`` times the encoder's learning rate) for ``epochs`` passes over the
-     subset (at least ``min_iterations`` iterations);
+     subset (at least ``min_iterations`` iterations). Classification / multi-label heads
+     start from the subset's linear probe by default (``head_init="linear_probe"``, LP-FT,
+     Kumar et al., ICLR 2022): the head standardises the embedding with the subset's
+     statistics and its linear layer is the probe's solution, so fine-tuning starts where
+     the frozen probe ends instead of sending a random head's gradients into the encoder
+     (``head_init="random"``: a plain, randomly initialised head);
 
 3. score the result on the task's validation split (the held-out test data here; there is no
    model selection, the final weights count) with the task's metrics.
@@ -72,6 +77,7 @@ __all__ = [
     "build_encoder_model",
     "extract_embeddings",
     "fit_linear_probe",
+    "linear_probe_head",
     "run_transfer",
     "write_transfer_outputs",
     "plot_transfer",
@@ -92,7 +98,9 @@ DEFAULT_FINETUNE: dict[str, Any] = {
     "head_lr_factor": 10.0,
     "scheduler": "cosine",
     "grad_clip": 1.0,
+    "head_init": "linear_probe",
 }
+HEAD_INITS = ("linear_probe", "random")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +286,47 @@ def fit_linear_probe(
     return logits
 
 
+def linear_probe_head(
+    model: nn.Module, spec: TaskSpec, params: Mapping[str, torch.Tensor], dropout: float | None = None
+) -> nn.Module:
+    """Add ``spec``'s classification / multi-label head to ``model``, initialised from a linear probe.
+
+    ``params`` are :func:`fit_linear_probe`'s (``return_params=True``): the head gets
+    ``standardize=True`` with the probe's feature mean and std as buffers and the probe's
+    weights, so before any training it outputs exactly the probe's logits (up to float32).
+    An existing head of that name is replaced.
+
+    Example
+    -------
+    >>> import torch
+    >>> from medfound.networks.umedpt import UMedPT
+    >>> from medfound.multitask.tasks import TaskSpec
+    >>> net = UMedPT(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
+    ...              squeezer_channels=16, det_channels=8, seg_hidden_channels=8)
+    >>> spec = TaskSpec.from_dict({"name": "t", "kind": "classification", "class_names": ["a", "b"],
+    ...                            "training": [{"image": "x.png", "label": 0}]})
+    >>> params = {"weight": torch.zeros(16, 2), "bias": torch.tensor([0.0, 1.0]),
+    ...           "mean": torch.zeros(16), "std": torch.ones(16)}
+    >>> head = linear_probe_head(net, spec, params)
+    >>> net.eval()(torch.rand(1, 3, 32, 32), task="t").argmax(1).item()  # the bias decides here
+    1
+    """
+    if spec.kind not in ("classification", "multilabel"):
+        raise ConfigError(f"task {spec.name!r}: a linear-probe head is for classification/multilabel, not {spec.kind}")
+    cfg = {**spec.head_config(), "standardize": True}
+    if dropout is not None:
+        cfg["dropout"] = float(dropout)
+    if cfg["name"] in model.heads:
+        model.remove_task(cfg["name"])
+    head = model.add_task(cfg.pop("name"), cfg.pop("kind"), cfg.pop("num_classes"), **cfg)
+    with torch.no_grad():
+        head.input_mean.copy_(params["mean"])
+        head.input_std.copy_(params["std"])
+        head.fc.weight.copy_(params["weight"].t())
+        head.fc.bias.copy_(params["bias"])
+    return head
+
+
 # ---------------------------------------------------------------------------------------------
 # one run
 
@@ -301,8 +350,11 @@ def _trained_score(
     cfg: Mapping[str, Any],
     seed: int,
     device: torch.device,
+    probe: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     sub = _subset_spec(spec, train_items, val_items)
+    if probe is not None:
+        linear_probe_head(model, sub, probe)
     batch_size = int(spec.batch_size or cfg["batch_size"])
     per_epoch = math.ceil(len(train_items) / min(batch_size, len(train_items)))
     iterations = int(min(cfg["max_iterations"], max(cfg["min_iterations"], cfg["epochs"] * per_epoch)))
@@ -383,8 +435,10 @@ def run_transfer(
     device : ``"auto"``, ``"cuda"``, ``"cpu"``.
     linear : ``{"l2", "max_iter"}`` of the logistic-regression probe.
     finetune : ``{"epochs", "min_iterations", "max_iterations", "batch_size", "optimizer",
-        "head_lr_factor", "scheduler", "grad_clip", "amp"}`` (also used to train the heads of
-        frozen segmentation/detection probes).
+        "head_lr_factor", "scheduler", "grad_clip", "amp", "head_init"}`` (also used to train
+        the heads of frozen segmentation/detection probes). ``head_init``: ``"linear_probe"``
+        (default; classification / multi-label heads start from the subset's probe, LP-FT) or
+        ``"random"``.
     note : a remark carried into the JSON and the plot's title (e.g. ``"SYNTHETIC data"``).
     log : progress lines (default: the module logger).
     """
@@ -409,6 +463,8 @@ def run_transfer(
     device = _as_device(device)
     lin_cfg = {**DEFAULT_LINEAR, **dict(linear or {})}
     ft_cfg = {**DEFAULT_FINETUNE, **dict(finetune or {})}
+    if ft_cfg["head_init"] not in HEAD_INITS:
+        raise ConfigError(f"finetune.head_init must be one of {HEAD_INITS}, got {ft_cfg['head_init']!r}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -438,7 +494,8 @@ def run_transfer(
             f"encoder {enc_name!r} ({source}): {sum(p.numel() for p in base_model.parameters()) / 1e6:.2f} M parameters"
         )
         probe_feats = None
-        if "linear" in modes and spec.kind in ("classification", "multilabel"):
+        lp_ft = "finetune" in modes and ft_cfg["head_init"] == "linear_probe"
+        if ("linear" in modes or lp_ft) and spec.kind in ("classification", "multilabel"):
             plain = copy.copy(spec)
             plain.augment = False
             val_tf = task_transforms(plain, train=False, example_path=str(train_items[0]["image"]))
@@ -471,6 +528,18 @@ def run_transfer(
                         metric.update(logits, val_y)
                         values = metric.compute()
                     else:
+                        probe = None
+                        if mode == "finetune" and lp_ft and probe_feats is not None:
+                            _, probe = fit_linear_probe(
+                                probe_feats[0][idx],
+                                all_train_y[idx],
+                                probe_feats[1][:1],
+                                spec.kind,
+                                spec.num_classes,
+                                float(lin_cfg["l2"]),
+                                int(lin_cfg["max_iter"]),
+                                return_params=True,
+                            )
                         model = copy.deepcopy(base_model)
                         values = _trained_score(
                             model,
@@ -481,6 +550,7 @@ def run_transfer(
                             cfg=ft_cfg,
                             seed=run_seed,
                             device=device,
+                            probe=probe,
                         )
                         del model
                     row = {

@@ -16,7 +16,8 @@ code (MedicalMultitaskModeling), so imported weights reproduce it:
 - ``shared["det_decoder"]``: :class:`FPNDecoder`, FPN over strides 8/16/32 plus two extra
   levels (64, 128) and one classification and one box tower of 4 conv-GroupNorm-GELU layers
   shared by all levels;
-- ``heads[name]``: classification / multi-label: dropout + linear on the embedding;
+- ``heads[name]``: classification / multi-label: dropout + linear on the embedding
+  (optionally standardised first);
   segmentation: 3x3 conv on the pixel embedding; detection: FCOS
   (:class:`medfound.networks.fcos.FCOSHead`) on the towers' outputs.
 
@@ -313,14 +314,33 @@ class FPNDecoder(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """Dropout + linear on the embedding; logits (softmax for single-label, sigmoid for multi-label at use)."""
+    """Dropout + linear on the embedding; logits (softmax for single-label, sigmoid for multi-label at use).
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2) -> None:
+    Parameters
+    ----------
+    in_channels : embedding channels.
+    num_classes : outputs (classes, or labels for multi-label).
+    dropout : dropout probability on the (standardised) embedding.
+    standardize : subtract the fixed buffers ``input_mean`` and divide by ``input_std`` first
+        (zeros and ones until set, e.g. from a linear probe's training features by the transfer
+        protocol). A pre-trained embedding can vary across the images of a new task by a small
+        fraction of its per-channel offset; without standardisation dropout noise on that offset
+        then drowns the signal and a freshly initialised head trains poorly. The buffers are part
+        of the state dict only when ``standardize`` is set, so plain heads keep their keys.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2, standardize: bool = False) -> None:
         super().__init__()
+        self.standardize = bool(standardize)
+        if self.standardize:
+            self.register_buffer("input_mean", torch.zeros(in_channels))
+            self.register_buffer("input_std", torch.ones(in_channels))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            embedding = (embedding - self.input_mean) / self.input_std
         return self.fc(self.dropout(embedding))
 
 
@@ -489,7 +509,8 @@ class UMedPT(nn.Module):
     def add_task(self, name: str, kind: str, num_classes: int, **head_kwargs: Any) -> nn.Module:
         """Create the head of a new task and return it.
 
-        ``head_kwargs``: classification / multilabel: ``dropout`` (default ``head_dropout``);
+        ``head_kwargs``: classification / multilabel: ``dropout`` (default ``head_dropout``),
+        ``standardize`` (see :class:`ClassificationHead`);
         segmentation: ``kernel_size`` (3), ``dropout`` (0); detection: ``FCOSHead`` options
         (``prior_prob``, ...). The head is created on the device and dtype of the shared blocks.
         """

@@ -62,10 +62,12 @@ from medfound.data.synthetic.common import (
 
 __all__ = ["SyntheticTask", "MULTITASK_TASKS", "MULTITASK_COUNTS", "write_multitask_demo"]
 
-#: samples per split and image side per size preset ("det_side" for detection tasks)
+#: samples per split and image side per size preset ("det_side" for detection tasks;
+#: "transfer_validation": the held-out transfer task's test split, larger so that the transfer
+#: protocol's scores are not dominated by the sampling noise of a handful of test images)
 MULTITASK_COUNTS: dict[str, dict[str, int]] = {
-    "small": {"training": 40, "validation": 16, "side": 64, "det_side": 96},
-    "medium": {"training": 240, "validation": 60, "side": 128, "det_side": 192},
+    "small": {"training": 40, "validation": 16, "transfer_validation": 64, "side": 64, "det_side": 96},
+    "medium": {"training": 240, "validation": 60, "transfer_validation": 120, "side": 128, "det_side": 192},
 }
 
 
@@ -356,6 +358,10 @@ def write_multitask_demo(out_dir: str | Path, size: str = "small", seed: int = 0
     files, tasks_info = [], []
     for task in MULTITASK_TASKS:
         side = counts["det_side"] if task.kind == "detection" else counts["side"]
+        n_items = {
+            "training": counts["training"],
+            "validation": counts["transfer_validation" if task.role == "transfer" else "validation"],
+        }
         task_dir = root / task.name
         datalist: dict[str, Any] = {
             "name": task.name, "kind": task.kind, "modality": task.modality,
@@ -363,7 +369,7 @@ def write_multitask_demo(out_dir: str | Path, size: str = "small", seed: int = 0
         }
         for split in ("training", "validation"):
             items = []
-            for i in range(counts[split]):
+            for i in range(n_items[split]):
                 image, target = task.render(make_rng(seed, "multitask", task.name, split, i), side)
                 stem = f"{split}_{i:04d}{_SUFFIX[task.image_format]}"
                 img_path = task_dir / "images" / stem
@@ -387,7 +393,7 @@ def write_multitask_demo(out_dir: str | Path, size: str = "small", seed: int = 0
             "name": task.name, "kind": task.kind, "modality": task.modality, "class_names": list(task.class_names),
             "role": task.role, "image_format": task.image_format, "image_size": [side, side],
             "datalist": f"{task.name}/datalist.json", "description": task.description,
-            "counts": {"training": counts["training"], "validation": counts["validation"]},
+            "counts": n_items,
         })
     write_json(root / "tasks.json", {"synthetic": True, "tasks": tasks_info})
     files.append(root / "tasks.json")
