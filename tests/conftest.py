@@ -17,7 +17,21 @@ def pytest_configure(config):
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
+
 DATA_DIR = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("single_torch_thread")``):
+    on a shared 2-core machine, also without xdist, two spinning OpenMP threads per process
+    oversubscribe the cores and make small convolutions 10-20x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

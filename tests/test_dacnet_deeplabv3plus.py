@@ -14,15 +14,7 @@ from monai.bundle import ConfigParser
 from medfound.errors import ConfigError, ShapeError, WeightsError
 from medfound.networks.deeplabv3plus import ASPP_RATES, DeepLabV3Plus
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """One intra-op thread: on a shared 2-core machine (and under ``pytest -n 2``) two spinning OpenMP
-    threads per process oversubscribe the cores and make small convolutions 10-20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _small(**kw) -> DeepLabV3Plus:

@@ -22,15 +22,7 @@ from medfound.networks.resnet import (
     resnet50,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """One intra-op thread: on a shared 2-core machine (and under ``pytest -n 2``) two spinning OpenMP
-    threads per process oversubscribe the cores and make small convolutions 10-20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
