@@ -187,6 +187,8 @@ def test_standardising_head_computes_fc_of_standardised_embedding_and_keeps_plai
     x = torch.arange(6.0) + 0.01 * torch.randn(4, 6)
     expected = (x - torch.arange(6.0)) / 0.01 @ head.fc.weight.T + head.fc.bias
     assert torch.allclose(head(x), expected, atol=1e-4)
+    for module in (plain, head):  # both forms stay scriptable (bundles export with TorchScript)
+        assert torch.allclose(torch.jit.script(module)(x), module(x))
 
 
 def test_linear_probe_head_reproduces_the_probe_and_lp_ft_starts_from_it(tmp_path):

@@ -332,9 +332,9 @@ class ClassificationHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2, standardize: bool = False) -> None:
         super().__init__()
         self.standardize = bool(standardize)
-        if self.standardize:
-            self.register_buffer("input_mean", torch.zeros(in_channels))
-            self.register_buffer("input_std", torch.ones(in_channels))
+        # always present (TorchScript compiles both branches of forward), saved only when used
+        self.register_buffer("input_mean", torch.zeros(in_channels), persistent=self.standardize)
+        self.register_buffer("input_std", torch.ones(in_channels), persistent=self.standardize)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels, num_classes)
 
