@@ -76,16 +76,3 @@ def tiny_config(split: str, out: str, method: str = "dac", **train) -> dict:
         "train": {"output_dir": out, "max_epochs": 2, "iterations_per_epoch": 3, "checkpoint_interval": 2,
                   "log_interval": 100, **train},
     }
-
-
-def one_thread():
-    """Generator for a module-scoped fixture: run torch on one thread, then restore.
-
-    The tiny networks of these tests gain nothing from intra-op threads, and on a shared
-    2-core machine (or with pytest-xdist workers) OpenMP threads oversubscribe the cores and
-    slow small ops down by an order of magnitude.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -21,11 +21,12 @@ def pytest_configure(config):
 DATA_DIR = Path(__file__).parent / "data"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def single_torch_thread():
-    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("single_torch_thread")``):
-    on a shared 2-core machine, also without xdist, two spinning OpenMP threads per process
-    oversubscribe the cores and make small convolutions 10-20x slower."""
+    """One intra-op thread for a test, or for a whole module with
+    ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``: the tiny networks of the
+    tests gain nothing from more, and on a shared 2-core machine, also without xdist, two
+    spinning OpenMP threads per process make small convolutions 10-20x slower."""
     import torch
 
     threads = torch.get_num_threads()

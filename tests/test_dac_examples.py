@@ -7,14 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from _dac_helpers import one_thread
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    yield from one_thread()
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _dac_helpers import one_thread
 from monai.losses import DiceCELoss
 
 import medfound.dac.losses as losses_mod
@@ -25,10 +24,7 @@ from medfound.dac.objective import DACObjective
 from medfound.dac.rampup import SigmoidRampUp, sigmoid_rampup
 from medfound.errors import ConfigError, LabelMismatchError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    yield from one_thread()
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.mark.parametrize("module", [losses_mod, objective_mod, rampup_mod])

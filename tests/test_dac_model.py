@@ -7,7 +7,7 @@ import doctest
 import numpy as np
 import pytest
 import torch
-from _dac_helpers import TINY_NET, one_thread
+from _dac_helpers import TINY_NET
 
 import medfound.dac.aux_tasks as aux_mod
 import medfound.dac.heads as heads_mod
@@ -25,10 +25,7 @@ from medfound.dac.strong_view import StrongAugment, gaussian_blur_batch
 from medfound.errors import ConfigError
 from medfound.networks.deeplabv3plus import DeepLabV3Plus
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    yield from one_thread()
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.mark.parametrize("module", [aux_mod, heads_mod, strong_mod])

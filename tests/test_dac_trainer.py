@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _dac_helpers import TINY_NET, disc_cup_item, one_thread, tiny_config, write_tiny_split
+from _dac_helpers import TINY_NET, disc_cup_item, tiny_config, write_tiny_split
 
 import medfound.dac.checkpoint as checkpoint_mod
 import medfound.dac.data as data_mod
@@ -28,9 +28,7 @@ from medfound.dac.workflow import build_trainer, train
 REGIONS = {"disc": [1, 2], "cup": [2]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    yield from one_thread()
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.mark.parametrize("module", [data_mod, checkpoint_mod])

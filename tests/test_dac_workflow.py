@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _dac_helpers import TINY_NET, one_thread, tiny_config, write_tiny_split
+from _dac_helpers import TINY_NET, tiny_config, write_tiny_split
 from PIL import Image
 
 import medfound.dac.config as config_mod
@@ -23,10 +23,7 @@ from medfound.dac.evaluation import ResizedPredictor
 from medfound.errors import ConfigError, DatasetLayoutError, LabelMismatchError
 from medfound.evaluation.segmentation import evaluate_segmentation
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    yield from one_thread()
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -58,17 +58,8 @@ def nuclei_batch(tmp_path_factory):
     return torch.stack(images), targets
 
 
-@pytest.fixture
-def one_thread():
-    """Small convolutions gain nothing from a second thread, and lose much when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
-def test_small_fcos_overfits_synthetic_nuclei(nuclei_batch, one_thread):
+def test_small_fcos_overfits_synthetic_nuclei(nuclei_batch, single_torch_thread):
     images, targets = nuclei_batch
     size = tuple(images.shape[-2:])
     assert sum(len(t["boxes"]) for t in targets) >= 20
