@@ -15,28 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
 from medfound.networks.deeplabv3plus import DeepLabV3Plus
 from medfound.networks.resnet import resnet50
-
-
-def _torchvision_resnet(tv_dir: str):
-    pkg = types.ModuleType("torchvision")
-    pkg.__path__ = [str(Path(tv_dir) / "torchvision")]
-    sys.modules["torchvision"] = pkg
-    ext = types.ModuleType("torchvision.extension")
-    ext._has_ops = lambda: False
-    ext._assert_has_ops = lambda: None
-    sys.modules["torchvision.extension"] = ext
-    from torchvision.models import resnet
-
-    return resnet
+from medfound.networks.torchvision_reference import import_torchvision_models
 
 
 def _interleaved_min_times(fns: dict, x: torch.Tensor, calls: int, warmup: int = 2) -> dict[str, float]:
@@ -71,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tv = _torchvision_resnet(args.torchvision_dir).resnet50().eval().to(device)
+    tv = import_torchvision_models("resnet", args.torchvision_dir).resnet50().eval().to(device)
     ours = resnet50(num_classes=1000).eval().to(device)
     ours.load_state_dict(tv.state_dict(), strict=True)
     deeplab = DeepLabV3Plus(num_classes=3).eval().to(device)

@@ -27,35 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
 from medfound.networks.swin_v2 import swin_v2_t
+from medfound.networks.torchvision_reference import import_torchvision_models
 
 
 def import_torchvision_swin(folder: str | None):
     """torchvision's ``swin_transformer`` module, or ``None`` when it cannot be imported."""
-    before = set(sys.modules)
-    if folder:
-        pkg = types.ModuleType("torchvision")
-        pkg.__path__ = [str(Path(folder) / "torchvision")]
-        sys.modules["torchvision"] = pkg
-        ext = types.ModuleType("torchvision.extension")
-        ext._has_ops = lambda: False
-        ext._assert_has_ops = lambda: None
-        sys.modules["torchvision.extension"] = ext
     try:
-        from torchvision.models import swin_transformer
-    except Exception as err:  # noqa: BLE001 - any import failure means "no reference"
-        for name in set(sys.modules) - before:  # leave no half-imported package behind
-            del sys.modules[name]
-        print(f"torchvision not importable ({type(err).__name__}: {err}); timing medfound only")
+        return import_torchvision_models("swin_transformer", folder)
+    except ImportError as err:
+        print(f"torchvision not importable ({err}); timing medfound only")
         return None
-    return swin_transformer
 
 
 def tv_pyramid(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from medfound.networks.torchvision_reference import import_torchvision_models
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -30,25 +31,11 @@ from resnet_reference import checksums, reference_state_dict  # noqa: E402
 SEEDS = {"resnet18": 18, "resnet50_os8": 50}
 
 
-def import_torchvision_models(tv_dir: str):
-    """Import torchvision's pure-Python model code without its compiled ops."""
-    pkg = types.ModuleType("torchvision")
-    pkg.__path__ = [str(Path(tv_dir) / "torchvision")]
-    sys.modules["torchvision"] = pkg
-    ext = types.ModuleType("torchvision.extension")
-    ext._has_ops = lambda: False
-    ext._assert_has_ops = lambda: None
-    sys.modules["torchvision.extension"] = ext
-    from torchvision.models import resnet
-
-    return resnet
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torchvision-dir", required=True, help="folder holding the torchvision package")
     args = parser.parse_args()
-    tv = import_torchvision_models(args.torchvision_dir)
+    tv = import_torchvision_models("resnet", args.torchvision_dir)
     import torchvision  # noqa: F401  (the stand-in package, for the version file)
 
     keys = {}

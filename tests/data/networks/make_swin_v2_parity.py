@@ -25,11 +25,11 @@ medfound in float32 at 1e-5.
 from __future__ import annotations
 
 import argparse
-import sys
-import types
 from pathlib import Path
 
 import torch
+
+from medfound.networks.torchvision_reference import import_torchvision_models
 
 CONFIGS = {
     "main": dict(
@@ -49,19 +49,6 @@ CONFIGS = {
         inputs=[(1, 3, 72, 100)],
     ),
 }
-
-
-def import_torchvision(folder: str):
-    pkg = types.ModuleType("torchvision")
-    pkg.__path__ = [str(Path(folder) / "torchvision")]
-    sys.modules["torchvision"] = pkg
-    ext = types.ModuleType("torchvision.extension")
-    ext._has_ops = lambda: False
-    ext._assert_has_ops = lambda: None
-    sys.modules["torchvision.extension"] = ext
-    from torchvision.models import swin_transformer
-
-    return swin_transformer
 
 
 def perturb(model: torch.nn.Module, gen: torch.Generator) -> None:
@@ -99,7 +86,7 @@ def main() -> None:
     parser.add_argument("--torchvision-dir", required=True, help="folder holding the torchvision package")
     parser.add_argument("--out", default=str(Path(__file__).with_name("swin_v2_parity.pt")))
     args = parser.parse_args()
-    sw = import_torchvision(args.torchvision_dir)
+    sw = import_torchvision_models("swin_transformer", args.torchvision_dir)
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(20261121)
     result = {"torch_version": str(torch.__version__), "models": {}}
