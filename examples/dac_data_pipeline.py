@@ -32,11 +32,11 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
-from medfound.data.datalist import save_json
 from medfound.data.fundus import fundus_datalist
 from medfound.data.splits import make_cdssdg_split, save_split, split_filename
 from medfound.evaluation.segmentation import evaluate_segmentation
 from medfound.networks.deeplabv3plus import DeepLabV3Plus
+from medfound.utils import atomic_write_json
 
 
 def pipeline(size: int, train: bool) -> Compose:
@@ -75,7 +75,7 @@ def main() -> None:
         print(f"writing SYNTHETIC fundus demo data to {root}")
         write_fundus_demo(root, size="small", seed=args.seed)
     datalist = fundus_datalist(root, cache_dir=out / "label_cache", log=print)
-    save_json(out / "datalist.json", datalist)
+    atomic_write_json(out / "datalist.json", datalist, sort_keys=True)
     split = make_cdssdg_split(datalist, args.test_domain, args.labeled_domain, labeled_ratio=args.labeled_ratio,
                               seed=args.seed)
     save_split(out / "splits" / split_filename(split), split)

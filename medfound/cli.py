@@ -119,10 +119,10 @@ def _run_adapter(dataset: str, root: str, cache_dir: str | None, on_error: str) 
 
 
 def _cmd_dac_datalist(args: argparse.Namespace) -> int:
-    from medfound.data.datalist import save_json
+    from medfound.utils import atomic_write_json
 
     datalist = _run_adapter(args.dataset, args.root, args.cache_dir, args.on_error)
-    save_json(args.output, datalist)
+    atomic_write_json(args.output, datalist, sort_keys=True)
     synthetic = " (SYNTHETIC demo data)" if datalist.get("synthetic") else ""
     print(f"wrote {args.output}: {datalist['num_items']} items, domains {', '.join(datalist['domains'])}{synthetic}")
     for bad in datalist.get("skipped", []):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medfound.data.datalist import DATALIST_KEY, FUNDUS, POLYP, load_datalist, make_datalist, save_json
+from medfound.data.datalist import DATALIST_KEY, FUNDUS, POLYP, load_datalist, make_datalist
 from medfound.data.fundus import decode_fundus_mask, fundus_datalist
 from medfound.data.polyp import decode_polyp_mask, polyp_datalist
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, LabelMismatchError, MedfoundError
+from medfound.utils import atomic_write_json
 
 
 def _png(path) -> np.ndarray:
@@ -218,7 +219,7 @@ def test_datalist_file_round_trip_and_monai(tmp_path):
 
     items = [{"image": str(tmp_path / "a.png"), "label": str(tmp_path / "a_l.png"), "domain": "X", "case_id": "a"},
              {"image": str(tmp_path / "b.png"), "domain": "Y", "case_id": "b"}]
-    path = save_json(tmp_path / "out" / "datalist.json", make_datalist(POLYP, items, root="r"))
+    path = atomic_write_json(tmp_path / "out" / "datalist.json", make_datalist(POLYP, items, root="r"), sort_keys=True)
     loaded = load_datalist(path)
     assert loaded["data"] == sorted(items, key=lambda it: (it["domain"], it["case_id"]))
     assert loaded["regions"] == {"polyp": [1]} and loaded["domains"] == ["X", "Y"]

@@ -15,11 +15,12 @@ from monai.data import load_decathlon_datalist
 from PIL import Image
 
 from medfound.data.synthetic import DEMO_DATASETS, write_demo_data
-from medfound.data.synthetic.common import GENERATOR_VERSION, gaussian_blur, make_rng
+from medfound.data.synthetic.common import GENERATOR_VERSION, gaussian_blur
 from medfound.data.synthetic.fundus import FUNDUS_COUNTS, FUNDUS_DOMAINS, render_fundus
 from medfound.data.synthetic.polyp import POLYP_COUNTS, POLYP_DOMAINS
 from medfound.data.synthetic.scgm import N_RATERS, SCGM_COUNTS, SCGM_SITES
 from medfound.errors import ConfigError, MedfoundError
+from medfound.utils import make_rng
 
 
 def _png(path: Path) -> np.ndarray:

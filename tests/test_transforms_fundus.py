@@ -9,7 +9,6 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 from PIL import Image
 
-from medfound.data.synthetic.common import make_rng
 from medfound.data.synthetic.fundus import FUNDUS_DOMAINS, render_fundus
 from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
 from medfound.transforms.fundus import (
@@ -30,6 +29,7 @@ from medfound.transforms.fundus import (
     fov_mask,
     locate_optic_disc,
 )
+from medfound.utils import make_rng
 
 CASES_PER_DOMAIN = 4
 

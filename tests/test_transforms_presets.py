@@ -12,12 +12,12 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd
 from PIL import Image
 
-from medfound.data.synthetic.common import make_rng
 from medfound.data.synthetic.fundus import FUNDUS_DOMAINS, render_fundus
 from medfound.data.synthetic.polyp import POLYP_DOMAINS, render_polyp
 from medfound.errors import ConfigError
 from medfound.transforms.fundus import DecodeDiscCup, locate_optic_disc
 from medfound.transforms.presets import MODALITIES, get_preset
+from medfound.utils import make_rng
 
 SIZE = 64
 

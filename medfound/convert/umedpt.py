@@ -46,11 +46,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -61,6 +59,7 @@ import torch
 
 from medfound.errors import UnsafePickleError, WeightsError
 from medfound.networks.swin_v2 import SWIN_V2_VARIANTS
+from medfound.utils import atomic_torch_save, atomic_write_json
 
 __all__ = [
     "ALLOWED_CLASSES",
@@ -455,20 +454,6 @@ def _decoder_state(state, classes, root: PickledObject, member: str) -> tuple[di
     return ours, {"pixel_embedding_channels": pixel, "seg_hidden_channels": hidden}
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if isinstance(obj, str):
-            Path(tmp).write_text(obj)
-        else:
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -531,14 +516,14 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"encoder": "encoder.pt"}
-    _save_atomic(encoder, out_dir / "encoder.pt")
+    atomic_torch_save(encoder, out_dir / "encoder.pt")
     if "squeezer" in mapped:
-        _save_atomic(dict(model.shared["squeezer"].state_dict()), out_dir / "squeezer.pt")
+        atomic_torch_save(dict(model.shared["squeezer"].state_dict()), out_dir / "squeezer.pt")
         written["squeezer"] = "squeezer.pt"
     if "seg_decoder" in mapped:
-        _save_atomic(dict(model.shared["seg_decoder"].state_dict()), out_dir / "seg_decoder.pt")
+        atomic_torch_save(dict(model.shared["seg_decoder"].state_dict()), out_dir / "seg_decoder.pt")
         written["seg_decoder"] = "seg_decoder.pt"
-    _save_atomic(dict(model.state_dict()), out_dir / "model.pt")
+    atomic_torch_save(dict(model.state_dict()), out_dir / "model.pt")
     report = {
         "config": config,
         "source": {"archive": archive.name, "sha256": _sha256(archive)},
@@ -549,5 +534,5 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
         "note": "converted from the user's own copy of the published UMedPT weights; "
         "their licence forbids redistribution",
     }
-    _save_atomic(json.dumps(report, indent=2) + "\n", out_dir / "umedpt_config.json")
+    atomic_write_json(out_dir / "umedpt_config.json", report)
     return report

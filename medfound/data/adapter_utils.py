@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medfound.data.datalist import save_json
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, LabelMismatchError
+from medfound.utils import atomic_path, atomic_write_json
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -168,12 +168,10 @@ class LabelCache:
         if self.lookup(rel, sources) is not None and target.is_file():
             return target
         label = decode()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
         try:
-            Image.fromarray(np.ascontiguousarray(label.astype(np.uint8))).save(tmp, format="PNG", optimize=False,
-                                                                               compress_level=6)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                Image.fromarray(np.ascontiguousarray(label.astype(np.uint8))).save(tmp, format="PNG", optimize=False,
+                                                                                   compress_level=6)
         except OSError as err:
             raise ConfigError(f"cannot write the label cache {target} ({err}); pass another cache_dir") from err
         self.store(rel, sources)
@@ -182,7 +180,7 @@ class LabelCache:
     def flush(self) -> None:
         """Write the index (atomically) if anything changed."""
         if self._dirty:
-            save_json(self._index_path, self._index)
+            atomic_write_json(self._index_path, self._index, sort_keys=True)
             self._dirty = False
 
 

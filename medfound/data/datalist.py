@@ -29,25 +29,25 @@ items carry ``image`` and ``domain`` (and ``label`` where labelled).
 Example
 -------
 >>> import tempfile, os
->>> from medfound.data.datalist import POLYP, make_datalist, save_json, load_datalist
+>>> from medfound.data.datalist import POLYP, make_datalist, load_datalist
+>>> from medfound.utils import atomic_write_json
 >>> items = [{"image": "/d/a.png", "label": "/d/a_l.png", "domain": "Kvasir", "case_id": "Kvasir/a"}]
 >>> path = os.path.join(tempfile.mkdtemp(), "datalist.json")
->>> _ = save_json(path, make_datalist(POLYP, items))
+>>> _ = atomic_write_json(path, make_datalist(POLYP, items), sort_keys=True)
 >>> load_datalist(path)["regions"]
 {'polyp': [1]}
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medfound.errors import ConfigError, DatasetLayoutError
+from medfound.utils import read_config_file
 
 __all__ = [
     "DATALIST_KEY",
@@ -59,7 +59,6 @@ __all__ = [
     "make_datalist",
     "validate_items",
     "validate_regions",
-    "save_json",
     "load_datalist",
 ]
 
@@ -151,25 +150,8 @@ def make_datalist(spec: DatasetSpec, items: Sequence[Mapping[str, Any]], **extra
     }
 
 
-def save_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON atomically (temporary file + ``os.replace``), sorted keys, trailing newline."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a datalist JSON written by :func:`save_json` (or by hand).
+    """Read and validate a datalist JSON written by the adapters (or by hand).
 
     Paths are returned as written (the adapters write absolute ones). Raises
     :class:`DatasetLayoutError` when the file is missing and :class:`ConfigError` when it
@@ -178,10 +160,7 @@ def load_datalist(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DatasetLayoutError(f"{path}: datalist file not found")
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    obj = read_config_file(path, what="datalist")
     if not isinstance(obj, dict) or DATALIST_KEY not in obj:
         raise ConfigError(f"{path}: a datalist needs a {DATALIST_KEY!r} list of items")
     validate_items(obj[DATALIST_KEY], str(path))

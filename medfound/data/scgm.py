@@ -50,6 +50,7 @@ import torch
 from medfound.data.adapter_utils import LabelCache, collect_cases, is_synthetic, options_version
 from medfound.data.datalist import SCGM, make_datalist
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, LabelMismatchError
+from medfound.utils import atomic_path
 
 __all__ = ["SCGM_SITES", "find_scgm_subjects", "process_scgm_subject", "scgm_datalist"]
 
@@ -227,9 +228,8 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(img, tmp)  # nibabel's gzip has no timestamp: identical bytes for identical input
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        nib.save(img, tmp)  # nibabel's gzip has no timestamp: identical bytes for identical input
 
 
 def scgm_datalist(

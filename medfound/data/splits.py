@@ -46,15 +46,13 @@ from __future__ import annotations
 import json
 import os
 import warnings
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medfound.data.datalist import DATALIST_KEY, load_datalist, save_json, validate_items
+from medfound.data.datalist import DATALIST_KEY, load_datalist, validate_items
 from medfound.errors import ConfigError, DatasetLayoutError
+from medfound.utils import atomic_write_json, make_rng
 
 __all__ = [
     "SPLIT_PARTS",
@@ -75,16 +73,12 @@ def _case_key(item: Mapping[str, Any]) -> str:
     return str(item.get("case_id", item["image"]))
 
 
-def _domain_rng(seed: int, domain: str) -> np.random.Generator:
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(domain.encode())])
-
-
 def _shuffled_groups(items: list[dict], group_key: str, seed: int, domain: str) -> list[list[dict]]:
     groups: dict[str, list[dict]] = {}
     for it in sorted(items, key=_case_key):
         groups.setdefault(str(it.get(group_key, _case_key(it))), []).append(it)
     names = sorted(groups)
-    order = _domain_rng(seed, domain).permutation(len(names))
+    order = make_rng(seed, domain).permutation(len(names))
     return [groups[names[i]] for i in order]
 
 
@@ -262,7 +256,7 @@ def save_split(path: str | os.PathLike, split: Mapping[str, Any]) -> Path:
     if clashes:
         warnings.warn(f"{path}: domain name(s) {clashes} are also paths in {path.parent}; "
                       "monai's load_decathlon_datalist would rewrite them, use medfound's load_split", stacklevel=2)
-    return save_json(path, split)
+    return atomic_write_json(path, split, sort_keys=True)
 
 
 def load_split(path: str | os.PathLike, part: str | None = None) -> Any:

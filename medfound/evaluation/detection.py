@@ -40,6 +40,7 @@ import numpy as np
 from ignite.metrics import Metric
 
 from medfound.errors import ConfigError, LabelMismatchError, ShapeError
+from medfound.evaluation.statistics import nanmean
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
@@ -192,10 +193,6 @@ def voc_average_precision(tp: np.ndarray, num_gt: int) -> float:
     return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
 
 
-def _nanmean(values: Sequence[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return float(np.mean(vals)) if vals else math.nan
-
 
 class DetectionMAP:
     """Accumulating detection metric: ``update`` per batch, ``compute`` at the end.
@@ -335,7 +332,7 @@ class DetectionMAP:
             result[f"map_50/{name}"] = values["map_50"]
             result[f"voc_ap50/{name}"] = values["voc_ap50"]
             result[f"num_gt/{name}"] = float(num_gt)
-        means = {key: _nanmean(vals) for key, vals in per_class.items()}
+        means = {key: nanmean(vals) for key, vals in per_class.items()}
         return {**means, **result}
 
     aggregate = compute

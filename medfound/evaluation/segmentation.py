@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from medfound.errors import ConfigError, ImageReadError, LabelMismatchError
+from medfound.utils import atomic_write_json
 
 __all__ = [
     "METRICS",
@@ -244,9 +245,7 @@ class SegmentationResults:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON (atomically; NaN written as ``NaN``)."""
-        from medfound.data.datalist import save_json
-
-        return save_json(path, self.to_dict())
+        return atomic_write_json(path, self.to_dict(), sort_keys=True)
 
     def cases_csv(self) -> str:
         """Per-case table: ``case_id, domain, <extra fields>, <metric>_<region>...``."""

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from medfound.errors import ConfigError, ImageReadError, MedfoundError
 from medfound.io.checks import CheckFinite
+from medfound.utils import atomic_write_text
 
 __all__ = [
     "SafeLoadImage", "SafeLoadImaged", "SafeLoadImageD", "SafeLoadImageDict",
@@ -343,9 +344,5 @@ def scan_cases(
         bad.append({"index": i, "case": case, "error": type(cause).__name__, "message": _first_line(cause)})
         logger.warning("bad case %d (%s): %s", i, type(cause).__name__, _first_line(cause))
     if report_path is not None:
-        p = Path(report_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text("".join(json.dumps(e, default=str) + "\n" for e in bad), encoding="utf-8")
-        os.replace(tmp, p)
+        atomic_write_text(report_path, "".join(json.dumps(e, default=str) + "\n" for e in bad))
     return good, bad

@@ -40,7 +40,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.metrics import Metric
@@ -48,6 +47,7 @@ from monai.metrics import compute_dice, compute_iou, compute_roc_auc
 
 from medfound.errors import ConfigError, ShapeError
 from medfound.evaluation.detection import DetectionMAP
+from medfound.evaluation.statistics import nanmean
 
 __all__ = [
     "PRIMARY_METRICS",
@@ -72,10 +72,6 @@ PRIMARY_METRICS = {
 def _plain(t: Any) -> Any:
     return t.as_tensor() if hasattr(t, "as_tensor") else t
 
-
-def _nanmean(values: Sequence[float]) -> float:
-    arr = np.asarray([v for v in values if not math.isnan(v)], np.float64)
-    return float(arr.mean()) if arr.size else math.nan
 
 
 def _auc(scores: torch.Tensor, positives: torch.Tensor) -> float:
@@ -157,7 +153,7 @@ class ClassificationMetric(TaskMetric):
             f1s.append(_f1(tp, fp, fn))
             aucs.append(_auc(probs[:, k], labels == k))
             out[f"f1/{name}"], out[f"auc/{name}"] = f1s[-1], aucs[-1]
-        out["f1_macro"], out["auc_macro"] = _nanmean(f1s), _nanmean(aucs)
+        out["f1_macro"], out["auc_macro"] = nanmean(f1s), nanmean(aucs)
         return out
 
 
@@ -195,7 +191,7 @@ class MultiLabelMetric(TaskMetric):
             f1s.append(_f1(tp, fp, fn))
             accs.append(float((hit == t).float().mean()) if t.numel() else math.nan)
             out[f"auc/{name}"], out[f"f1/{name}"], out[f"accuracy/{name}"] = aucs[-1], f1s[-1], accs[-1]
-        out["auc_macro"], out["f1_macro"], out["accuracy"] = _nanmean(aucs), _nanmean(f1s), _nanmean(accs)
+        out["auc_macro"], out["f1_macro"], out["accuracy"] = nanmean(aucs), nanmean(f1s), nanmean(accs)
         return out
 
 
@@ -237,12 +233,12 @@ class SegmentationMetric(TaskMetric):
         dice = torch.cat(self._dice) if self._dice else torch.full((0, c), math.nan)
         iou = torch.cat(self._iou) if self._iou else torch.full((0, c), math.nan)
         out: dict[str, float] = {"num_samples": float(len(dice))}
-        dice_c = [_nanmean(dice[:, k].tolist()) for k in range(c)]
-        iou_c = [_nanmean(iou[:, k].tolist()) for k in range(c)]
+        dice_c = [nanmean(dice[:, k].tolist()) for k in range(c)]
+        iou_c = [nanmean(iou[:, k].tolist()) for k in range(c)]
         for k, name in enumerate(self.class_names):
             out[f"dice/{name}"], out[f"iou/{name}"] = dice_c[k], iou_c[k]
         fg = slice(1, None) if c > 1 and self.class_names[0].lower() in ("background", "bg", "0") else slice(0, None)
-        out["dice_mean"], out["iou_mean"] = _nanmean(dice_c[fg]), _nanmean(iou_c[fg])
+        out["dice_mean"], out["iou_mean"] = nanmean(dice_c[fg]), nanmean(iou_c[fg])
         return out
 
 
@@ -342,5 +338,5 @@ class MultiTaskMetric(Metric):
             for key, value in metric.compute().items():
                 result[f"{name}/{key}"] = float(value)
             scores.append(result[f"{name}/score"])
-        result["mean_score"] = _nanmean(scores)
+        result["mean_score"] = nanmean(scores)
         return result

@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from medfound.data.synthetic.common import GENERATOR_VERSION, SIZES, check_size, write_json
+from medfound.data.synthetic.common import GENERATOR_VERSION, SIZES, check_size
 from medfound.data.synthetic.fundus import write_fundus_demo
 from medfound.data.synthetic.multitask import write_multitask_demo
 from medfound.data.synthetic.polyp import write_polyp_demo
 from medfound.data.synthetic.scgm import write_scgm_demo
 from medfound.errors import ConfigError
+from medfound.utils import atomic_write_json
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -83,11 +84,11 @@ def write_demo_data(
         written[name] = root / name
         if log is not None:
             log(f"{name:<10} {len(manifest['files']):>5} files  {time.perf_counter() - start:6.1f} s  -> {root / name}")
-    write_json(root / "demo_index.json", {
+    atomic_write_json(root / "demo_index.json", {
         "synthetic": True,
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "size": size,
         "datasets": {name: f"{name}/manifest.json" for name in written},
-    })
+    }, sort_keys=True)
     return written

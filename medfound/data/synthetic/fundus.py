@@ -42,13 +42,13 @@ from medfound.data.synthetic.common import (
     gaussian_blur,
     grid,
     jpeg_roundtrip,
-    make_rng,
     save_png,
     smooth_noise,
     soft_inside,
     to_uint8,
     write_dataset_docs,
 )
+from medfound.utils import make_rng
 
 __all__ = ["FundusDomain", "FUNDUS_DOMAINS", "FUNDUS_COUNTS", "render_fundus", "write_fundus_demo"]
 

@@ -51,14 +51,13 @@ from medfound.data.synthetic.common import (
     ellipse_distance,
     gaussian_blur,
     grid,
-    make_rng,
     save_png,
     smooth_noise,
     soft_inside,
     to_uint8,
     write_dataset_docs,
-    write_json,
 )
+from medfound.utils import atomic_write_json, make_rng
 
 __all__ = ["SyntheticTask", "MULTITASK_TASKS", "MULTITASK_COUNTS", "write_multitask_demo"]
 
@@ -387,7 +386,7 @@ def write_multitask_demo(out_dir: str | Path, size: str = "small", seed: int = 0
                     item["label"] = target
                 items.append(item)
             datalist[split] = items
-        write_json(task_dir / "datalist.json", datalist)
+        atomic_write_json(task_dir / "datalist.json", datalist, sort_keys=True)
         files.append(task_dir / "datalist.json")
         tasks_info.append({
             "name": task.name, "kind": task.kind, "modality": task.modality, "class_names": list(task.class_names),
@@ -395,7 +394,7 @@ def write_multitask_demo(out_dir: str | Path, size: str = "small", seed: int = 0
             "datalist": f"{task.name}/datalist.json", "description": task.description,
             "counts": n_items,
         })
-    write_json(root / "tasks.json", {"synthetic": True, "tasks": tasks_info})
+    atomic_write_json(root / "tasks.json", {"synthetic": True, "tasks": tasks_info}, sort_keys=True)
     files.append(root / "tasks.json")
     return write_dataset_docs(
         root,

@@ -37,13 +37,13 @@ from medfound.data.synthetic.common import (
     ellipse_distance,
     grid,
     jpeg_roundtrip,
-    make_rng,
     save_png,
     smooth_noise,
     soft_inside,
     to_uint8,
     write_dataset_docs,
 )
+from medfound.utils import make_rng
 
 __all__ = ["PolypDomain", "POLYP_DOMAINS", "POLYP_COUNTS", "render_polyp", "write_polyp_demo"]
 

@@ -37,7 +37,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medfound.data.synthetic.common import check_size, gaussian_blur, make_rng, smooth_noise, write_dataset_docs
+from medfound.data.synthetic.common import check_size, gaussian_blur, smooth_noise, write_dataset_docs
+from medfound.utils import make_rng
 
 __all__ = ["ScgmSite", "SCGM_SITES", "SCGM_COUNTS", "N_RATERS", "render_scgm_subject", "write_scgm_demo"]
 
