@@ -38,11 +38,19 @@ from medfound.utils.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    load_torch_file,
     remove_stale_temporaries,
     resolve_inside,
     safe_filename,
 )
-from medfound.utils.seeding import derive_seed, make_rng, seed_entropy, torch_generator
+from medfound.utils.seeding import (
+    capture_rng_state,
+    derive_seed,
+    make_rng,
+    restore_rng_state,
+    seed_entropy,
+    torch_generator,
+)
 
 __all__ = [
     "atomic_path",
@@ -50,6 +58,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "load_torch_file",
     "remove_stale_temporaries",
     "resolve_inside",
     "safe_filename",
@@ -57,6 +66,8 @@ __all__ = [
     "make_rng",
     "seed_entropy",
     "torch_generator",
+    "capture_rng_state",
+    "restore_rng_state",
     "resolve_device",
     "local_rank",
     "world_size",

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from medfound.errors import ConfigError
+from medfound.errors import ConfigError, WeightsError
 
 __all__ = [
     "atomic_path",
@@ -42,6 +42,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_torch_save",
+    "load_torch_file",
     "remove_stale_temporaries",
     "safe_filename",
     "resolve_inside",
@@ -134,6 +135,39 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
     return path
+
+
+def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``; a missing, truncated or unsafe file raises
+    :class:`~medfound.errors.WeightsError` naming it (never a raw unpickling traceback).
+
+    ``weights_only=True`` is passed explicitly: torch 2.4-2.5 default to full unpickling,
+    which runs code from the file.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> p = Path(tempfile.mkdtemp()) / "last.pt"; _ = p.write_bytes(b"PK\\x03\\x04 torn")
+    >>> try:
+    ...     load_torch_file(p)
+    ... except ValueError as err:
+    ...     print(type(err).__name__, "cannot be read" in str(err), str(p) in str(err))
+    WeightsError True True
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - RuntimeError, UnpicklingError, EOFError, zipfile errors, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(
+            f"{what} {path} cannot be read (truncated, not a torch file, or holding objects other than "
+            f"tensors and plain values): {first}"
+        ) from None
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -19,11 +19,14 @@ True
 
 from __future__ import annotations
 
+import random
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["seed_entropy", "derive_seed", "make_rng", "torch_generator"]
+__all__ = ["seed_entropy", "derive_seed", "make_rng", "torch_generator", "capture_rng_state", "restore_rng_state"]
 
 
 def seed_entropy(seed: int, *keys: str | int) -> list[int]:
@@ -62,3 +65,54 @@ def torch_generator(seed: int, *keys: str | int, device: str = "cpu"):
     import torch
 
     return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global RNG states (python, numpy, torch CPU, CUDA) as weights-only-safe values.
+
+    For checkpoints of runs that draw from the global generators (dropout, stochastic depth).
+
+    Example
+    -------
+    >>> import torch
+    >>> state = capture_rng_state(); a = torch.rand(1)
+    >>> restore_rng_state(state); torch.equal(a, torch.rand(1))
+    True
+    """
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Set the global RNGs to a :func:`capture_rng_state` result."""
+    import torch
+
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    if "numpy" in state:
+        n = state["numpy"]
+        keys = n["keys"].numpy() if torch.is_tensor(n["keys"]) else np.asarray(n["keys"])
+        np.random.set_state(
+            (n["kind"], keys.astype(np.uint32), int(n["pos"]), int(n["has_gauss"]), float(n["cached_gaussian"]))
+        )
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        states = list(state["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([s.cpu() for s in states])

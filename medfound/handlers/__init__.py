@@ -1,0 +1,23 @@
+"""Ignite/MONAI handlers shared by medfound's trainers (multi-task pre-training and DAC).
+
+MONAI's and ignite's handlers are used wherever they do the job (``StatsHandler``,
+``TensorBoardStatsHandler``, ``ValidationHandler``, ``ProgressBar``); what lives here is
+what they lack:
+
+- :class:`~medfound.handlers.checkpoint.AtomicCheckpointSaver`: one fixed-name, fsynced,
+  atomically replaced ``last.pt`` (MONAI's ``CheckpointSaver`` names files by iteration and
+  does not fsync), written on rank 0 only, plus the final deployable weights;
+- :class:`~medfound.handlers.checkpoint.CheckpointResume`: loads ``last.pt`` at start with
+  ``weights_only=True`` and a clear error for a torn or foreign file, so a killed run
+  continues bit-identically.
+
+Example
+-------
+>>> from medfound.handlers import AtomicCheckpointSaver, CheckpointResume
+"""
+
+from __future__ import annotations
+
+from medfound.handlers.checkpoint import AtomicCheckpointSaver, CheckpointResume
+
+__all__ = ["AtomicCheckpointSaver", "CheckpointResume"]
