@@ -94,7 +94,8 @@ def test_bundle_config_targets_with_plain_json(tmp_path):
                  "roi_start": [10, 20], "roi_end": [74, 84], "pixel_size": [0.5, 0.5]},
         "reader": {"_target_": "medfound.io.RadiographReader", "output": "modality", "voi": "none",
                    "spacing_tags": ["ImagerPixelSpacing"], "default_spacing": 0.2},
-        "check": {"_target_": "medfound.io.CheckLabelMatchd", "keys": ["label"], "image_key": "image", "atol": 0.01},
+        "check": {"_target_": "medfound.transforms.CheckLabelMatchd", "keys": ["label"], "image_key": "image",
+                  "atol": 0.01},
         "safe": {
             "_target_": "medfound.io.SafeLoadImaged",
             "keys": ["image"],

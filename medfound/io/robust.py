@@ -30,7 +30,7 @@ from monai.utils import ensure_tuple
 from torch.utils.data import Dataset as TorchDataset
 
 from medfound.errors import ConfigError, ImageReadError, MedfoundError
-from medfound.io.checks import CheckFinite
+from medfound.transforms.checks import CheckFinite
 from medfound.utils import atomic_write_text
 
 __all__ = [

@@ -32,10 +32,11 @@ from monai.data.meta_obj import get_track_meta
 from monai.data.utils import compute_importance_map
 from monai.transforms import CropForeground, InvertibleTransform, MapTransform, Transform
 from monai.transforms.traits import MultiSampleTrait
+from monai.utils import TransformBackends
 
 from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
 from medfound.transforms._utils import source_of, spatial_tuple, to_tensor
-from medfound.transforms.common import PercentileNormalize, PercentileNormalized
+from medfound.transforms.intensity import PercentileNormalize, PercentileNormalized
 
 __all__ = [
     "ChannelPercentileNormalize",
@@ -525,7 +526,7 @@ class InstanceMaskToBoxes(Transform):
     ([[0.0, 0.0, 3.0, 2.0], [6.0, 5.0, 8.0, 8.0]], 2)
     """
 
-    backend = [torch.Tensor.__name__, np.ndarray.__name__]
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, class_value: int = 0, min_area: int = 0) -> None:
         self.class_value = int(class_value)

@@ -27,7 +27,7 @@ from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform, Spacing, Spacingd, Transform
 from monai.transforms.traits import MultiSampleTrait
-from monai.utils import TraceKeys, ensure_tuple, ensure_tuple_rep
+from monai.utils import TraceKeys, TransformBackends, ensure_tuple, ensure_tuple_rep
 
 from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
 from medfound.transforms._utils import (
@@ -39,7 +39,7 @@ from medfound.transforms._utils import (
     source_of,
     to_tensor,
 )
-from medfound.transforms.common import PercentileNormalize, PercentileNormalized
+from medfound.transforms.intensity import PercentileNormalize, PercentileNormalized
 
 __all__ = [
     "CT_WINDOWS",
@@ -157,7 +157,7 @@ class CTWindow(Transform):
     (3, 1, 4)
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(
         self,
@@ -547,7 +547,7 @@ class SampleSlices(_SliceSampler):
     (4, (3, 2, 2), [0.0, 0.0, 1.0], 0)
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(
         self,
@@ -591,7 +591,7 @@ class RandSampleSlices(_SliceSampler, RandomizableTransform):
     [2, 8]
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import ensure_tuple
+from monai.utils import TransformBackends, ensure_tuple
 
 from medfound.errors import ConfigError, InvalidImageError
 from medfound.transforms._utils import as_float, check_finite, new_meta_like, percentiles, source_of, to_tensor
@@ -135,7 +135,7 @@ class XRayWindow(Transform):
     ([1.0, 0.5, 0.0], 'display', False)
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(
         self,
@@ -265,7 +265,7 @@ class XRayInvert(Transform):
     ([[1.0, 0.75, 0.0]], [[1.0, 0.75, 0.0]])
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, invert: bool | str = "auto", value_range: Sequence[float] | None = (0.0, 1.0)) -> None:
         if invert not in ("auto", True, False):
