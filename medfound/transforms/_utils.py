@@ -16,6 +16,7 @@ from monai.transforms import CropForeground, InvertibleTransform
 from monai.utils import convert_to_tensor
 
 from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
+from medfound.utils import check_float
 
 # torch.quantile refuses inputs above 2**24 elements; larger arrays go through numpy or kthvalue
 _QUANTILE_LIMIT = 2**24
@@ -119,6 +120,15 @@ def kth_percentiles(flat: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
         hi = torch.kthvalue(flat, min(lo_i + 2, n)).values if frac > 0 else lo
         out.append(lo + (hi - lo) * frac)
     return torch.stack(out)
+
+
+def check_percentiles(lower: Any, upper: Any) -> tuple[float, float]:
+    """``(lower, upper)`` as floats with ``0 <= lower < upper <= 100``, else :class:`ConfigError` naming them."""
+    lo = check_float(lower, "lower", low=0.0, high=100.0)
+    hi = check_float(upper, "upper", low=0.0, high=100.0)
+    if not lo < hi:
+        raise ConfigError(f"lower must be below upper (percentiles), got {lower}, {upper}")
+    return lo, hi
 
 
 def spatial_tuple(size: int | Sequence[int], ndim: int, what: str) -> tuple[int, ...]:

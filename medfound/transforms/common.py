@@ -21,6 +21,7 @@ from monai.utils import TraceKeys, TransformBackends, ensure_tuple_rep
 from medfound.errors import ConfigError, InvalidImageError
 from medfound.transforms._utils import check_finite, new_meta_like, source_of, spatial_tuple, to_tensor
 from medfound.transforms.intensity import luma
+from medfound.utils import check_bool, check_choice, check_float
 
 __all__ = [
     "ResizeWithPad",
@@ -222,14 +223,10 @@ class ToEncoderInput(Transform):
     _SCALES = ("dtype", "minmax", "none")
 
     def __init__(self, num_channels: int = 3, scale: str = "dtype", clip: bool = True, drop_alpha: bool = True) -> None:
-        if scale not in self._SCALES:
-            raise ConfigError(f"ToEncoderInput scale must be one of {self._SCALES}, got {scale!r}")
-        if num_channels not in (1, 3):
-            raise ConfigError(f"ToEncoderInput num_channels must be 1 or 3, got {num_channels}")
-        self.num_channels = num_channels
-        self.scale = scale
-        self.clip = clip
-        self.drop_alpha = drop_alpha
+        self.num_channels = check_choice(num_channels, (1, 3), "num_channels")
+        self.scale = check_choice(scale, self._SCALES, "scale")
+        self.clip = check_bool(clip, "clip")
+        self.drop_alpha = check_bool(drop_alpha, "drop_alpha")
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         img_t = to_tensor(img)
@@ -324,10 +321,8 @@ class BinarizeMask(Transform):
     def __init__(
         self, threshold: float | None = None, reduce: str = "any", dtype: torch.dtype | str = torch.float32
     ) -> None:
-        if reduce not in ("any", "mean"):
-            raise ConfigError(f"BinarizeMask reduce must be 'any' or 'mean', got {reduce!r}")
-        self.threshold = threshold
-        self.reduce = reduce
+        self.threshold = check_float(threshold, "threshold", allow_none=True)
+        self.reduce = check_choice(reduce, ("any", "mean"), "reduce")
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:

@@ -74,6 +74,7 @@ from medfound.transforms.tomography import (
     SampleSlicesd,
 )
 from medfound.transforms.xray import XRayWindowd
+from medfound.utils import check_choice
 
 __all__ = ["MODALITIES", "LABEL_TYPES", "get_preset", "medfound_reader"]
 
@@ -165,18 +166,15 @@ def get_preset(
     >>> tuple(out["image"].shape), out["image"].dtype
     ((3, 64, 64), torch.float32)
     """
-    if modality not in MODALITIES:
-        raise ConfigError(f"unknown modality {modality!r}; presets exist for {', '.join(MODALITIES)}")
-    if mode not in ("train", "infer"):
-        raise ConfigError(f"mode must be 'train' or 'infer', got {mode!r}")
+    check_choice(modality, MODALITIES, "modality")
+    check_choice(mode, ("train", "infer"), "mode")
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     if not keys:
         raise ConfigError("keys must name at least the image key")
     image_key, label_keys = keys[0], keys[1:]
     if label_type is None:
         label_type = "segmentation" if label_keys else "none"
-    if label_type not in LABEL_TYPES:
-        raise ConfigError(f"label_type must be one of {LABEL_TYPES}, got {label_type!r}")
+    check_choice(label_type, LABEL_TYPES, "label_type")
     if label_type in ("none", "classification"):
         label_keys = ()  # other entries (class indices) pass through untouched
     if label_type == "detection" and len(label_keys) != 1:

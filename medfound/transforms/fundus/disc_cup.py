@@ -18,8 +18,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-from medfound.errors import ConfigError, LabelMismatchError
+from medfound.errors import LabelMismatchError
 from medfound.transforms._utils import new_meta_like, source_of, to_tensor
+from medfound.utils import check_bool, check_choice
 
 __all__ = [
     "DISC_CUP_VALUES",
@@ -54,13 +55,12 @@ def disc_from_mask(mask: NdarrayOrTensor, encoding: str = "dofe") -> torch.Tenso
     m = m.as_tensor() if isinstance(m, MetaTensor) else m
     if m.ndim != 3:
         raise LabelMismatchError(f"a disc/cup mask must be (C, H, W), got shape {tuple(m.shape)}{source_of(mask)}")
+    check_choice(encoding, ("dofe", "index", "channels"), "mask encoding")
     if encoding == "dofe":
         return m[0] < 192
     if encoding == "index":
         return m[0] > 0
-    if encoding == "channels":
-        return m[0] > 0.5
-    raise ConfigError(f"unknown mask encoding {encoding!r}; use 'dofe', 'index' or 'channels'")
+    return m[0] > 0.5  # "channels"
 
 
 class DecodeDiscCup(Transform):
@@ -84,10 +84,8 @@ class DecodeDiscCup(Transform):
     def __init__(
         self, output: str = "channels", strict: bool = False, dtype: torch.dtype | str = torch.float32
     ) -> None:
-        if output not in ("channels", "index"):
-            raise ConfigError(f"DecodeDiscCup output must be 'channels' or 'index', got {output!r}")
-        self.output = output
-        self.strict = strict
+        self.output = check_choice(output, ("channels", "index"), "output")
+        self.strict = check_bool(strict, "strict")
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
     def __call__(self, mask: NdarrayOrTensor) -> torch.Tensor:
@@ -158,12 +156,8 @@ class EncodeDiscCup(Transform):
 
     # ``input`` mirrors DecodeDiscCup(output=...)
     def __init__(self, input: str = "channels", num_channels: int = 1) -> None:  # noqa: A002
-        if input not in ("channels", "index"):
-            raise ConfigError(f"EncodeDiscCup input must be 'channels' or 'index', got {input!r}")
-        if num_channels not in (1, 3):
-            raise ConfigError(f"num_channels must be 1 or 3, got {num_channels}")
-        self.input = input
-        self.num_channels = num_channels
+        self.input = check_choice(input, ("channels", "index"), "input")
+        self.num_channels = check_choice(num_channels, (1, 3), "num_channels")
 
     def __call__(self, labels: NdarrayOrTensor) -> torch.Tensor:
         l_t = to_tensor(labels)

@@ -36,6 +36,7 @@ from medfound.transforms._utils import (
     to_tensor,
 )
 from medfound.transforms.intensity import to_unit_float
+from medfound.utils import check_bool, check_float, check_int
 
 __all__ = [
     "fov_mask",
@@ -113,8 +114,8 @@ class FieldOfViewMask(Transform):
     backend = [TransformBackends.TORCH]
 
     def __init__(self, threshold: float = 0.1, opening: float = 0.02) -> None:
-        self.threshold = float(threshold)
-        self.opening = float(opening)
+        self.threshold = check_float(threshold, "threshold", low=0.0, high=1.0)
+        self.opening = check_float(opening, "opening", low=0.0, high=1.0)
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         img_t = to_tensor(img)
@@ -174,10 +175,10 @@ class FieldOfViewCrop(BoxCrop):
     def __init__(self, margin: int = 0, square: bool = True, threshold: float = 0.1, opening: float = 0.02,
                  pad_mode: str = "constant", **pad_kwargs: Any) -> None:
         super().__init__(pad_mode, **pad_kwargs)
-        self.margin = int(margin)
-        self.square = square
-        self.threshold = float(threshold)
-        self.opening = float(opening)
+        self.margin = check_int(margin, "margin")
+        self.square = check_bool(square, "square")
+        self.threshold = check_float(threshold, "threshold", low=0.0, high=1.0)
+        self.opening = check_float(opening, "opening", low=0.0, high=1.0)
 
     def box(self, img: torch.Tensor, mask: NdarrayOrTensor | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The crop box ``(start, end)`` (row, column) for ``img``."""

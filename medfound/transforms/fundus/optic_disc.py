@@ -20,7 +20,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform
 
-from medfound.errors import ConfigError, InvalidImageError
+from medfound.errors import InvalidImageError
 from medfound.transforms._utils import (
     BoxCrop,
     box_of,
@@ -37,6 +37,7 @@ from medfound.transforms._utils import (
 from medfound.transforms.fundus.disc_cup import disc_from_mask
 from medfound.transforms.fundus.field_of_view import fov_mask
 from medfound.transforms.intensity import gaussian_blur, luma, to_unit_float
+from medfound.utils import check_choice, check_float
 
 __all__ = [
     "locate_optic_disc",
@@ -142,12 +143,10 @@ class OpticDiscCrop(BoxCrop):
                  mask_encoding: str = "dofe", disc_fraction: float = 0.12, pad_mode: str = "constant",
                  **pad_kwargs: Any) -> None:
         super().__init__(pad_mode, **pad_kwargs)
-        if roi_size is None and not 0 < roi_fraction <= 1:
-            raise ConfigError(f"roi_fraction must lie in (0, 1], got {roi_fraction}")
-        self.roi_size = roi_size
-        self.roi_fraction = float(roi_fraction)
-        self.mask_encoding = mask_encoding
-        self.disc_fraction = float(disc_fraction)
+        self.roi_size = None if roi_size is None else spatial_tuple(roi_size, 2, "roi_size")
+        self.roi_fraction = check_float(roi_fraction, "roi_fraction", low=0.0, high=1.0, low_open=True)
+        self.mask_encoding = check_choice(mask_encoding, ("dofe", "index", "channels"), "mask_encoding")
+        self.disc_fraction = check_float(disc_fraction, "disc_fraction", low=0.0, high=1.0, low_open=True)
 
     def center(self, img: torch.Tensor, mask: NdarrayOrTensor | None = None) -> tuple[list[float], str]:
         """Disc centre (row, column) and where it came from."""
@@ -163,7 +162,7 @@ class OpticDiscCrop(BoxCrop):
 
     def roi(self, img: torch.Tensor) -> tuple[int, int]:
         if self.roi_size is not None:
-            return spatial_tuple(self.roi_size, 2, "roi_size")  # type: ignore[return-value]
+            return self.roi_size  # type: ignore[return-value]
         side = max(1, int(round(self.roi_fraction * min(img.shape[1:]))))
         return side, side
 
