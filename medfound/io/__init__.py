@@ -13,7 +13,8 @@
 
 Importing this package registers the reader names with MONAI, so ``LoadImage(reader=
 "RadiographReader")`` works, without changing how a plain ``LoadImage()`` picks readers (see
-:func:`register_readers`; set ``MEDFOUND_PREFER_READERS=1`` to opt in to auto-selection).
+:func:`register_readers`; set ``MEDFOUND_PREFER_READERS=1`` to opt in to auto-selection), and
+silences MONAI's "nvImageCodec is not available" notice (:func:`quiet_nvimgcodec_notice`).
 
 Example
 -------
@@ -38,7 +39,7 @@ from medfound.io.microscopy import MicroscopyReader, read_tiff_region
 from medfound.io.orientation import check_orientation, read_affine
 from medfound.io.photo import PhotoReader
 from medfound.io.radiograph import RADIOGRAPH_MODALITIES, RadiographReader
-from medfound.io.registry import MEDFOUND_READERS, register_readers, unregister_readers
+from medfound.io.registry import MEDFOUND_READERS, quiet_nvimgcodec_notice, register_readers, unregister_readers
 from medfound.io.robust import (
     SafeLoadImage,
     SafeLoadImageD,
@@ -51,6 +52,7 @@ from medfound.io.robust import (
 )
 
 register_readers(prefer=_os.environ.get("MEDFOUND_PREFER_READERS", "").strip().lower() in ("1", "true", "yes"))
+quiet_nvimgcodec_notice()
 
 __all__ = [
     "DicomSeriesReader", "DicomSeries", "scan_dicom_folder", "read_series_header", "write_dicom_series",
@@ -60,5 +62,5 @@ __all__ = [
     "read_affine", "check_orientation",
     "SafeLoadImage", "SafeLoadImaged", "SafeLoadImageD", "SafeLoadImageDict",
     "SkipBadCases", "scan_cases", "read_skip_report", "root_cause",
-    "MEDFOUND_READERS", "register_readers", "unregister_readers",
+    "MEDFOUND_READERS", "register_readers", "unregister_readers", "quiet_nvimgcodec_notice",
 ]  # fmt: skip

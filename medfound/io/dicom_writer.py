@@ -19,7 +19,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 
 from medfound.errors import ConfigError
 from medfound.io._dicom import write_dataset
-from medfound.utils import check_choice
+from medfound.utils import check_choice, make_rng
 
 __all__ = ["write_dicom_series"]
 
@@ -140,7 +140,7 @@ def write_dicom_series(
     if order == "reverse":
         numbers = numbers[::-1]
     elif order == "shuffle":
-        numbers = np.random.default_rng(seed).permutation(numbers)
+        numbers = make_rng(seed, "write_dicom_series", "order").permutation(numbers)
 
     paths = []
     for k in range(nz):
