@@ -224,6 +224,11 @@ class DicomSeriesReader(ImageReader):
     comes out in HU. The array is indexed ``(x, y, z)`` like MONAI's readers, C-contiguous, and
     carries no channel dimension (``original_channel_dim`` is ``"no_channel"``).
 
+    The rescale is done here, in blocks of slices in the output type, not with pydicom's
+    ``apply_modality_lut`` (which the radiograph reader uses): that returns a new float64 array
+    per slice, and this reader's speed against SimpleITK (``examples/benchmarks/io_bench.py``)
+    comes from reading native pixel data straight into the output volume.
+
     Parameters
     ----------
     series_uid

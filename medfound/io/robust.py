@@ -309,7 +309,8 @@ def scan_cases(
 
     Example
     -------
-    >>> from medfound.io import SafeLoadImaged, CheckLabelMatchd, scan_cases
+    >>> from medfound.io import SafeLoadImaged, scan_cases
+    >>> from medfound.transforms import CheckLabelMatchd
     >>> from monai.transforms import Compose
     >>> check = Compose([SafeLoadImaged(["image", "label"], ensure_channel_first=True), CheckLabelMatchd("label")])
     >>> good, bad = scan_cases(datalist, check, report_path="skipped.jsonl")  # doctest: +SKIP
