@@ -56,7 +56,7 @@ def test_check_affine_and_orientation_transform():
     with pytest.warns(UserWarning, match="left-handed"):
         report = check_affine(np.diag([-1.0, 1.0, 1.0, 1.0]), allow_left_handed=False, on_fail="warn")
     assert report.left_handed
-    with pytest.raises(OrientationError, match=r"vol: degenerate affine \(zero-length axis or singular matrix\); header says no"):
+    with pytest.raises(OrientationError, match=r"vol: degenerate affine \(zero-length .*\); header says no"):
         check_affine(np.diag([1.0, 0.0, 1.0, 1.0]), "vol", fatal_notes=["header says no"])
     with pytest.raises(ConfigError, match="on_fail must be one of"):
         CheckOrientation(on_fail="ignore")
