@@ -449,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from medfound.io.registry import quiet_nvimgcodec_notice  # here: --help needs no MONAI import
+
+    quiet_nvimgcodec_notice()  # MONAI logs it at every LoadImage when the optional GPU decoder is missing
     try:
         return int(args.func(args) or 0)
     except MedfoundError as err:

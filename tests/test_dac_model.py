@@ -21,9 +21,10 @@ from medfound.dac.aux_tasks import (
 )
 from medfound.dac.config import METHODS
 from medfound.dac.model import DACModel
-from medfound.dac.strong_view import StrongAugment, gaussian_blur_batch
+from medfound.dac.strong_view import StrongAugment
 from medfound.errors import ConfigError
 from medfound.networks.deeplabv3plus import DeepLabV3Plus
+from medfound.transforms.intensity import gaussian_blur
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -90,7 +91,7 @@ def test_strong_augment_reproducible_and_identity_when_off():
     # blur keeps the mean of a constant image and a delta's mass
     delta = torch.zeros(1, 1, 15, 15)
     delta[..., 7, 7] = 1
-    blurred = gaussian_blur_batch(delta, torch.tensor([1.5]))
+    blurred = gaussian_blur(delta, torch.tensor([1.5]))
     assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5) and blurred[..., 7, 7] < 0.2
 
 

@@ -1,4 +1,7 @@
-"""Orientation helpers, input checks, safe loading and skipping bad cases in a DataLoader."""
+"""Orientation of files (header only), safe loading and skipping bad cases in a DataLoader.
+
+The check transforms themselves (CheckFinite, CheckLabelMatch, CheckOrientation) are tested in
+test_transforms_checks.py."""
 
 from __future__ import annotations
 
@@ -14,46 +17,19 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
 from medfound.errors import (
     ImageReadError,
-    LabelMismatchError,
     NonFiniteImageError,
     OrientationError,
 )
 from medfound.io import (
-    CheckFinite,
-    CheckFinited,
-    CheckLabelMatchd,
-    CheckOrientationd,
     SafeLoadImage,
     SafeLoadImaged,
     SkipBadCases,
     check_orientation,
-    orientation_report,
     read_affine,
     read_skip_report,
     scan_cases,
 )
-
-
-# -- orientation ---------------------------------------------------------------------------------------
-def test_orientation_report_cases():
-    r = orientation_report(np.eye(4))
-    assert r.axcodes == ("R", "A", "S") and r.issues() == []
-    r = orientation_report(np.diag([-0.7, -0.7, 2.5, 1.0]))  # ITK/DICOM LPS storage seen in RAS
-    assert r.axcodes == ("L", "P", "S") and not r.left_handed and not r.oblique
-    r = orientation_report(np.diag([-1.0, 1.0, 1.0, 1.0]))  # radiological NIfTI storage
-    assert r.left_handed and r.issues() == ["left-handed voxel axes"]
-    r = orientation_report(oblique_affine(deg=(20.0, 10.0)))
-    # x axis turned 20 degrees, y axis by arccos(cos 20 cos 10), z axis 10 degrees
-    assert r.oblique and r.obliquity_deg == pytest.approx(
-        np.degrees(np.arccos(np.cos(np.radians(20)) * np.cos(np.radians(10)))), abs=1e-6
-    )
-    np.testing.assert_allclose(r.spacing, [0.57, 0.6, 2.5])
-    shear = np.eye(4)
-    shear[0, 2] = 0.3
-    assert orientation_report(shear).sheared
-    assert orientation_report(np.diag([1.0, 0.0, 1.0, 1.0])).degenerate
-    r2 = orientation_report(np.diag([0.2, -0.3, 1.0]))  # a 2D affine
-    assert r2.axcodes == ("R", "P") and r2.left_handed
+from medfound.transforms.checks import CheckLabelMatchd
 
 
 def test_read_affine_nifti_nrrd_and_qform_sform(tmp_path):
@@ -80,46 +56,14 @@ def test_read_affine_nifti_nrrd_and_qform_sform(tmp_path):
         check_orientation(path, on_fail="warn")
 
 
-def test_check_orientation_on_metatensor_and_transform():
+def test_check_orientation_on_metatensor():
     t = MetaTensor(
         torch.zeros(1, 4, 4, 4), affine=torch.as_tensor(oblique_affine()), meta={"filename_or_obj": "scan.nii.gz"}
     )
     with pytest.raises(OrientationError, match=r"scan\.nii\.gz: oblique by 22\.2"):
         check_orientation(t, allow_oblique=False)
-    d = {"image": t}
-    assert CheckOrientationd("image")(d)["image"] is t
-    with pytest.raises(OrientationError):
-        CheckOrientationd("image", allow_oblique=False)(d)
-
-
-# -- checks --------------------------------------------------------------------------------------------
-def test_check_finite_names_file_and_key():
-    x = MetaTensor(torch.tensor([[1.0, float("inf"), float("nan")]]), meta={"filename_or_obj": "vol.nii.gz"})
-    with pytest.raises(NonFiniteImageError, match=r"vol\.nii\.gz: 1 NaN and 1 infinite values \(key 'image'\)"):
-        CheckFinited("image")({"image": x})
-    ok = MetaTensor(torch.ones(2, 2))
-    assert CheckFinite()(ok) is ok
-    assert CheckFinite()(torch.tensor([1, 2])) is not None  # integers cannot hold NaN
-
-
-def test_label_match():
-    img = MetaTensor(torch.zeros(1, 8, 8), affine=torch.eye(3), meta={"filename_or_obj": "img.png"})
-    lab = MetaTensor(torch.zeros(1, 8, 9), affine=torch.eye(3), meta={"filename_or_obj": "mask.png"})
-    with pytest.raises(LabelMismatchError, match=r"mask\.png: spatial shape \(8, 9\) does not match img\.png \(8, 8\)"):
-        CheckLabelMatchd("label")({"image": img, "label": lab})
-    shifted = MetaTensor(
-        torch.zeros(1, 8, 8),
-        affine=torch.tensor([[1.0, 0, 2], [0, 1, 0], [0, 0, 1]]),
-        meta={"filename_or_obj": "m2.png"},
-    )
-    with pytest.raises(
-        LabelMismatchError, match=r"m2\.png: affine does not match img\.png \(largest difference 2\.0\)"
-    ):
-        CheckLabelMatchd("label")({"image": img, "label": shifted})
-    same = MetaTensor(torch.zeros(1, 8, 8), affine=torch.eye(3))
-    d = {"image": img, "label": same}
-    assert CheckLabelMatchd("label")(d)["label"] is same
-    assert CheckLabelMatchd("missing", allow_missing_keys=True)(d)["image"] is img
+    with pytest.warns(UserWarning, match=r"scan\.nii\.gz: oblique"):
+        check_orientation(t, allow_oblique=False, on_fail="warn")
 
 
 # -- safe loading and skipping bad cases -------------------------------------------------------------

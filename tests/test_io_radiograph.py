@@ -7,16 +7,28 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
+import torch
 from helpers_io import dicom_testfile
 from monai.transforms import LoadImage, LoadImaged
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medfound.errors import ConfigError, ImageReadError, UnsupportedImageError
-from medfound.io import RadiographReader, voi_window
-from medfound.io._dicom import write_dataset
+from medfound.io import RadiographReader, window_to_unit
+from medfound.io._dicom import PYDICOM_MAJOR, decode_frame, write_dataset
+from medfound.transforms.xray import apply_voi_window
+
+if PYDICOM_MAJOR >= 3:
+    from pydicom.pixels import apply_modality_lut, apply_windowing
+else:  # the CI's pydicom 2.4 run
+    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_windowing
 
 pytestmark = pytest.mark.dicom
+
+
+def voi_window(x, center, width, function="LINEAR"):
+    """The window of the metadata path (``XRayWindow``) on a numpy array, as the reference of the reader's."""
+    return apply_voi_window(torch.as_tensor(np.asarray(x, dtype=np.float64)), center, width, function).numpy()
 
 
 def _read(path, **kw):
@@ -164,17 +176,71 @@ def test_modality_lut_sequence_applied_from_its_table():
     np.testing.assert_array_equal(arr, table[np.clip(stored - first, 0, n - 1)].T)
 
 
+PYDICOM_PARITY_FILES = ["RG1_UNCR.dcm", "RG3_UNCR.dcm", "RG1_J2KI.dcm", "MR_small.dcm", "693_UNCR.dcm",
+                        "CT_small.dcm", "JPEG-LL.dcm", "mlut_18.dcm", "vlut_04.dcm"]
+
+
+@pytest.mark.parametrize("name", PYDICOM_PARITY_FILES)
+def test_modality_and_window_equal_pydicom_on_real_files(name):
+    """The reader's modality values are pydicom's ``apply_modality_lut`` (float32), its stored window
+    pydicom's ``apply_windowing`` mapped to [0, 1], and the transforms' window on the reader's
+    metadata gives the same display values."""
+    path = dicom_testfile(name)
+    ds = pydicom.dcmread(path)
+    stored = decode_frame(ds, path)  # = ds.pixel_array, sign-extended also with pydicom 2.4 (mlut_18: 12 of 16 bits)
+    ref = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    mod, meta = _read(path, output="modality")
+    np.testing.assert_array_equal(mod, ref.T)
+    if not meta["WindowCenter"]:
+        return
+    disp, dmeta = _read(path, voi="window")
+    lo, hi = apply_windowing(np.array([-np.inf, np.inf]), ds)
+    expected = (apply_windowing(ref, ds) - lo) / (hi - lo)
+    if meta["invert_for_display"]:
+        expected = 1.0 - expected
+    np.testing.assert_allclose(disp, expected.T, atol=1e-6)
+    c, w = meta["WindowCenter"][0], meta["WindowWidth"][0]
+    again = voi_window(mod, c, w, meta["VOILUTFunction"])
+    np.testing.assert_allclose(1.0 - again if meta["invert_for_display"] else again, disp, atol=1e-6)
+
+
+def test_voi_lut_with_8_bit_entries(tmp_path):
+    """A 12-bit image with a 4096-entry, 8-bit VOI LUT (the usual display LUT). pydicom's ``apply_voi``
+    (2.4.4 and 3.0.2) keeps the table index in uint8, the type of the entries, so inputs above 255
+    wrap around (input 300 reads entry 44); the reader looks the table up itself and must not."""
+    ramp = np.tile(np.arange(0, 4096, 8, dtype=np.uint16), (2, 1))  # 2 x 512
+    table = (np.sqrt(np.arange(4096) / 4095.0) * 255).astype(int)
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [4096, 0, 8])
+    item.add_new("LUTData", "US", table.tolist())
+    path = _write_dx(tmp_path / "lut8.dcm", ramp, VOILUTSequence=[item])
+    arr, meta = _read(path)
+    assert meta["voi_applied"] == "lut"
+    np.testing.assert_allclose(arr, (table[ramp] / 255.0).T, atol=1e-7)
+    assert np.all(np.diff(arr[:, 0]) >= 0)  # monotone, as the table
+
+
 # -- the standard's formulas ----------------------------------------------------------------------
 def test_voi_functions_hand_computed():
-    """PS3.3 C.11.2.1.2: values worked out by hand from the formulas (y in [0, 1])."""
+    """PS3.3 C.11.2.1.2: values worked out by hand from the formulas (y in [0, 1]), for the reader's
+    window (pydicom's ``apply_windowing``, rescaled) and the transforms' (``apply_voi_window``)."""
+
+    def both(x, c, w, fn):
+        ds = Dataset()
+        ds.PhotometricInterpretation, ds.BitsStored, ds.PixelRepresentation = "MONOCHROME2", 12, 0
+        ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = c, w, fn
+        reader, transform = window_to_unit(np.asarray(x), ds), voi_window(x, c, w, fn)
+        np.testing.assert_allclose(reader, transform, atol=1e-6)
+        return reader
+
     x = np.array([-1.0, -0.5, 0.0, 49.5, 99.0, 99.5, 100.0])
-    np.testing.assert_allclose(voi_window(x, 50, 101, "LINEAR"), [0, 0, 0.005, 0.5, 0.995, 1.0, 1.0], atol=1e-6)
-    np.testing.assert_allclose(voi_window(np.array([9.0, 9.5, 9.6, 10.0]), 10, 1, "LINEAR"), [0, 0, 1, 1])
+    np.testing.assert_allclose(both(x, 50, 101, "LINEAR"), [0, 0, 0.005, 0.5, 0.995, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(both(np.array([9.0, 9.5, 9.6, 10.0]), 10, 1, "LINEAR"), [0, 0, 1, 1])
     x = np.array([-10.0, 0.0, 0.1, 25.0, 50.0, 100.0, 100.1])
-    np.testing.assert_allclose(voi_window(x, 50, 100, "LINEAR_EXACT"), [0, 0, 0.001, 0.25, 0.5, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(both(x, 50, 100, "LINEAR_EXACT"), [0, 0, 0.001, 0.25, 0.5, 1.0, 1.0], atol=1e-6)
     x = np.array([0.0, 50.0, 75.0, 1e6])
-    np.testing.assert_allclose(voi_window(x, 50, 100, "SIGMOID"), [0.11920292, 0.5, 0.73105858, 1.0], atol=1e-7)
-    with pytest.raises(ConfigError, match="width must be >= 1"):
+    np.testing.assert_allclose(both(x, 50, 100, "SIGMOID"), [0.11920292, 0.5, 0.73105858, 1.0], atol=1e-7)
+    with pytest.raises(ConfigError, match="width >= 1"):
         voi_window(x, 50, 0.5, "LINEAR")
     with pytest.raises(ConfigError, match="VOI LUT function"):
         voi_window(x, 50, 10, "CUBIC")

@@ -94,7 +94,8 @@ def test_bundle_config_targets_with_plain_json(tmp_path):
                  "roi_start": [10, 20], "roi_end": [74, 84], "pixel_size": [0.5, 0.5]},
         "reader": {"_target_": "medfound.io.RadiographReader", "output": "modality", "voi": "none",
                    "spacing_tags": ["ImagerPixelSpacing"], "default_spacing": 0.2},
-        "check": {"_target_": "medfound.io.CheckLabelMatchd", "keys": ["label"], "image_key": "image", "atol": 0.01},
+        "check": {"_target_": "medfound.transforms.CheckLabelMatchd", "keys": ["label"], "image_key": "image",
+                  "atol": 0.01},
         "safe": {
             "_target_": "medfound.io.SafeLoadImaged",
             "keys": ["image"],
@@ -134,3 +135,35 @@ def test_readers_and_loaders_pickle():
         assert type(clone) is type(obj)
     img = pickle.loads(pickle.dumps(LoadImage(reader="PhotoReader")))(str(IO_DATA / "he_histology.jpg"))
     assert isinstance(img, torch.Tensor)
+
+
+def test_nvimgcodec_notice_is_silenced_and_nothing_else(caplog):
+    """MONAI logs "nvImageCodec is not available" at every LoadImage construction (named reader or not)
+    when the optional GPU decoder is missing; importing medfound.io drops that record, and only it."""
+    import logging
+
+    from medfound.io.registry import _NVIMGCODEC_LOGGER, _NvImageCodecNotice, quiet_nvimgcodec_notice
+
+    logger = logging.getLogger(_NVIMGCODEC_LOGGER)
+    quiet_nvimgcodec_notice()
+    quiet_nvimgcodec_notice()  # idempotent: one filter
+    assert sum(isinstance(f, _NvImageCodecNotice) for f in logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=_NVIMGCODEC_LOGGER):
+        LoadImage(reader="PILReader")
+        logger.warning("another message from the plugin module")
+    messages = [r.getMessage() for r in caplog.records if r.name == _NVIMGCODEC_LOGGER]
+    assert messages == ["another message from the plugin module"]
+    from monai.data.nvimgcodec_pydicom_plugin import is_nvimgcodec_available
+
+    if not is_nvimgcodec_available():  # without the filter the notice is there
+        filters = list(logger.filters)
+        for f in filters:
+            logger.removeFilter(f)
+        try:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger=_NVIMGCODEC_LOGGER):
+                LoadImage(reader="PILReader")
+            assert any(r.getMessage().startswith("nvImageCodec is not available") for r in caplog.records)
+        finally:
+            for f in filters:
+                logger.addFilter(f)

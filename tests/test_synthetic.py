@@ -15,11 +15,12 @@ from monai.data import load_decathlon_datalist
 from PIL import Image
 
 from medfound.data.synthetic import DEMO_DATASETS, write_demo_data
-from medfound.data.synthetic.common import GENERATOR_VERSION, gaussian_blur
+from medfound.data.synthetic.common import GENERATOR_VERSION
 from medfound.data.synthetic.fundus import FUNDUS_COUNTS, FUNDUS_DOMAINS, render_fundus
 from medfound.data.synthetic.polyp import POLYP_COUNTS, POLYP_DOMAINS
 from medfound.data.synthetic.scgm import N_RATERS, SCGM_COUNTS, SCGM_SITES
 from medfound.errors import ConfigError, MedfoundError
+from medfound.transforms.intensity import gaussian_blur
 from medfound.utils import make_rng
 
 
@@ -126,7 +127,7 @@ def _appearance(img: np.ndarray) -> np.ndarray:
     """Colour, contrast and sharpness features of an image (inside its non-black area)."""
     fov = img.sum(-1) > 30
     gray = img.mean(-1)
-    detail = np.abs(gray - gaussian_blur(gray, 2.0))[fov].mean()
+    detail = np.abs(gray - gaussian_blur(gray, 2.0, spatial_axes=(0, 1)))[fov].mean()
     return np.concatenate([img[fov].mean(0) / 255, [gray[fov].std() / 255, detail / 10, fov.mean()]])
 
 
@@ -246,7 +247,7 @@ def test_scgm_layout_geometry_and_raters(demo_root):
         data = np.asarray(image.dataobj).astype(float)
         cord = arrays[0] > 0
         assert data[arrays[0] == 1].mean() > data[arrays[0] == 2].mean()  # GM brighter than WM (T2*)
-        ring = (gaussian_blur(cord.astype(float), (3, 3)) > 0.05) & ~cord
+        ring = (gaussian_blur(cord.astype(float), (3, 3), spatial_axes=(0, 1)) > 0.05) & ~cord
         assert data[ring].mean() > data[cord].mean()  # bright CSF around the cord
 
 

@@ -18,8 +18,6 @@ from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
 from medfound.transforms.common import (
     BinarizeMask,
     BinarizeMaskd,
-    PercentileNormalize,
-    PercentileNormalized,
     ResizeWithPad,
     ResizeWithPadd,
     SwapSpatialAxes,
@@ -27,8 +25,10 @@ from medfound.transforms.common import (
     ToEncoderInput,
     ToEncoderInputd,
 )
+from medfound.transforms.intensity import PercentileNormalize, PercentileNormalized
 
-MODULES = ["common", "tomography", "xray", "microscopy", "fundus", "presets"]
+MODULES = ["common", "intensity", "checks", "tomography", "xray", "microscopy", "fundus", "fundus.field_of_view",
+           "fundus.optic_disc", "fundus.disc_cup", "presets"]
 
 
 @pytest.mark.parametrize("name", MODULES + [""])

@@ -1,4 +1,5 @@
-"""Fundus transforms on a real photograph and on the synthetic multi-site fundus data."""
+"""Fundus transforms (and the green channel and CLAHE of medfound.transforms.intensity) on a real photograph
+and on the synthetic multi-site fundus data."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from PIL import Image
 from medfound.data.synthetic.fundus import FUNDUS_DOMAINS, render_fundus
 from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
 from medfound.transforms.fundus import (
-    CLAHE,
     DecodeDiscCup,
     DecodeDiscCupd,
     EncodeDiscCup,
@@ -21,14 +21,12 @@ from medfound.transforms.fundus import (
     FieldOfViewCropd,
     FieldOfViewMask,
     FieldOfViewMaskd,
-    GreenChannel,
-    GreenChanneld,
     OpticDiscCrop,
     OpticDiscCropd,
-    clahe,
     fov_mask,
     locate_optic_disc,
 )
+from medfound.transforms.intensity import CLAHE, GreenChannel, GreenChanneld, clahe
 from medfound.utils import make_rng
 
 CASES_PER_DOMAIN = 4
@@ -172,7 +170,7 @@ def test_clahe_matches_opencv_reference(data_dir):
 
 def test_clahe_device_path_equals_cpu_path():
     # the GPU code path (one gather per tile corner) checked on the CPU against the block path
-    from medfound.transforms.fundus import (
+    from medfound.transforms.intensity import (
         _interpolate_blocks,
         _interpolate_gather,
         _tile_histograms_numpy,

@@ -23,58 +23,19 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medfound.errors import ConfigError
+from medfound.transforms.intensity import gaussian_blur, luma
 
-__all__ = ["StrongAugment", "gaussian_blur_batch"]
-
-_LUMA = (0.299, 0.587, 0.114)
-
+__all__ = ["StrongAugment"]
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    """Luma of RGB (ITU-R 601) or the channel mean for other channel counts, ``(B, 1, H, W)``."""
-    if x.shape[1] == 3:
-        w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
-        return (x * w).sum(1, keepdim=True)
-    return x.mean(1, keepdim=True)
-
-
-def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with one sigma per sample (sigma <= 0 leaves the sample unchanged).
-
-    Reflect padding; kernel radius ``ceil(3 * max(sigma))``.
-
-    Example
-    -------
-    >>> import torch
-    >>> x = torch.zeros(2, 1, 9, 9); x[:, :, 4, 4] = 1
-    >>> y = gaussian_blur_batch(x, torch.tensor([0.0, 1.0]))
-    >>> torch.equal(y[0], x[0]), round(float(y[1].sum()), 4)
-    (True, 1.0)
-    """
-    b, c, h, w = x.shape
-    s_max = float(sigmas.max()) if sigmas.numel() else 0.0
-    if s_max <= 0:
-        return x
-    radius = max(1, math.ceil(3.0 * s_max))
-    radius = min(radius, (min(h, w) - 1))  # reflect padding needs radius < side
-    pos = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
-    s = sigmas.to(device=x.device, dtype=torch.float32).clamp_min(1e-6)[:, None]
-    kernel = torch.exp(-0.5 * (pos[None] / s) ** 2)
-    kernel = kernel / kernel.sum(1, keepdim=True)
-    identity = (pos == 0).float()[None].expand(b, -1)
-    kernel = torch.where((sigmas.to(x.device) > 0)[:, None], kernel, identity)  # (B, K)
-    k = kernel.repeat_interleave(c, dim=0).to(x.dtype)  # one kernel per (sample, channel)
-    y = x.reshape(1, b * c, h, w)
-    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k[:, None, None, :], groups=b * c)
-    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k[:, None, :, None], groups=b * c)
-    return y.reshape(b, c, h, w)
+    """Luma of RGB (ITU-R BT.601) or the channel mean for other channel counts, ``(B, 1, H, W)``."""
+    return luma(x, dim=1, keepdim=True) if x.shape[1] == 3 else x.mean(1, keepdim=True)
 
 
 class StrongAugment:
@@ -155,7 +116,7 @@ class StrongAugment:
             g = _gray(x)
             x = ((x - g) * col(satur) + g).clamp(0, 1)
             x = torch.where(col(gray.astype(np.float32)) > 0, _gray(x).expand_as(x), x)
-        x = gaussian_blur_batch(x, torch.as_tensor(sigma, dtype=torch.float32))
+        x = gaussian_blur(x, torch.as_tensor(sigma, dtype=torch.float32))  # one sigma per sample, 0: none
         if noisy.any():
             gen = torch.Generator(device=dev).manual_seed(noise_seed)
             x = x + torch.randn(x.shape, generator=gen, device=dev, dtype=dt) * col(noise_std)

@@ -7,12 +7,14 @@
 - :class:`MicroscopyReader`: TIFF/OME-TIFF/ImageJ, any axes -> channel-first, physical pixel
   size, regions of large images read tile by tile.
 - :class:`PhotoReader`: PNG/JPEG photographs with EXIF orientation, channel-first.
-- Checks and robustness: :func:`check_orientation`, :class:`CheckFinited`,
-  :class:`CheckLabelMatchd`, :class:`SafeLoadImaged`, :class:`SkipBadCases`, :func:`scan_cases`.
+- Robustness: :func:`check_orientation` (files, header only), :class:`SafeLoadImaged`,
+  :class:`SkipBadCases`, :func:`scan_cases`; the check transforms (``CheckFinited``,
+  ``CheckLabelMatchd``, ``CheckOrientationd``) are in :mod:`medfound.transforms.checks`.
 
 Importing this package registers the reader names with MONAI, so ``LoadImage(reader=
 "RadiographReader")`` works, without changing how a plain ``LoadImage()`` picks readers (see
-:func:`register_readers`; set ``MEDFOUND_PREFER_READERS=1`` to opt in to auto-selection).
+:func:`register_readers`; set ``MEDFOUND_PREFER_READERS=1`` to opt in to auto-selection), and
+silences MONAI's "nvImageCodec is not available" notice (:func:`quiet_nvimgcodec_notice`).
 
 Example
 -------
@@ -25,28 +27,7 @@ from __future__ import annotations
 
 import os as _os
 
-from medfound.io.checks import (
-    CheckFinite,
-    CheckFiniteD,
-    CheckFinited,
-    CheckFiniteDict,
-    CheckLabelMatch,
-    CheckLabelMatchD,
-    CheckLabelMatchd,
-    CheckLabelMatchDict,
-    CheckOrientation,
-    CheckOrientationD,
-    CheckOrientationd,
-    CheckOrientationDict,
-)
-from medfound.io.dicom_grayscale import (
-    apply_lut,
-    apply_modality_lut,
-    lut_table,
-    minmax,
-    voi_window,
-    window_values,
-)
+from medfound.io.dicom_grayscale import modality_values, voi_lut_to_unit, window_to_unit, window_values
 from medfound.io.dicom_series import (
     DicomSeries,
     DicomSeriesReader,
@@ -55,15 +36,10 @@ from medfound.io.dicom_series import (
 )
 from medfound.io.dicom_writer import write_dicom_series
 from medfound.io.microscopy import MicroscopyReader, read_tiff_region
-from medfound.io.orientation import (
-    OrientationReport,
-    check_orientation,
-    orientation_report,
-    read_affine,
-)
+from medfound.io.orientation import check_orientation, read_affine
 from medfound.io.photo import PhotoReader
 from medfound.io.radiograph import RADIOGRAPH_MODALITIES, RadiographReader
-from medfound.io.registry import MEDFOUND_READERS, register_readers, unregister_readers
+from medfound.io.registry import MEDFOUND_READERS, quiet_nvimgcodec_notice, register_readers, unregister_readers
 from medfound.io.robust import (
     SafeLoadImage,
     SafeLoadImageD,
@@ -76,17 +52,15 @@ from medfound.io.robust import (
 )
 
 register_readers(prefer=_os.environ.get("MEDFOUND_PREFER_READERS", "").strip().lower() in ("1", "true", "yes"))
+quiet_nvimgcodec_notice()
 
 __all__ = [
     "DicomSeriesReader", "DicomSeries", "scan_dicom_folder", "read_series_header", "write_dicom_series",
     "RadiographReader", "RADIOGRAPH_MODALITIES",
-    "apply_modality_lut", "voi_window", "lut_table", "apply_lut", "window_values", "minmax",
+    "modality_values", "window_to_unit", "voi_lut_to_unit", "window_values",
     "MicroscopyReader", "read_tiff_region", "PhotoReader",
-    "OrientationReport", "orientation_report", "read_affine", "check_orientation",
-    "CheckFinite", "CheckFinited", "CheckFiniteD", "CheckFiniteDict",
-    "CheckLabelMatch", "CheckLabelMatchd", "CheckLabelMatchD", "CheckLabelMatchDict",
-    "CheckOrientation", "CheckOrientationd", "CheckOrientationD", "CheckOrientationDict",
+    "read_affine", "check_orientation",
     "SafeLoadImage", "SafeLoadImaged", "SafeLoadImageD", "SafeLoadImageDict",
     "SkipBadCases", "scan_cases", "read_skip_report", "root_cause",
-    "MEDFOUND_READERS", "register_readers", "unregister_readers",
+    "MEDFOUND_READERS", "register_readers", "unregister_readers", "quiet_nvimgcodec_notice",
 ]  # fmt: skip

@@ -11,8 +11,6 @@ import numpy as np
 from monai.data.utils import orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys
 
-from medfound.errors import ConfigError
-
 PathLike = str | os.PathLike
 
 __all__ = [
@@ -21,7 +19,6 @@ __all__ = [
     "has_suffix",
     "affine_from_geometry",
     "base_meta",
-    "check_choice",
     "squeeze_single_channel",
 ]
 
@@ -81,13 +78,6 @@ def base_meta(
         MetaKeys.SPACE: space,
         "spacing": spacing,
     }
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """Return ``value`` if it is one of ``choices``, else raise :class:`ConfigError` naming the option."""
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def squeeze_single_channel(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, dict]:

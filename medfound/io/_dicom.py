@@ -2,7 +2,9 @@
 
 Everything medfound does with pydicom goes through here, so the two majors differ in one place:
 header reading with the pixel-data offset, decoding one frame through pydicom's pixel handlers
-(and its pylibjpeg plugins for JPEG 2000, JPEG lossless and RLE), and writing files.
+(and its pylibjpeg plugins for JPEG 2000, JPEG lossless and RLE), pydicom's modality LUT and VOI
+window functions (``pydicom.pixels`` in 3.x, ``pydicom.pixel_data_handlers.util`` in 2.4), and
+writing files.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from medfound.errors import ImageReadError, UnsupportedImageError
 
 __all__ = [
     "PYDICOM_MAJOR",
+    "apply_modality_lut",
+    "apply_windowing",
     "RADIOGRAPH_MODALITIES",
     "NATIVE_SYNTAXES",
     "PixelElement",
@@ -33,6 +37,11 @@ __all__ = [
 ]
 
 PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
+
+if PYDICOM_MAJOR >= 3:
+    from pydicom.pixels import apply_modality_lut, apply_windowing
+else:  # pragma: no cover - exercised by the pydicom 2.4 CI run
+    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_windowing
 
 #: projection radiography modalities (DR is not a DICOM modality but appears in the wild)
 RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "MG", "XA", "RF", "IO", "PX", "RG")

@@ -23,7 +23,6 @@ from monai.data import ImageReader
 from monai.utils import MetaKeys
 
 from medfound.errors import (
-    ConfigError,
     ImageReadError,
     SeriesGeometryError,
     UnsupportedImageError,
@@ -33,7 +32,6 @@ from medfound.io._common import (
     affine_from_geometry,
     as_names,
     base_meta,
-    check_choice,
 )
 from medfound.io._dicom import (
     RADIOGRAPH_MODALITIES,
@@ -45,6 +43,7 @@ from medfound.io._dicom import (
     read_header,
 )
 from medfound.io._dicom_header import SERIES_TAGS, scan_header
+from medfound.utils import check_bool, check_choice, check_float, check_int
 
 __all__ = ["DicomSeriesReader", "DicomSeries", "scan_dicom_folder"]
 
@@ -225,6 +224,11 @@ class DicomSeriesReader(ImageReader):
     comes out in HU. The array is indexed ``(x, y, z)`` like MONAI's readers, C-contiguous, and
     carries no channel dimension (``original_channel_dim`` is ``"no_channel"``).
 
+    The rescale is done here, in blocks of slices in the output type, not with pydicom's
+    ``apply_modality_lut`` (which the radiograph reader uses): that returns a new float64 array
+    per slice, and this reader's speed against SimpleITK (``examples/benchmarks/io_bench.py``)
+    comes from reading native pixel data straight into the output volume.
+
     Parameters
     ----------
     series_uid
@@ -273,15 +277,14 @@ class DicomSeriesReader(ImageReader):
         dtype: str = "auto",
     ) -> None:
         super().__init__()
-        self.dtype = check_choice("dtype", dtype, ("auto", "float32"))
+        self.dtype = check_choice(dtype, ("auto", "float32"), "dtype")
         self.series_uid = series_uid
-        self.on_irregular = check_choice("on_irregular", on_irregular, ("warn", "raise", "ignore"))
-        if not spacing_tolerance > 0:
-            raise ConfigError(f"spacing_tolerance must be > 0, got {spacing_tolerance}")
-        self.spacing_tolerance = float(spacing_tolerance)
-        self.recursive = bool(recursive)
-        self.workers = max(1, int(workers if workers is not None else min(8, os.cpu_count() or 1)))
-        self.affine_lps_to_ras = bool(affine_lps_to_ras)
+        self.on_irregular = check_choice(on_irregular, ("warn", "raise", "ignore"), "on_irregular")
+        self.spacing_tolerance = check_float(spacing_tolerance, "spacing_tolerance", low=0.0, low_open=True)
+        self.recursive = check_bool(recursive, "recursive")
+        workers = check_int(workers, "workers", low=1, allow_none=True)
+        self.workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+        self.affine_lps_to_ras = check_bool(affine_lps_to_ras, "affine_lps_to_ras")
 
     # -- ImageReader API -------------------------------------------------------------------
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:

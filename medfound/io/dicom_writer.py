@@ -18,8 +18,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from medfound.errors import ConfigError
-from medfound.io._common import check_choice
 from medfound.io._dicom import write_dataset
+from medfound.utils import check_choice, make_rng
 
 __all__ = ["write_dicom_series"]
 
@@ -109,9 +109,9 @@ def write_dicom_series(
         raise ConfigError(f"volume must be 3D (X, Y, Z), got shape {vol.shape}")
     if not np.all(np.isfinite(vol)):
         raise ConfigError("volume holds NaN or infinite values")
-    modality = check_choice("modality", modality, tuple(_SOP_CLASS))
-    check_choice("stored_dtype", stored_dtype, ("int16", "uint16"))
-    check_choice("order", order, ("position", "reverse", "shuffle"))
+    modality = check_choice(modality, tuple(_SOP_CLASS), "modality")
+    check_choice(stored_dtype, ("int16", "uint16"), "stored_dtype")
+    check_choice(order, ("position", "reverse", "shuffle"), "order")
     if rescale_slope == 0:
         raise ConfigError("rescale_slope must not be 0")
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
@@ -140,7 +140,7 @@ def write_dicom_series(
     if order == "reverse":
         numbers = numbers[::-1]
     elif order == "shuffle":
-        numbers = np.random.default_rng(seed).permutation(numbers)
+        numbers = make_rng(seed, "write_dicom_series", "order").permutation(numbers)
 
     paths = []
     for k in range(nz):

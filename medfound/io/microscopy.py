@@ -35,6 +35,7 @@ from medfound.io._common import (
     has_suffix,
     squeeze_single_channel,
 )
+from medfound.utils import check_bool, check_choice, check_int
 
 __all__ = ["MicroscopyReader", "read_tiff_region", "TIFF_SUFFIXES"]
 
@@ -47,7 +48,6 @@ _UNITS_UM = {
     "in": 25400.0, "inch": 25400.0,
 }  # fmt: skip
 _OUT_UNITS = {"nm": 1e-3, "um": 1.0, "mm": 1e3}
-_SPATIAL = "ZYX"
 
 
 @dataclass
@@ -245,13 +245,13 @@ class MicroscopyReader(ImageReader):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        self.series = int(series)
-        self.level = int(level)
+        self.series = check_int(series, "series", low=0)
+        self.level = check_int(level, "level", low=0)
         self.axes = axes.upper() if axes else None
         self.channels = (
             None if channels is None else ([int(channels)] if np.isscalar(channels) else [int(c) for c in channels])
         )
-        self.time_index = int(time_index)
+        self.time_index = check_int(time_index, "time_index", low=0)
         if (roi_start is None) != (roi_end is None):
             raise ConfigError("roi_start and roi_end must be given together")
         self.roi_start = None if roi_start is None else [int(v) for v in roi_start]
@@ -261,10 +261,8 @@ class MicroscopyReader(ImageReader):
         self.pixel_size = None if pixel_size is None else [float(v) for v in pixel_size]
         if self.pixel_size is not None and min(self.pixel_size) <= 0:
             raise ConfigError(f"pixel_size must be positive, got {pixel_size}")
-        if unit not in _OUT_UNITS:
-            raise ConfigError(f"unit must be one of {list(_OUT_UNITS)}, got {unit!r}")
-        self.unit = unit
-        self.check_finite = bool(check_finite)
+        self.unit = check_choice(unit, tuple(_OUT_UNITS), "unit")
+        self.check_finite = check_bool(check_finite, "check_finite")
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
         """True for ``.tif``, ``.tiff``, ``.ome.tif(f)``, ``.btf``, ``.tf8`` files."""

@@ -23,6 +23,7 @@ from medfound.io._common import (
     has_suffix,
     squeeze_single_channel,
 )
+from medfound.utils import check_bool, check_choice
 
 __all__ = ["PhotoReader", "PHOTO_SUFFIXES"]
 
@@ -72,10 +73,8 @@ class PhotoReader(ImageReader):
         self, mode: str | None = "RGB", exif_orientation: bool = True, pixel_size: float | Sequence[float] | None = None
     ) -> None:
         super().__init__()
-        if mode not in _MODES:
-            raise ConfigError(f"mode must be one of {list(_MODES)}, got {mode!r}")
-        self.mode = mode
-        self.exif_orientation = bool(exif_orientation)
+        self.mode = check_choice(mode, _MODES, "mode")
+        self.exif_orientation = check_bool(exif_orientation, "exif_orientation")
         if pixel_size is None:
             self.pixel_size = None
         else:

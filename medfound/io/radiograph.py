@@ -2,7 +2,8 @@
 
 MONAI's DICOM readers apply the rescale at most: they ignore the VOI LUT, and disagree with each
 other on MONOCHROME1. This reader runs the whole DICOM grayscale pipeline on the first (or a
-chosen) frame, so that a chest film comes out as a radiologist sees it.
+chosen) frame, so that a chest film comes out as a radiologist sees it. The modality LUT and the
+VOI window are pydicom's (:mod:`medfound.io.dicom_grayscale`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from monai.data import ImageReader
 from monai.utils import MetaKeys
 
 from medfound.errors import ConfigError, ImageReadError, UnsupportedImageError
-from medfound.io._common import PathLike, as_names, base_meta, check_choice
+from medfound.io._common import PathLike, as_names, base_meta
 from medfound.io._dicom import (
     RADIOGRAPH_MODALITIES,
     decode_frame,
@@ -26,15 +27,8 @@ from medfound.io._dicom import (
     read_dataset,
     read_header,
 )
-from medfound.io.dicom_grayscale import (
-    VOI_FUNCTIONS,
-    apply_lut,
-    apply_modality_lut,
-    lut_table,
-    minmax,
-    voi_window,
-    window_values,
-)
+from medfound.io.dicom_grayscale import VOI_FUNCTIONS, modality_values, voi_lut_to_unit, window_to_unit, window_values
+from medfound.utils import check_bool, check_choice, check_float, check_int
 
 __all__ = ["RadiographReader", "RADIOGRAPH_MODALITIES"]
 
@@ -43,6 +37,14 @@ __all__ = ["RadiographReader", "RADIOGRAPH_MODALITIES"]
 class _Radiograph:
     path: str
     ds: Any
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    """Linear map of the image's own range to [0, 1] (a constant image maps to 0)."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.float32)
+    return ((x.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
 
 
 def _spacing_pair(value: Any) -> tuple[float, float] | None:
@@ -125,21 +127,13 @@ class RadiographReader(ImageReader):
         frame: int = 0,
     ) -> None:
         super().__init__()
-        self.output = check_choice("output", output, ("display", "modality"))
-        self.voi = check_choice("voi", voi, ("auto", "window", "lut", "none"))
-        if int(window_index) < 0:
-            raise ConfigError(f"window_index must be >= 0, got {window_index}")
-        self.window_index = int(window_index)
-        if invert not in (None, True, False):
-            raise ConfigError(f"invert must be None, True or False, got {invert!r}")
-        self.invert = invert
+        self.output = check_choice(output, ("display", "modality"), "output")
+        self.voi = check_choice(voi, ("auto", "window", "lut", "none"), "voi")
+        self.window_index = check_int(window_index, "window_index", low=0)
+        self.invert = None if invert is None else check_bool(invert, "invert")
         self.spacing_tags = tuple(spacing_tags)
-        if not default_spacing > 0:
-            raise ConfigError(f"default_spacing must be > 0, got {default_spacing}")
-        self.default_spacing = float(default_spacing)
-        if int(frame) < 0:
-            raise ConfigError(f"frame must be >= 0, got {frame}")
-        self.frame = int(frame)
+        self.default_spacing = check_float(default_spacing, "default_spacing", low=0.0, low_open=True)
+        self.frame = check_int(frame, "frame", low=0)
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
         """True for DICOM files whose Modality is a projection radiography one (reads the header).
@@ -200,7 +194,7 @@ class RadiographReader(ImageReader):
         stored = decode_frame(ds, path, self.frame)
         if stored.ndim != 2:
             raise ImageReadError(f"{path}: expected a 2D grayscale frame, decoded shape {stored.shape}")
-        values = apply_modality_lut(stored, ds, path)
+        values = modality_values(stored, ds, path)
         if not np.all(np.isfinite(values)):
             raise ImageReadError(f"{path}: the modality LUT produced NaN or infinite values")
 
@@ -246,7 +240,7 @@ class RadiographReader(ImageReader):
         if mode == "auto":
             mode = "lut" if seq else ("window" if centers else "none")
         if mode == "none":
-            return minmax(x), "minmax"
+            return _minmax(x), "minmax"
         if mode == "lut":
             if not seq:
                 raise ImageReadError(f"{path}: voi='lut' but the file has no VOI LUT Sequence")
@@ -254,28 +248,22 @@ class RadiographReader(ImageReader):
                 raise ConfigError(
                     f"{path}: window_index {self.window_index}, the VOI LUT Sequence has {len(seq)} item(s)"
                 )
-            first, table, bits = lut_table(seq[self.window_index], ds, path, "VOI LUT Sequence")
-            top = float((1 << bits) - 1)
-            if table.max() > top:  # descriptors that understate the depth exist; scale by the real one
-                real = int(np.ceil(np.log2(table.max() + 1)))
-                warnings.warn(f"{path}: VOI LUT entries exceed {bits} bits; scaling by {real} bits", stacklevel=4)
-                top = float((1 << real) - 1)
-            return (apply_lut(x, first, table) / top).astype(np.float32), "lut"
+            return voi_lut_to_unit(x, ds, self.window_index, path), "lut"
         if not centers:
             raise ImageReadError(f"{path}: voi='window' but the file stores no WindowCenter/WindowWidth")
         if self.window_index >= len(centers):
             raise ConfigError(f"{path}: window_index {self.window_index}, the file stores {len(centers)} window(s)")
         if function not in VOI_FUNCTIONS:
             warnings.warn(f"{path}: unknown VOILUTFunction {function!r}; using LINEAR", stacklevel=4)
-            function = "LINEAR"
+            ds.VOILUTFunction = "LINEAR"  # the reader's own copy of the header
         c, w = centers[self.window_index], widths[self.window_index]
         try:
-            return voi_window(x, c, w, function), "window"
-        except ConfigError as err:
+            return window_to_unit(x, ds, self.window_index), "window"
+        except (ValueError, TypeError, AttributeError, IndexError) as err:
             if self.voi == "window":
                 raise ImageReadError(f"{path}: invalid stored window (center {c}, width {w}): {err}") from err
             warnings.warn(f"{path}: invalid stored window (center {c}, width {w}); using min-max", stacklevel=4)
-            return minmax(x), "minmax"
+            return _minmax(x), "minmax"
 
     def _spacing(self, path: str, ds: Any) -> tuple[float, float, str]:
         for tag in self.spacing_tags:

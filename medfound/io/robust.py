@@ -29,9 +29,9 @@ from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ensure_tuple
 from torch.utils.data import Dataset as TorchDataset
 
-from medfound.errors import ConfigError, ImageReadError, MedfoundError
-from medfound.io.checks import CheckFinite
-from medfound.utils import atomic_write_text
+from medfound.errors import ImageReadError, MedfoundError
+from medfound.transforms.checks import CheckFinite
+from medfound.utils import atomic_write_text, check_bool, check_int
 
 __all__ = [
     "SafeLoadImage", "SafeLoadImaged", "SafeLoadImageD", "SafeLoadImageDict",
@@ -87,8 +87,8 @@ class SafeLoadImage(LoadImage):
         super().__init__(reader, image_only, *args, **kwargs)
         n_user = 0 if reader is None else len(ensure_tuple(reader))
         self._user_readers: list[ImageReader] = self.readers[-n_user:] if n_user else []
-        self.strict = bool(strict)
-        self.check_finite = bool(check_finite)
+        self.strict = check_bool(strict, "strict")
+        self.check_finite = check_bool(check_finite, "check_finite")
 
     def __call__(self, filename, reader: ImageReader | None = None):
         name = str(ensure_tuple(filename)[0]) if filename is not None else "<none>"
@@ -236,14 +236,12 @@ class SkipBadCases(TorchDataset):
         errors: Sequence[type[BaseException]] = (MedfoundError, OSError, ValueError, RuntimeError),
         max_consecutive: int = 16,
     ) -> None:
-        if max_consecutive < 1:
-            raise ConfigError(f"max_consecutive must be >= 1, got {max_consecutive}")
+        self.max_consecutive = check_int(max_consecutive, "max_consecutive", low=1)
         self.dataset = dataset
         self.report_path = None if report_path is None else Path(report_path)
         if self.report_path is not None:
             self.report_path.parent.mkdir(parents=True, exist_ok=True)
         self.errors = tuple(errors)
-        self.max_consecutive = int(max_consecutive)
         self.skipped: list[dict] = []
         self._bad: set[int] = set()
 
@@ -311,7 +309,8 @@ def scan_cases(
 
     Example
     -------
-    >>> from medfound.io import SafeLoadImaged, CheckLabelMatchd, scan_cases
+    >>> from medfound.io import SafeLoadImaged, scan_cases
+    >>> from medfound.transforms import CheckLabelMatchd
     >>> from monai.transforms import Compose
     >>> check = Compose([SafeLoadImaged(["image", "label"], ensure_channel_first=True), CheckLabelMatchd("label")])
     >>> good, bad = scan_cases(datalist, check, report_path="skipped.jsonl")  # doctest: +SKIP

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
+from monai.transforms import CropForeground, InvertibleTransform
 from monai.utils import convert_to_tensor
 
 from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
+from medfound.utils import check_float
 
 # torch.quantile refuses inputs above 2**24 elements; larger arrays go through numpy or kthvalue
 _QUANTILE_LIMIT = 2**24
@@ -50,16 +54,27 @@ def check_spatial_dims(img: torch.Tensor, dims: int | Sequence[int], what: str) 
         )
 
 
+def non_finite_counts(img: torch.Tensor) -> tuple[int, int]:
+    """``(NaN count, infinite count)`` of a tensor; ``(0, 0)`` for integer and bool tensors.
+
+    One cheap reduction first (NaN and inf propagate into the sum); the counting passes run only
+    when the sum is not finite.
+    """
+    if not (torch.is_floating_point(img) or torch.is_complex(img)):
+        return 0, 0
+    raw = img.as_tensor() if isinstance(img, MetaTensor) else img
+    total = raw.sum(dtype=torch.complex128 if torch.is_complex(raw) else torch.float64)
+    if bool(torch.isfinite(total)):
+        return 0, 0
+    n_nan = int(torch.isnan(raw).sum())
+    return n_nan, int((~torch.isfinite(raw)).sum()) - n_nan
+
+
 def check_finite(img: torch.Tensor, what: str) -> None:
     """Raise :class:`InvalidImageError` if ``img`` holds NaN or infinite values."""
-    if not torch.is_floating_point(img):
-        return
-    raw = img.as_tensor() if isinstance(img, MetaTensor) else img
-    # one cheap reduction first (NaN and inf propagate into the sum); count only when it is not finite
-    if not bool(torch.isfinite(raw.sum(dtype=torch.float64))):
-        bad = int((~torch.isfinite(raw)).sum())
-        if bad:
-            raise InvalidImageError(f"{what}: image has {bad} NaN or infinite values{source_of(img)}")
+    n_nan, n_inf = non_finite_counts(img)
+    if n_nan or n_inf:
+        raise InvalidImageError(f"{what}: image has {n_nan + n_inf} NaN or infinite values{source_of(img)}")
 
 
 def check_same_spatial(img: torch.Tensor, other: torch.Tensor, what: str, other_name: str = "mask") -> None:
@@ -107,6 +122,15 @@ def kth_percentiles(flat: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
     return torch.stack(out)
 
 
+def check_percentiles(lower: Any, upper: Any) -> tuple[float, float]:
+    """``(lower, upper)`` as floats with ``0 <= lower < upper <= 100``, else :class:`ConfigError` naming them."""
+    lo = check_float(lower, "lower", low=0.0, high=100.0)
+    hi = check_float(upper, "upper", low=0.0, high=100.0)
+    if not lo < hi:
+        raise ConfigError(f"lower must be below upper (percentiles), got {lower}, {upper}")
+    return lo, hi
+
+
 def spatial_tuple(size: int | Sequence[int], ndim: int, what: str) -> tuple[int, ...]:
     """``size`` repeated to ``ndim`` entries (an int means the same for every axis), validated positive."""
     if isinstance(size, (int, np.integer)):
@@ -129,7 +153,48 @@ def new_meta_like(data: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return data.as_tensor() if isinstance(data, MetaTensor) else data
 
 
-def set_meta(img: torch.Tensor, **items: Any) -> None:
-    """Set metadata entries on a MetaTensor (no-op for plain tensors)."""
-    if isinstance(img, MetaTensor):
-        img.meta.update(items)
+def odd_size(n: float) -> int:
+    """``n`` rounded to an odd window size >= 1 (a centred window needs an odd size)."""
+    k = max(1, int(round(n)))
+    return k if k % 2 else k + 1
+
+
+def dilate2d(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Grey-level dilation of a 2D tensor with a ``k`` x ``k`` square (max pooling, same size)."""
+    return F.max_pool2d(x[None, None], k, stride=1, padding=k // 2)[0, 0] if k > 1 else x
+
+
+def erode2d(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Grey-level erosion of a 2D tensor with a ``k`` x ``k`` square."""
+    return -dilate2d(-x, k) if k > 1 else x
+
+
+def box_of(mask: torch.Tensor) -> tuple[list[int], list[int]]:
+    """(start, end) of the bounding box of a non-empty 2D bool mask, end exclusive."""
+    rows = torch.nonzero(mask.any(1)).flatten()
+    cols = torch.nonzero(mask.any(0)).flatten()
+    return [int(rows[0]), int(cols[0])], [int(rows[-1]) + 1, int(cols[-1]) + 1]
+
+
+def centred_box(center: Sequence[float], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of a box of ``size`` whose centre is ``center`` (pixel-edge coordinates)."""
+    start = np.array([int(math.floor(c - s / 2.0 + 0.5)) for c, s in zip(center, size)], dtype=np.int64)
+    return start, start + np.asarray(size, dtype=np.int64)
+
+
+class BoxCrop(InvertibleTransform):
+    """Crop a box that may reach beyond the image (the outside is padded); inverts with ``Invertd``.
+
+    Uses :meth:`monai.transforms.CropForeground.crop_pad`, so the recorded operation is MONAI's own.
+    """
+
+    backend = CropForeground.backend
+
+    def __init__(self, pad_mode: str = "constant", **pad_kwargs: Any) -> None:
+        self._cropper = CropForeground(mode=pad_mode, allow_smaller=False, **pad_kwargs)
+
+    def crop(self, img: torch.Tensor, start: np.ndarray, end: np.ndarray) -> torch.Tensor:
+        return self._cropper.crop_pad(img, np.asarray(start), np.asarray(end))
+
+    def inverse(self, data: torch.Tensor) -> torch.Tensor:
+        return self._cropper.inverse(data)

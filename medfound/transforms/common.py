@@ -1,7 +1,5 @@
 """Modality-independent transforms the per-modality pipelines share.
 
-- :class:`PercentileNormalize`: robust intensity scaling between two percentiles, per image or
-  per channel, optionally measured inside a mask (MR volumes, microscopy channels, radiographs).
 - :class:`ResizeWithPad`: aspect-preserving resize to fit a target size, then centred padding
   (letterboxing); invertible with ``Invertd``.
 - :class:`ToEncoderInput`: the input contract of medfound's 2D encoders: float32, 3 channels,
@@ -18,25 +16,14 @@ import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import BorderPad, InvertibleTransform, MapTransform, Resize, SpatialCrop, Transform
-from monai.utils import TraceKeys, ensure_tuple_rep
+from monai.utils import TraceKeys, TransformBackends, ensure_tuple_rep
 
-from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
-from medfound.transforms._utils import (
-    as_float,
-    check_finite,
-    check_same_spatial,
-    new_meta_like,
-    percentiles,
-    source_of,
-    spatial_tuple,
-    to_tensor,
-)
+from medfound.errors import ConfigError, InvalidImageError
+from medfound.transforms._utils import check_finite, new_meta_like, source_of, spatial_tuple, to_tensor
+from medfound.transforms.intensity import luma
+from medfound.utils import check_bool, check_choice, check_float
 
 __all__ = [
-    "PercentileNormalize",
-    "PercentileNormalized",
-    "PercentileNormalizeD",
-    "PercentileNormalizeDict",
     "ResizeWithPad",
     "ResizeWithPadd",
     "ResizeWithPadD",
@@ -58,130 +45,6 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------------------
 # percentile normalisation
-
-
-class PercentileNormalize(Transform):
-    """Map the ``lower`` and ``upper`` percentiles of an image to ``b_min`` and ``b_max``.
-
-    Percentiles are measured over the whole image (``channel_wise=False``) or per channel, and
-    only over voxels inside ``mask`` (or over non-zero voxels with ``nonzero=True``) when given;
-    the mapping is then applied to every voxel. A constant image maps to ``b_min``.
-
-    Parameters
-    ----------
-    lower, upper : percentiles in [0, 100] mapped to ``b_min`` and ``b_max``.
-    b_min, b_max : output values of the two percentiles.
-    clip : clip the output to ``[b_min, b_max]``.
-    channel_wise : measure and map each channel on its own.
-    nonzero : measure only non-zero voxels (e.g. MR with zero background), unless a mask is given.
-    dtype : output dtype.
-
-    Example
-    -------
-    >>> import torch
-    >>> x = torch.arange(101.0).reshape(1, 101)
-    >>> PercentileNormalize(lower=10, upper=90)(x)[0, [0, 10, 50, 90, 100]].tolist()
-    [0.0, 0.0, 0.5, 1.0, 1.0]
-    """
-
-    backend = [torch.Tensor.__name__]
-
-    def __init__(
-        self,
-        lower: float = 1.0,
-        upper: float = 99.0,
-        b_min: float = 0.0,
-        b_max: float = 1.0,
-        clip: bool = True,
-        channel_wise: bool = False,
-        nonzero: bool = False,
-        dtype: torch.dtype | str = torch.float32,
-    ) -> None:
-        if not 0.0 <= float(lower) < float(upper) <= 100.0:
-            raise ConfigError(f"PercentileNormalize needs 0 <= lower < upper <= 100, got {lower}, {upper}")
-        self.lower, self.upper = float(lower), float(upper)
-        self.b_min, self.b_max = float(b_min), float(b_max)
-        self.clip = clip
-        self.channel_wise = channel_wise
-        self.nonzero = nonzero
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-
-    def __call__(self, img: NdarrayOrTensor, mask: NdarrayOrTensor | None = None) -> torch.Tensor:
-        """Normalise ``img`` (channel-first); ``mask`` (spatial shape, or 1 or C channels) selects voxels to measure."""
-        img_t = to_tensor(img)
-        if img_t.ndim < 2:
-            raise InvalidImageError(
-                f"PercentileNormalize expects a channel-first image, got shape {tuple(img_t.shape)}"
-            )
-        check_finite(img_t, "PercentileNormalize")
-        data = as_float(img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t).to(self.dtype)
-        sel = None
-        if mask is not None:
-            mask_t = torch.as_tensor(mask.as_tensor() if isinstance(mask, MetaTensor) else mask, device=data.device)
-            check_same_spatial(img_t, mask_t, "PercentileNormalize")
-            mask_t = mask_t if mask_t.ndim == data.ndim else mask_t.unsqueeze(0)
-            if mask_t.shape[0] not in (1, data.shape[0]):
-                raise LabelMismatchError(
-                    f"PercentileNormalize: mask has {mask_t.shape[0]} channels, image {data.shape[0]}{source_of(img_t)}"
-                )
-            sel = (mask_t > 0).expand(data.shape)
-        elif self.nonzero:
-            sel = data != 0
-        groups = [slice(c, c + 1) for c in range(data.shape[0])] if self.channel_wise else [slice(None)]
-        parts = []
-        for g in groups:
-            part = data[g]
-            values = part[sel[g]] if sel is not None else part
-            if values.numel() == 0:
-                raise InvalidImageError(
-                    f"PercentileNormalize: the mask selects no voxels{source_of(img_t)}; check the mask or nonzero=True"
-                )
-            lo, hi = (float(v) for v in percentiles(values, (self.lower, self.upper)))
-            scale = (self.b_max - self.b_min) / (hi - lo) if hi > lo else 0.0
-            out = torch.sub(part, lo).mul_(scale).add_(self.b_min)  # one new buffer, then in place
-            if self.clip:
-                out.clamp_(min(self.b_min, self.b_max), max(self.b_min, self.b_max))
-            parts.append(out)
-        return new_meta_like(parts[0] if len(parts) == 1 else torch.cat(parts, 0), img_t)
-
-
-class PercentileNormalized(MapTransform):
-    """Dictionary form of :class:`PercentileNormalize`; ``mask_key`` names an optional mask to measure in.
-
-    Example
-    -------
-    >>> import torch
-    >>> d = PercentileNormalized(keys="image", lower=0, upper=100)({"image": torch.tensor([[2.0, 4.0, 6.0]])})
-    >>> d["image"].tolist()
-    [[0.0, 0.5, 1.0]]
-    """
-
-    backend = PercentileNormalize.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        lower: float = 1.0,
-        upper: float = 99.0,
-        b_min: float = 0.0,
-        b_max: float = 1.0,
-        clip: bool = True,
-        channel_wise: bool = False,
-        nonzero: bool = False,
-        mask_key: str | None = None,
-        dtype: torch.dtype | str = torch.float32,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.normalizer = PercentileNormalize(lower, upper, b_min, b_max, clip, channel_wise, nonzero, dtype)
-        self.mask_key = mask_key
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        mask = d[self.mask_key] if self.mask_key is not None else None
-        for key in self.key_iterator(d):
-            d[key] = self.normalizer(d[key], mask)
-        return d
 
 
 # ------------------------------------------------------------------------------------------------
@@ -356,18 +219,14 @@ class ToEncoderInput(Transform):
     ((3, 1, 2), [1.0, 1.0, 1.0])
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
     _SCALES = ("dtype", "minmax", "none")
 
     def __init__(self, num_channels: int = 3, scale: str = "dtype", clip: bool = True, drop_alpha: bool = True) -> None:
-        if scale not in self._SCALES:
-            raise ConfigError(f"ToEncoderInput scale must be one of {self._SCALES}, got {scale!r}")
-        if num_channels not in (1, 3):
-            raise ConfigError(f"ToEncoderInput num_channels must be 1 or 3, got {num_channels}")
-        self.num_channels = num_channels
-        self.scale = scale
-        self.clip = clip
-        self.drop_alpha = drop_alpha
+        self.num_channels = check_choice(num_channels, (1, 3), "num_channels")
+        self.scale = check_choice(scale, self._SCALES, "scale")
+        self.clip = check_bool(clip, "clip")
+        self.drop_alpha = check_bool(drop_alpha, "drop_alpha")
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         img_t = to_tensor(img)
@@ -387,9 +246,8 @@ class ToEncoderInput(Transform):
             data = (data - lo) / (hi - lo) if hi > lo else torch.zeros_like(data)
         c = data.shape[0]
         if self.num_channels == 1:
-            if c == 3 or (c == 4 and self.drop_alpha):  # ITU-R BT.601 luma
-                weights = torch.tensor([0.299, 0.587, 0.114], dtype=data.dtype, device=data.device)
-                data = (data[:3] * weights.view(3, *([1] * (data.ndim - 1)))).sum(0, keepdim=True)
+            if c == 3 or (c == 4 and self.drop_alpha):
+                data = luma(data, dim=0, keepdim=True)
             elif c != 1:
                 raise InvalidImageError(f"ToEncoderInput: cannot make 1 channel from {c}{source_of(img_t)}")
         else:
@@ -458,15 +316,13 @@ class BinarizeMask(Transform):
     [[[0.0, 1.0, 1.0]]]
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(
         self, threshold: float | None = None, reduce: str = "any", dtype: torch.dtype | str = torch.float32
     ) -> None:
-        if reduce not in ("any", "mean"):
-            raise ConfigError(f"BinarizeMask reduce must be 'any' or 'mean', got {reduce!r}")
-        self.threshold = threshold
-        self.reduce = reduce
+        self.threshold = check_float(threshold, "threshold", allow_none=True)
+        self.reduce = check_choice(reduce, ("any", "mean"), "reduce")
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
@@ -531,7 +387,7 @@ class SwapSpatialAxes(InvertibleTransform):
     ((1, 3, 2), [0.0, 1.0, 2.0], [[0.0, 0.5], [2.0, 0.0]])
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, axes: Sequence[int] = (0, 1)) -> None:
         if len(axes) != 2 or axes[0] == axes[1] or min(axes) < 0:
@@ -591,7 +447,6 @@ class SwapSpatialAxesd(MapTransform, InvertibleTransform):
         return d
 
 
-PercentileNormalizeD = PercentileNormalizeDict = PercentileNormalized
 ResizeWithPadD = ResizeWithPadDict = ResizeWithPadd
 ToEncoderInputD = ToEncoderInputDict = ToEncoderInputd
 BinarizeMaskD = BinarizeMaskDict = BinarizeMaskd

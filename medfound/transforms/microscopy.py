@@ -3,9 +3,10 @@
 - :class:`ChannelPercentileNormalize`: each channel's low/high percentiles to [0, 1] (the usual
   normalisation for fluorescence, e.g. 1 and 99.8 as in CSBDeep/StarDist).
 - :class:`GridTile` + :class:`TileAssembler`: cut a large image into overlapping tiles that
-  remember their position, and blend per-tile predictions back (Gaussian, linear-ramp or
-  constant weights); :func:`predict_tiled` runs a predictor over the tiles in batches. Tiles
-  are also invertible one by one with ``Invertd``.
+  remember their position (items of a dataset, each invertible with ``Invertd``), and blend
+  per-tile predictions made elsewhere back (Gaussian, linear-ramp or constant weights). To run a
+  network over a whole image in tiles, use MONAI's ``SlidingWindowInferer`` (same grid, same
+  Gaussian weights; ``sw_device`` / ``device`` keep the output on the CPU).
 - :class:`InstanceMaskToBoxes`: instance label image to boxes, centroids, areas and the count,
   the labels of detection and counting tasks.
 
@@ -20,7 +21,7 @@ Boxes are measured on the mask as given, x along its last axis: give it rows fir
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from copy import deepcopy
 from typing import Any
 
@@ -32,10 +33,12 @@ from monai.data.meta_obj import get_track_meta
 from monai.data.utils import compute_importance_map
 from monai.transforms import CropForeground, InvertibleTransform, MapTransform, Transform
 from monai.transforms.traits import MultiSampleTrait
+from monai.utils import TransformBackends
 
 from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError
 from medfound.transforms._utils import source_of, spatial_tuple, to_tensor
-from medfound.transforms.common import PercentileNormalize, PercentileNormalized
+from medfound.transforms.intensity import PercentileNormalize, PercentileNormalized
+from medfound.utils import check_choice
 
 __all__ = [
     "ChannelPercentileNormalize",
@@ -49,7 +52,6 @@ __all__ = [
     "GridTileD",
     "GridTileDict",
     "TileAssembler",
-    "predict_tiled",
     "instance_boxes",
     "InstanceMaskToBoxes",
     "InstanceMaskToBoxesd",
@@ -62,7 +64,7 @@ class ChannelPercentileNormalize(PercentileNormalize):
     """Per-channel percentile normalisation of a microscopy image (defaults 1 and 99.8, clipped to [0, 1]).
 
     Stains and fluorophores differ in brightness by orders of magnitude, so each channel is
-    scaled on its own. See :class:`~medfound.transforms.common.PercentileNormalize`.
+    scaled on its own: :class:`~medfound.transforms.intensity.PercentileNormalize` with microscopy defaults.
 
     Example
     -------
@@ -280,6 +282,12 @@ class TileAssembler:
     ``"constant"``: plain mean). Weights are positive everywhere, so re-assembling unmodified
     tiles reproduces the image up to float rounding.
 
+    Own code because MONAI has no weighted merger: its ``PatchInferer`` mergers (``AvgMerger``)
+    average with equal weights, and Gaussian weighting exists only inside
+    ``sliding_window_inference``, which needs the network and the whole image in one call. With
+    ``GridTile`` tiles and Gaussian weights the result equals ``SlidingWindowInferer``'s
+    (``tests/test_transforms_microscopy.py``).
+
     Parameters
     ----------
     spatial_shape : size of the full image.
@@ -312,8 +320,7 @@ class TileAssembler:
         device: torch.device | str | None = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if blend not in self._BLENDS:
-            raise ConfigError(f"blend must be one of {self._BLENDS}, got {blend!r}")
+        check_choice(blend, self._BLENDS, "blend")
         self.spatial_shape = tuple(int(s) for s in spatial_shape)
         self.tile_size = spatial_tuple(tile_size, len(self.spatial_shape), "tile_size")
         self.device = torch.device(device) if device is not None else None
@@ -379,60 +386,6 @@ class TileAssembler:
         return self._sum.div_(self._norm)
 
 
-def predict_tiled(
-    predictor: Callable[[torch.Tensor], torch.Tensor],
-    image: NdarrayOrTensor,
-    tile_size: int | Sequence[int] = 512,
-    overlap: float | int = 0.25,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    device: torch.device | str | None = None,
-    output_device: torch.device | str = "cpu",
-    pad_mode: str = "constant",
-) -> torch.Tensor:
-    """Run ``predictor`` over overlapping tiles of a channel-first ``image`` and blend the outputs.
-
-    ``predictor`` maps ``(B, C, *tile)`` to ``(B, C_out, *tile)``. Tiles run on ``device`` (the
-    image's device if ``None``) in batches of ``batch_size``; the blended result accumulates on
-    ``output_device`` (the CPU by default, so whole-slide-sized outputs never sit on the GPU).
-
-    Example
-    -------
-    >>> import torch
-    >>> img = torch.rand(2, 20, 30)
-    >>> out = predict_tiled(lambda x: 2 * x, img, tile_size=8, overlap=0.25)
-    >>> bool(torch.allclose(out, 2 * img, atol=1e-5))
-    True
-    """
-    img_t = to_tensor(image)
-    if img_t.ndim < 2:
-        raise InvalidImageError(f"predict_tiled expects a channel-first image, got shape {tuple(img_t.shape)}")
-    spatial = [int(s) for s in img_t.shape[1:]]
-    size = spatial_tuple(tile_size, len(spatial), "tile_size")
-    positions = tile_positions(spatial, size, overlap)
-    assembler = TileAssembler(spatial, size, blend=blend, device=output_device)
-    dev = torch.device(device) if device is not None else img_t.device
-    plain = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
-    for b in range(0, len(positions), batch_size):
-        chunk = positions[b:b + batch_size]
-        with torch.no_grad():
-            batch = torch.stack([_cut(plain, start, size, pad_mode) for start in chunk]).to(dev)
-            pred = predictor(batch)
-        assembler.add_batch(pred.to(output_device), chunk)
-    return assembler.result()
-
-
-def _cut(img: torch.Tensor, start: Sequence[int], size: Sequence[int], pad_mode: str) -> torch.Tensor:
-    """A tile as a plain tensor (no metadata bookkeeping: inference only), padded past the image end."""
-    region = img[(slice(None), *(slice(s, s + t) for s, t in zip(start, size)))]
-    missing = [t - n for t, n in zip(size, region.shape[1:])]
-    if any(missing):
-        pads = [v for m in reversed(missing) for v in (0, m)]
-        mode = {"edge": "replicate", "symmetric": "reflect", "wrap": "circular"}.get(pad_mode, pad_mode)
-        region = torch.nn.functional.pad(region[None], pads, mode=mode)[0]
-    return region
-
-
 # ------------------------------------------------------------------------------------------------
 # instance masks -> detection and counting labels
 
@@ -453,6 +406,10 @@ def instance_boxes(
     dict with ``"instance_id"`` (N,), ``"box"`` (N, 4) ``[x_min, y_min, x_max, y_max]`` (max
     exclusive), ``"centroid"`` (N, 2) ``[x, y]``, ``"area"`` (N,), ``"class"`` (N,; 0 without
     ``semantic``), sorted by id.
+
+    Own code: MONAI's ``BoundingRect`` needs the mask one-hot (one channel per instance) and took
+    14-45 times as long on the 125 nuclei of the committed stardist mask, with identical boxes
+    (``examples/benchmarks/transforms_bench.py``); it gives no centroids, areas or classes.
 
     Example
     -------
@@ -525,7 +482,7 @@ class InstanceMaskToBoxes(Transform):
     ([[0.0, 0.0, 3.0, 2.0], [6.0, 5.0, 8.0, 8.0]], 2)
     """
 
-    backend = [torch.Tensor.__name__, np.ndarray.__name__]
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, class_value: int = 0, min_area: int = 0) -> None:
         self.class_value = int(class_value)

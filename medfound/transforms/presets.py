@@ -3,7 +3,7 @@
 :func:`get_preset` returns a :class:`monai.transforms.Compose` of dictionary transforms whose
 image output is what the UMedPT encoder takes: float32, 3 channels, values in [0, 1], spatial
 size ``spatial_size`` (microscopy inference keeps the native resolution, padded to a multiple of
-32, for tiling with :func:`~medfound.transforms.microscopy.predict_tiled`). Label keys follow
+32, for tiled inference with MONAI's ``SlidingWindowInferer``). Label keys follow
 the image through every spatial step with nearest-neighbour interpolation.
 
 Modalities and what the pipeline does (train adds the random augmentations in brackets):
@@ -28,8 +28,10 @@ spatial steps, so boxes always match the final image), or ``"none"``/``"classifi
 
 Loading: with ``load=True`` the pipeline starts with ``LoadImaged``. ``reader="auto"`` uses
 medfound's readers (``medfound.io``: ``RadiographReader`` for X-ray DICOM, ``PhotoReader`` for
-fundus and endoscopy, ``MicroscopyReader`` for TIFF) when that package is installed, and MONAI's
-default choice by file suffix otherwise; any reader name, dotted path or instance can be given.
+fundus and endoscopy, ``MicroscopyReader`` for TIFF, ``DicomSeriesReader`` for CT/MR), named by
+dotted path so that MONAI imports them when the pipeline is built (``medfound.transforms`` does
+not import ``medfound.io``: ``io`` builds on ``transforms``); any reader name, dotted path or
+instance can be given, ``None`` lets MONAI choose by file suffix.
 Readers return pictures as ``(C, X, Y)`` (MONAI's layout); the pipeline then swaps them to
 ``(C, rows, columns)`` as stored (``rows_first=True``), so the project's box convention
 (``[x_min, y_min, x_max, y_max]``, x along the last axis) holds for the tensors the models see.
@@ -38,7 +40,6 @@ CT/MR files keep their layout (NIfTI voxel order).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,7 +63,8 @@ from monai.transforms import (
 
 from medfound.errors import ConfigError
 from medfound.transforms.common import BinarizeMaskd, ResizeWithPadd, SwapSpatialAxesd, ToEncoderInputd
-from medfound.transforms.fundus import CLAHEd, DecodeDiscCupd, FieldOfViewCropd
+from medfound.transforms.fundus import DecodeDiscCupd, FieldOfViewCropd
+from medfound.transforms.intensity import CLAHEd
 from medfound.transforms.microscopy import ChannelPercentileNormalized, InstanceMaskToBoxesd
 from medfound.transforms.tomography import (
     CTWindowd,
@@ -72,6 +74,7 @@ from medfound.transforms.tomography import (
     SampleSlicesd,
 )
 from medfound.transforms.xray import XRayWindowd
+from medfound.utils import check_choice
 
 __all__ = ["MODALITIES", "LABEL_TYPES", "get_preset", "medfound_reader"]
 
@@ -80,32 +83,26 @@ MODALITIES = ("ct", "mr", "xray", "microscopy", "fundus", "endoscopy")
 _PICTURES = ("xray", "microscopy", "fundus", "endoscopy")
 LABEL_TYPES = ("segmentation", "detection", "classification", "none")
 
-#: which medfound.io reader loads each modality's files (when medfound.io is installed)
+#: the medfound.io reader that loads each modality's files, as a dotted path MONAI's LoadImage resolves
 _IO_READERS = {"xray": "RadiographReader", "microscopy": "MicroscopyReader", "fundus": "PhotoReader",
                "endoscopy": "PhotoReader", "ct": "DicomSeriesReader", "mr": "DicomSeriesReader"}
 
 
 def medfound_reader(modality: str) -> str | None:
-    """Dotted path of medfound's reader for ``modality`` if ``medfound.io`` provides it, else ``None``.
+    """Dotted path of medfound's reader for ``modality`` (``None`` for a modality without one).
 
     Example
     -------
-    >>> medfound_reader("xray") in (None, "medfound.io.RadiographReader")
-    True
+    >>> medfound_reader("xray")
+    'medfound.io.RadiographReader'
     """
     name = _IO_READERS.get(modality)
-    if name is None:
-        return None
-    try:
-        io = importlib.import_module("medfound.io")
-    except ImportError:
-        return None
-    return f"medfound.io.{name}" if hasattr(io, name) else None
+    return None if name is None else f"medfound.io.{name}"
 
 
 def _loader(modality: str, keys: Sequence[str], reader: Any, allow_missing: bool) -> LoadImaged:
     if reader == "auto":
-        reader = medfound_reader(modality)  # None: MONAI picks by suffix (PILReader for PNG/JPEG/TIFF)
+        reader = medfound_reader(modality)
     # dtype=None keeps the stored type: uint8 photographs and masks are scaled by their type's range later
     return LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True, dtype=None,
                       allow_missing_keys=allow_missing)
@@ -169,18 +166,15 @@ def get_preset(
     >>> tuple(out["image"].shape), out["image"].dtype
     ((3, 64, 64), torch.float32)
     """
-    if modality not in MODALITIES:
-        raise ConfigError(f"unknown modality {modality!r}; presets exist for {', '.join(MODALITIES)}")
-    if mode not in ("train", "infer"):
-        raise ConfigError(f"mode must be 'train' or 'infer', got {mode!r}")
+    check_choice(modality, MODALITIES, "modality")
+    check_choice(mode, ("train", "infer"), "mode")
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     if not keys:
         raise ConfigError("keys must name at least the image key")
     image_key, label_keys = keys[0], keys[1:]
     if label_type is None:
         label_type = "segmentation" if label_keys else "none"
-    if label_type not in LABEL_TYPES:
-        raise ConfigError(f"label_type must be one of {LABEL_TYPES}, got {label_type!r}")
+    check_choice(label_type, LABEL_TYPES, "label_type")
     if label_type in ("none", "classification"):
         label_keys = ()  # other entries (class indices) pass through untouched
     if label_type == "detection" and len(label_keys) != 1:

@@ -44,6 +44,8 @@ from monai.transforms import (
 from monai.utils import TransformBackends, convert_to_tensor
 
 from medfound.errors import ConfigError, LabelMismatchError
+from medfound.transforms._utils import check_percentiles
+from medfound.utils import check_choice, check_int
 
 __all__ = [
     "GM_LABEL",
@@ -112,10 +114,8 @@ class MajorityVote(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, tie: str = "background", num_raters: int | None = None) -> None:
-        if tie not in _TIES:
-            raise ConfigError(f"tie must be one of {_TIES}, got {tie!r}")
-        self.tie = tie
-        self.num_raters = num_raters
+        self.tie = check_choice(tie, _TIES, "tie")
+        self.num_raters = check_int(num_raters, "num_raters", low=1, allow_none=True)
 
     def __call__(self, img: Any) -> MetaTensor:
         raters = convert_to_tensor(img, track_meta=True)
@@ -318,11 +318,9 @@ class NormalizePerSlice(Transform):
 
     def __init__(self, axis: int | None = -1, mode: str = "percentile", lower: float = 0.5,
                  upper: float = 99.5) -> None:
-        if mode not in _NORM_MODES:
-            raise ConfigError(f"mode must be one of {_NORM_MODES}, got {mode!r}")
-        if not 0.0 <= lower < upper <= 100.0:
-            raise ConfigError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
-        self.axis, self.mode, self.lower, self.upper = axis, mode, float(lower), float(upper)
+        self.axis = check_int(axis, "axis", allow_none=True)
+        self.mode = check_choice(mode, _NORM_MODES, "mode")
+        self.lower, self.upper = check_percentiles(lower, upper)
 
     def _normalise(self, x: np.ndarray) -> np.ndarray:
         """``x``: (N, V) rows normalised independently (float64)."""

@@ -30,10 +30,12 @@ import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import ensure_tuple
+from monai.utils import TransformBackends, ensure_tuple
 
 from medfound.errors import ConfigError, InvalidImageError
-from medfound.transforms._utils import as_float, check_finite, new_meta_like, percentiles, source_of, to_tensor
+from medfound.transforms._utils import as_float, check_finite, new_meta_like, source_of, to_tensor
+from medfound.transforms.intensity import PercentileNormalize
+from medfound.utils import check_choice, check_int, check_pair
 
 __all__ = [
     "XRAY_WINDOW_PRESETS",
@@ -135,7 +137,7 @@ class XRayWindow(Transform):
     ([1.0, 0.5, 0.0], 'display', False)
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(
         self,
@@ -156,23 +158,17 @@ class XRayWindow(Transform):
             window = tuple(float(v) for v in window)
             if len(window) != 2:
                 raise ConfigError(f"an explicit X-ray window is [center, width], got {list(window)}")
-        if voi_function != "auto" and voi_function.lower() not in VOI_FUNCTIONS:
-            raise ConfigError(f"voi_function must be 'auto' or one of {VOI_FUNCTIONS}, got {voi_function!r}")
-        if invert not in ("auto", True, False):
-            raise ConfigError(f"invert must be 'auto', True or False, got {invert!r}")
-        if fallback != "raise" and fallback not in XRAY_WINDOW_PRESETS:
-            raise ConfigError(f"fallback must be 'raise' or one of {', '.join(XRAY_WINDOW_PRESETS)}, got {fallback!r}")
+        if voi_function != "auto":
+            voi_function = check_choice(str(voi_function).lower(), VOI_FUNCTIONS, "voi_function")
         self.window = window
-        self.window_index = int(window_index)
+        self.window_index = check_int(window_index, "window_index", low=0)
         self.voi_function = voi_function
-        self.invert = invert
-        self.fallback = fallback
+        self.invert = check_choice(invert, ("auto", True, False), "invert")
+        self.fallback = check_choice(fallback, ("raise", *XRAY_WINDOW_PRESETS), "fallback")
 
     def _percentile_window(self, x: torch.Tensor, preset: str) -> torch.Tensor:
-        lo, hi = (float(v) for v in percentiles(x, XRAY_WINDOW_PRESETS[preset]))
-        if hi <= lo:
-            return torch.zeros_like(x)
-        return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+        lower, upper = XRAY_WINDOW_PRESETS[preset]
+        return PercentileNormalize(lower, upper, 0.0, 1.0, clip=True)(x)
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         img_t = to_tensor(img)
@@ -265,15 +261,11 @@ class XRayInvert(Transform):
     ([[1.0, 0.75, 0.0]], [[1.0, 0.75, 0.0]])
     """
 
-    backend = [torch.Tensor.__name__]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, invert: bool | str = "auto", value_range: Sequence[float] | None = (0.0, 1.0)) -> None:
-        if invert not in ("auto", True, False):
-            raise ConfigError(f"invert must be 'auto', True or False, got {invert!r}")
-        if value_range is not None and len(value_range) != 2:
-            raise ConfigError(f"value_range must be [low, high] or None, got {value_range!r}")
-        self.invert = invert
-        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        self.invert = check_choice(invert, ("auto", True, False), "invert")
+        self.value_range = None if value_range is None else check_pair(value_range, "value_range", ordered=False)
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         img_t = to_tensor(img)

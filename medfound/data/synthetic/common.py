@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from medfound.errors import ConfigError
+from medfound.transforms.intensity import gaussian_blur
 from medfound.utils import atomic_write_json
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "grid",
     "ellipse_distance",
     "soft_inside",
-    "gaussian_blur",
     "smooth_noise",
     "draw_curves",
     "camera_response",
@@ -76,40 +76,9 @@ def soft_inside(distance: np.ndarray, softness: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.clip((distance - 1.0) / max(softness, 1e-6), -50, 50)))
 
 
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(np.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(image: np.ndarray, sigma: float | Sequence[float]) -> np.ndarray:
-    """Separable Gaussian blur over the first two axes (reflect padding).
-
-    ``sigma`` is one value or ``(sigma_y, sigma_x)``; zero leaves that axis untouched.
-    Works on ``(H, W)`` and ``(H, W, C)`` arrays.
-    """
-    sigmas = (sigma, sigma) if np.isscalar(sigma) else tuple(sigma)
-    out = np.asarray(image, dtype=np.float64)
-    for axis, s in enumerate(sigmas):
-        if s <= 0:
-            continue
-        k = _gaussian_kernel(float(s))
-        r = len(k) // 2
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (r, r)
-        padded = np.pad(out, pad, mode="reflect")
-        acc = np.zeros_like(out)
-        n = out.shape[axis]
-        for i, w in enumerate(k):
-            acc += w * np.take(padded, np.arange(i, i + n), axis=axis)
-        out = acc
-    return out
-
-
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], correlation: float) -> np.ndarray:
     """Zero-mean, unit-std smooth random field with a correlation length of ``correlation`` pixels."""
-    field = gaussian_blur(rng.standard_normal(shape), correlation)
+    field = gaussian_blur(rng.standard_normal(shape), correlation, spatial_axes=(0, 1))
     std = field.std()
     return field / std if std > 0 else field
 
@@ -157,7 +126,7 @@ def camera_response(
     """
     image = np.clip(image * np.asarray(channel_gain), 0, 1) ** gamma
     image = np.clip((image - image.mean()) * contrast + image.mean(), 0, 1)
-    image = gaussian_blur(image, blur_sigma)
+    image = gaussian_blur(image, blur_sigma, spatial_axes=(0, 1))
     return image + rng.normal(0, noise_std, image.shape)
 
 

@@ -39,7 +39,6 @@ from medfound.data.synthetic.common import (
     check_size,
     draw_curves,
     ellipse_distance,
-    gaussian_blur,
     grid,
     jpeg_roundtrip,
     save_png,
@@ -48,6 +47,7 @@ from medfound.data.synthetic.common import (
     to_uint8,
     write_dataset_docs,
 )
+from medfound.transforms.intensity import gaussian_blur
 from medfound.utils import make_rng
 
 __all__ = ["FundusDomain", "FUNDUS_DOMAINS", "FUNDUS_COUNTS", "render_fundus", "write_fundus_demo"]
@@ -173,7 +173,7 @@ def render_fundus(rng: np.random.Generator, domain: FundusDomain, size: str) -> 
     image += domain.cup_contrast * soft_inside(d_cup, 0.12)[..., None] * _CUP_GAIN
 
     curves, widths = _vessel_tree(rng, s, cup_cy, cup_cx, 0.9 * min(cup_ry, cup_rx))
-    vessels = gaussian_blur(draw_curves((s, s), curves, widths), 0.5 * scale)
+    vessels = gaussian_blur(draw_curves((s, s), curves, widths), 0.5 * scale, spatial_axes=(0, 1))
     image *= 1.0 - vessels[..., None] * np.array([0.35, 0.60, 0.55])
 
     image *= (1.0 - domain.falloff * np.clip(r_fov, 0, 1.2) ** 2)[..., None]

@@ -49,7 +49,6 @@ import tifffile
 from medfound.data.synthetic.common import (
     check_size,
     ellipse_distance,
-    gaussian_blur,
     grid,
     save_png,
     smooth_noise,
@@ -57,6 +56,7 @@ from medfound.data.synthetic.common import (
     to_uint8,
     write_dataset_docs,
 )
+from medfound.transforms.intensity import gaussian_blur
 from medfound.utils import atomic_write_json, make_rng
 
 __all__ = ["SyntheticTask", "MULTITASK_TASKS", "MULTITASK_COUNTS", "write_multitask_demo"]
@@ -121,7 +121,7 @@ def _render_ct_abdomen(rng, s):
         inside = d < 1
         hu[inside] = value + rng.normal(0, 8)
         label[inside] = cls
-    hu = gaussian_blur(hu, 0.6) + rng.normal(0, 12, (s, s))
+    hu = gaussian_blur(hu, 0.6, spatial_axes=(0, 1)) + rng.normal(0, 12, (s, s))
     return np.rint(hu).astype(np.int16), label
 
 
@@ -147,7 +147,7 @@ def _render_ct_chest_nodule(rng, s):
         r = s * rng.uniform(0.035, 0.06)
         nod = soft_inside(ellipse_distance(yy, xx, ny, nx, r, r * rng.uniform(0.85, 1.15)), 0.15)
         hu = hu * (1 - nod) + 30.0 * nod
-    hu = gaussian_blur(hu, 0.5) + rng.normal(0, 15, (s, s))
+    hu = gaussian_blur(hu, 0.5, spatial_axes=(0, 1)) + rng.normal(0, 15, (s, s))
     return np.rint(hu).astype(np.int16), has_nodule
 
 
@@ -175,7 +175,7 @@ def _render_mr_brain_lesion(rng, s):
         img[lesion] = 1.0 + 0.05 * rng.standard_normal(int(lesion.sum()))
         label[lesion] = 1
     bias = 1 + 0.15 * np.tanh(smooth_noise(rng, (s, s), s / 3))
-    img = gaussian_blur(img, 0.7) * bias
+    img = gaussian_blur(img, 0.7, spatial_axes=(0, 1)) * bias
     sigma = 0.03
     img = np.sqrt((img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2)
     return (img * 1000).astype(np.float32), label
@@ -212,7 +212,7 @@ def _render_nuclei(rng, s, phenotype="normal"):
             next_id += 1
             signal = np.maximum(signal, brightness * soft_inside(d, 0.12) *
                                 (1 + 0.15 * smooth_noise(rng, (s, s), 1.5 * unit)))
-    image = 0.03 + gaussian_blur(signal, 0.8 * unit)
+    image = 0.03 + gaussian_blur(signal, 0.8 * unit, spatial_axes=(0, 1))
     counts = rng.poisson(np.clip(image, 0, None) * 3000.0) + rng.normal(100, 8, (s, s))
     return np.clip(np.rint(counts), 0, 65535).astype(np.uint16), instances
 
@@ -284,7 +284,7 @@ def _render_xray_findings(rng, s):
         level = lcy + rng.uniform(0.12, 0.22) * s
         fluid = soft_inside(np.clip((level - yy) / (0.02 * s) + 1 - 0.002 * (xx - lcx) ** 2 / s, 0, 50), 0.3)
         img += 0.25 * fluid * (d < 1.05)
-    img = gaussian_blur(img, 0.6) + rng.normal(0, 0.015, (s, s))
+    img = gaussian_blur(img, 0.6, spatial_axes=(0, 1)) + rng.normal(0, 0.015, (s, s))
     return to_uint8(np.clip(img, 0, 1) ** 0.9), labels
 
 
@@ -297,7 +297,7 @@ def _render_xray_nodules(rng, s):
         ny, nx = lcy + rng.uniform(-0.18, 0.18) * s, lcx + rng.uniform(-0.06, 0.06) * s
         img += 0.2 * soft_inside(ellipse_distance(yy, xx, ny, nx, r, r), 0.15)
         boxes.append([int(math.floor(nx - r)), int(math.floor(ny - r)), int(math.ceil(nx + r)), int(math.ceil(ny + r))])
-    img = gaussian_blur(img, 0.6) + rng.normal(0, 0.015, (s, s))
+    img = gaussian_blur(img, 0.6, spatial_axes=(0, 1)) + rng.normal(0, 0.015, (s, s))
     boxes = [[max(0, x0), max(0, y0), min(s, x1), min(s, y1)] for x0, y0, x1, y1 in boxes]
     return to_uint8(np.clip(img, 0, 1) ** 0.9), {"box": boxes, "label": [0] * len(boxes)}
 

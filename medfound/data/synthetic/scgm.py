@@ -37,7 +37,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medfound.data.synthetic.common import check_size, gaussian_blur, smooth_noise, write_dataset_docs
+from medfound.data.synthetic.common import check_size, smooth_noise, write_dataset_docs
+from medfound.transforms.intensity import gaussian_blur
 from medfound.utils import make_rng
 
 __all__ = ["ScgmSite", "SCGM_SITES", "SCGM_COUNTS", "N_RATERS", "render_scgm_subject", "write_scgm_demo"]
@@ -167,7 +168,7 @@ def render_scgm_subject(
     image *= bias[:, :, None]
     sigma = site.noise_std
     image = np.sqrt((image + rng.normal(0, sigma, image.shape)) ** 2 + rng.normal(0, sigma, image.shape) ** 2)
-    image = gaussian_blur(image, 0.3)  # in-plane point-spread
+    image = gaussian_blur(image, 0.3, spatial_axes=(0, 1))  # in-plane point-spread
     image_i16 = np.clip(np.rint(image * site.scale), 0, 32767).astype(np.int16)
 
     # masks at voxel centres; each rater draws the boundary slightly differently
