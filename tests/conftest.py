@@ -20,6 +20,10 @@ def pytest_configure(config):
 
 DATA_DIR = Path(__file__).parent / "data"
 
+# tests/data holds fixtures and the scripts that regenerated them (they need torchvision and change
+# sys.path when imported): not test modules, so not collected, also not for doctests.
+collect_ignore = ["data"]
+
 
 @pytest.fixture
 def single_torch_thread():
