@@ -49,12 +49,6 @@ BLOCK_TIMEOUT_S = 420
 #: them. Only blocks of other branches' sections may be listed here, and the list is to be deleted
 #: once those branches are merged.
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
-    # io + transforms branch
-    ("Reading images (`medfound.io`)", "import medfound.io  # registers the reader names with MONAI"):
-        "`datalist` is never defined (NameError in `SkipBadCases(Dataset(datalist, load), ...)`)",
-    ("Modality transforms", "from monai.transforms import Invertd"):
-        "names Domain1/test/ROIs/image/g0001.png and case1.nii.gz, files the folder does not have "
-        "(the demo fundus images are under demo_data/fundus/)",
     # multitask branch
     ("UMedPT multi-task pre-training and transfer",
      "medfound pretrain pretrain.json -o runs/umedpt          # resumable; see medfound.multitask.pretrain"):
