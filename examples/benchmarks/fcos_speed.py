@@ -1,7 +1,7 @@
 """Speed of medfound's FCOS NMS and detection mAP against MONAI's implementations, same inputs, same run.
 
 Compares
-- ``medfound.networks.fcos.nms`` / ``batched_nms`` (block-wise tensor NMS) with
+- ``medfound.utils.boxes.nms`` / ``batched_nms`` (block-wise tensor NMS) with
   ``monai.data.box_utils.non_max_suppression`` / ``batched_nms`` (one Python iteration and
   one IoU call per kept box), on random boxes of the size FCOS decoding feeds NMS;
 - ``medfound.evaluation.detection.mean_average_precision`` with MONAI's
@@ -85,8 +85,8 @@ def main() -> None:
     from monai.apps.detection.metrics.matching import matching_batch
     from monai.data import box_utils
 
-    from medfound.evaluation.detection import box_iou_np, mean_average_precision
-    from medfound.networks.fcos import batched_nms, nms
+    from medfound.evaluation.detection import mean_average_precision
+    from medfound.utils.boxes import batched_nms, box_iou, nms
 
     results: dict[str, float] = {}
     rows = []
@@ -119,7 +119,7 @@ def main() -> None:
 
     def monai_map() -> float:
         matches = matching_batch(
-            iou_fn=box_iou_np, iou_thresholds=coco.iou_thresholds,
+            iou_fn=box_iou, iou_thresholds=coco.iou_thresholds,
             pred_boxes=[p["boxes"] for p in preds], pred_classes=[p["labels"] for p in preds],
             pred_scores=[p["scores"] for p in preds],
             gt_boxes=[g["boxes"] for g in gts], gt_classes=[g["labels"] for g in gts],
