@@ -9,12 +9,10 @@ the image.
 Example
 -------
 >>> import torch
->>> post = FCOSPostprocessor(strides=[8])
->>> out = {"cls_logits": [torch.full((1, 1, 2, 2), -20.0)], "box_regression": [torch.ones(1, 4, 2, 2)],
-...        "centerness": [torch.zeros(1, 1, 2, 2)]}
->>> out["cls_logits"][0][0, 0, 1, 0] = 20.0  # one confident location at x = 4, y = 12
->>> post(out, image_size=(16, 16))[0]["boxes"].tolist()
-[[3.0, 11.0, 5.0, 13.0]]
+>>> out = {"cls_logits": [torch.full((2, 1, 2, 2), -20.0)], "box_regression": [torch.ones(2, 4, 2, 2)],
+...        "centerness": [torch.zeros(2, 1, 2, 2)]}
+>>> [len(d["boxes"]) for d in FCOSPostprocessor(strides=[8])(out, image_size=[(16, 16), (12, 16)])]
+[0, 0]
 """
 
 from __future__ import annotations
