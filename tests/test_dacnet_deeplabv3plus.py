@@ -166,11 +166,11 @@ def test_constructible_from_bundle_config():
 
 
 def test_bad_arguments():
-    with pytest.raises(ConfigError, match="output_stride must be 16 or 8"):
+    with pytest.raises(ConfigError, match=r"output_stride must be one of \[16, 8\], got 32"):
         DeepLabV3Plus(num_classes=2, output_stride=32)
     with pytest.raises(ConfigError, match="num_classes"):
         DeepLabV3Plus(num_classes=0)
-    with pytest.raises(ConfigError, match="unknown ResNet"):
+    with pytest.raises(ConfigError, match="ResNet name must be one of"):
         DeepLabV3Plus(num_classes=2, backbone="vgg16")
     with pytest.raises(ValueError, match=r"expects \(B, 3, H, W\)"):
         _small(num_classes=2)(torch.zeros(1, 1, 32, 32))

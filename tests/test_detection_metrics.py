@@ -13,11 +13,11 @@ from medfound.evaluation.detection import (
     COCO_IOU_THRESHOLDS,
     DetectionMAP,
     IgniteDetectionMAP,
-    box_iou_np,
     coco_average_precision,
     mean_average_precision,
     voc_average_precision,
 )
+from medfound.utils.boxes import box_iou
 
 GT = [{"boxes": [[0, 0, 10, 10], [20, 20, 40, 30]], "labels": [0, 1]},
       {"boxes": [[5, 5, 25, 25]], "labels": [0]}]
@@ -73,7 +73,7 @@ def test_duplicates_and_voc_versus_coco_matching():
     # COCO moves on to B (a TP), VOC's devkit counts a false positive
     gt = [{"boxes": [[0, 0, 20, 10], [8, 0, 28, 10]], "labels": [0, 0]}]
     det2 = [3, 0, 23, 10]  # IoU 17/23 with A, 15/25 with B
-    iou = box_iou_np(np.array([det2]), np.array(gt[0]["boxes"]))[0]
+    iou = box_iou(np.array([det2]), np.array(gt[0]["boxes"]))[0]
     assert iou[0] > iou[1] > 0.5
     pred = [_pred([[0, 0, 20, 10], det2], [0.9, 0.8], [0, 0])]
     m = mean_average_precision(pred, gt)
@@ -168,7 +168,7 @@ def test_parity_with_monai_coco_metric(seed):
                       verbose=False)
     assert np.allclose(coco.iou_thresholds, COCO_IOU_THRESHOLDS)
     matches = matching_batch(
-        iou_fn=box_iou_np, iou_thresholds=coco.iou_thresholds,
+        iou_fn=box_iou, iou_thresholds=coco.iou_thresholds,
         pred_boxes=[p["boxes"] for p in preds], pred_classes=[p["labels"] for p in preds],
         pred_scores=[p["scores"] for p in preds],
         gt_boxes=[g["boxes"] for g in gts], gt_classes=[g["labels"] for g in gts], max_detections=100,
@@ -201,7 +201,7 @@ def test_voc_ap_against_a_literal_devkit_loop():
     taken = [np.zeros(len(g["boxes"]), bool) for g in gts]
     tp = []
     for _, i, b in dets:
-        iou = box_iou_np(b[None], gts[i]["boxes"])[0] if len(gts[i]["boxes"]) else np.zeros(0)
+        iou = box_iou(b[None], gts[i]["boxes"])[0] if len(gts[i]["boxes"]) else np.zeros(0)
         j = int(np.argmax(iou)) if iou.size else -1
         hit = j >= 0 and iou[j] > 0.5 and not taken[i][j]
         if hit:

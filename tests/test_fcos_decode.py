@@ -1,4 +1,6 @@
-"""FCOS decoding and NMS: brute-force and MONAI parity, hand-made outputs, assign -> decode round trip."""
+"""FCOS decoding: hand-made outputs with known detections, assign -> decode round trip, errors.
+
+The NMS and box IoU it uses are tested in ``tests/test_utils_boxes.py``."""
 
 from __future__ import annotations
 
@@ -8,81 +10,8 @@ import pytest
 import torch
 
 from medfound.errors import ConfigError, ShapeError
-from medfound.networks.fcos import (
-    FCOSPostprocessor,
-    FCOSTargetAssigner,
-    _greedy_nms,
-    batched_nms,
-    box_iou,
-    nms,
-)
-
-
-def _random_boxes(n, seed, side=200.0, max_size=60.0):
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=g) * side
-    wh = torch.rand(n, 2, generator=g) * max_size + 2
-    return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g), torch.randint(0, 3, (n,), generator=g)
-
-
-def _brute_force_nms(boxes, scores, labels, thr):
-    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))  # sorted() is stable
-    iou = box_iou(boxes, boxes)
-    keep = []
-    for i in order:
-        if all(not (iou[i, k] > thr and (labels is None or labels[i] == labels[k])) for k in keep):
-            keep.append(i)
-    return keep
-
-
-def test_box_iou_matches_monai():
-    from monai.data.box_utils import box_iou as monai_box_iou
-
-    a, _, _ = _random_boxes(60, 0)
-    b, _, _ = _random_boxes(40, 1)
-    assert torch.allclose(box_iou(a, b), monai_box_iou(a, b), atol=1e-6)
-    assert box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 0, 3, 2]])).item() == pytest.approx(1 / 3)
-    assert box_iou(torch.zeros(1, 4), torch.zeros(1, 4)).item() == 0  # empty boxes: no NaN
-
-
-@pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
-def test_nms_matches_brute_force_and_monai(thr):
-    from monai.data.box_utils import batched_nms as monai_batched_nms
-    from monai.data.box_utils import non_max_suppression
-
-    boxes, scores, labels = _random_boxes(300, seed=int(thr * 10))
-    keep = nms(boxes, scores, thr)
-    assert keep.tolist() == _brute_force_nms(boxes, scores, None, thr)
-    assert keep.tolist() == non_max_suppression(boxes, scores, thr).tolist()
-    assert 20 < len(keep) < 300  # the case suppresses some boxes and keeps others
-    keep_c = batched_nms(boxes, scores, labels, thr)
-    assert keep_c.tolist() == _brute_force_nms(boxes, scores, labels, thr)
-    assert sorted(keep_c.tolist()) == sorted(monai_batched_nms(boxes, scores, labels, thr).tolist())
-    assert len(keep_c) > len(keep)  # boxes of other classes no longer suppress each other
-
-
-def test_nms_blocks_and_long_suppression_chains():
-    # a chain where each box overlaps only its neighbours (IoU 0.6): greedy keeps every other box,
-    # and the result depends on every earlier decision (worst case for the fixed-point iteration)
-    n = 40
-    x = torch.arange(n, dtype=torch.float32) * 2.5
-    chain = torch.stack([x, torch.zeros(n), x + 10, torch.full((n,), 10.0)], 1)
-    scores = torch.linspace(1, 0.1, n)
-    expected = _brute_force_nms(chain, scores, None, 0.5)
-    assert expected == list(range(0, n, 2))
-    for block in (1, 3, 7, 512):
-        assert _greedy_nms(chain, scores, None, 0.5, block=block).tolist() == expected
-    boxes, scores, labels = _random_boxes(250, seed=5)
-    for block in (16, 100):
-        assert _greedy_nms(boxes, scores, labels, 0.4, block=block).tolist() == _brute_force_nms(
-            boxes, scores, labels, 0.4
-        )
-
-
-def test_nms_ties_and_empty():
-    boxes = torch.tensor([[0.0, 0, 10, 10]] * 3)
-    assert nms(boxes, torch.tensor([0.5, 0.5, 0.5]), 0.5).tolist() == [0]  # stable: the first wins
-    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
+from medfound.multitask.fcos_targets import FCOSTargetAssigner
+from medfound.networks.fcos import FCOSPostprocessor
 
 
 def _outputs(levels, num_classes=3, batch=1, background=-12.0):
@@ -137,6 +66,56 @@ def test_decode_nms_threshold_topk_and_max_detections():
     )
     no_nms = FCOSPostprocessor(strides=[8], nms_thresh=1.0)(out, (32, 32))[0]
     assert len(no_nms["boxes"]) == 4
+
+
+def _monai_reference_decode(out, strides, image_size, score_thresh, pre_nms_top_n, nms_thresh, max_det, min_size):
+    """The documented decoding steps, written out plainly, with MONAI's clipping and class-wise NMS."""
+    from monai.data import box_utils
+
+    h, w = image_size
+    boxes, scores, labels = [], [], []
+    for cls_l, box_l, ctr_l, s in zip(out["cls_logits"], out["box_regression"], out["centerness"], strides):
+        k, rows, cols = cls_l.shape[1:]
+        for r in range(rows):
+            for c in range(cols):
+                x, y = (c + 0.5) * s, (r + 0.5) * s
+                for j in range(k):
+                    score = math.sqrt(torch.sigmoid(cls_l[0, j, r, c]).item() * torch.sigmoid(ctr_l[0, 0, r, c]).item())
+                    left, top, right, bottom = box_l[0, :, r, c].tolist()
+                    boxes.append([x - left, y - top, x + right, y + bottom])
+                    scores.append(score)
+                    labels.append(j)
+        # per level: above the threshold, then the pre_nms_top_n best
+        level = [i for i in range(len(scores) - k * rows * cols, len(scores)) if scores[i] > score_thresh]
+        level = sorted(level, key=lambda i: -scores[i])[:pre_nms_top_n]
+        drop = set(range(len(scores) - k * rows * cols, len(scores))) - set(level)
+        boxes = [b for i, b in enumerate(boxes) if i not in drop]
+        scores = [v for i, v in enumerate(scores) if i not in drop]
+        labels = [v for i, v in enumerate(labels) if i not in drop]
+    boxes, scores, labels = torch.tensor(boxes).reshape(-1, 4), torch.tensor(scores), torch.tensor(labels)
+    boxes, _ = box_utils.clip_boxes_to_image(boxes, (w, h), remove_empty=False)  # MONAI's x is our width
+    big = ((boxes[:, 2] - boxes[:, 0]) > min_size) & ((boxes[:, 3] - boxes[:, 1]) > min_size)
+    boxes, scores, labels = boxes[big], scores[big], labels[big]
+    keep = box_utils.batched_nms(boxes, scores, labels, nms_thresh)
+    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)][:max_det]
+    return boxes[keep], scores[keep], labels[keep]
+
+
+def test_decoding_matches_a_plain_monai_reference_on_random_outputs():
+    g = torch.Generator().manual_seed(7)
+    strides, sizes = [8, 16], [(6, 8), (3, 4)]  # a 48x64 input, decoded for a 44x60 image
+    out = {"cls_logits": [torch.randn(1, 2, h, w, generator=g) * 3 - 1 for h, w in sizes],
+           "box_regression": [torch.rand(1, 4, h, w, generator=g) * 30 for h, w in sizes],
+           "centerness": [torch.randn(1, 1, h, w, generator=g) for h, w in sizes]}
+    for opts in [(0.05, 1000, 0.6, 100, 0.0), (0.2, 10, 0.3, 8, 4.0)]:
+        post = FCOSPostprocessor(strides=strides, score_thresh=opts[0], pre_nms_top_n=opts[1], nms_thresh=opts[2],
+                                 max_detections=opts[3], min_size=opts[4])
+        det = post(out, image_size=(44, 60))[0]
+        boxes, scores, labels = _monai_reference_decode(out, strides, (44, 60), *opts)
+        assert 5 < len(det["boxes"]) <= opts[3]  # NMS, thresholds and clipping all act on this case
+        assert torch.allclose(det["boxes"], boxes, atol=1e-5)
+        assert torch.allclose(det["scores"], scores, rtol=1e-6) and det["labels"].tolist() == labels.tolist()
+        assert (det["boxes"][:, 2] <= 60).all() and (det["boxes"][:, 3] <= 44).all()
 
 
 def test_assign_then_decode_round_trip_recovers_boxes():

@@ -112,7 +112,8 @@ def test_bundle_config_construction():
 
 
 def _amp_round_trip(device, dtype):
-    from medfound.networks.fcos import FCOSLoss, FCOSPostprocessor
+    from medfound.multitask.fcos_loss import FCOSLoss
+    from medfound.networks.fcos import FCOSPostprocessor
 
     torch.manual_seed(0)
     head = FCOSHead(in_channels=8, num_classes=2).to(device)

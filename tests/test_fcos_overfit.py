@@ -17,7 +17,8 @@ from torch import nn
 
 from medfound.data.synthetic.multitask import write_multitask_demo
 from medfound.evaluation.detection import mean_average_precision
-from medfound.networks.fcos import FCOSHead, FCOSLoss, FCOSPostprocessor
+from medfound.multitask.fcos_loss import FCOSLoss
+from medfound.networks.fcos import FCOSHead, FCOSPostprocessor
 
 
 def _block(cin, cout, stride):

@@ -9,13 +9,10 @@ import pytest
 import torch
 
 from medfound.errors import ConfigError, LabelMismatchError, ShapeError
-from medfound.networks.fcos import (
-    FCOSLoss,
-    FCOSTargetAssigner,
-    fcos_locations,
-    ltrb_iou,
-    sigmoid_focal_loss,
-)
+from medfound.multitask.fcos_loss import FCOSLoss
+from medfound.multitask.fcos_targets import FCOSTargetAssigner
+from medfound.networks.fcos import fcos_locations
+from medfound.utils.boxes import ltrb_iou
 
 
 def _grid_index(row, col, width, offset=0):
@@ -199,47 +196,30 @@ def test_assigner_errors():
 # loss functions
 
 
-def test_sigmoid_focal_loss_matches_formula_and_monai():
-    from monai.losses.focal_loss import sigmoid_focal_loss as monai_sigmoid_focal_loss
-
+def test_focal_classification_term_matches_the_formula():
+    """loss_cls = sum of -alpha_t (1 - p_t)^gamma ln p_t over every location and class / positives."""
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(50, 3, generator=g) * 4
-    targets = (torch.rand(50, 3, generator=g) > 0.7).float()
-    p = torch.sigmoid(logits.double())
-    direct = torch.where(
-        targets.bool(), -0.25 * (1 - p) ** 2 * torch.log(p), -0.75 * p**2 * torch.log(1 - p)
-    )
-    ours = sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0)
-    assert torch.allclose(ours.double(), direct, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(ours, monai_sigmoid_focal_loss(logits, targets, gamma=2.0, alpha=0.25), atol=1e-6)
+    side, k = 4, 3
+    logits = torch.randn(2, k, side, side, generator=g) * 4
+    out = {"cls_logits": [logits], "box_regression": [torch.full((2, 4, side, side), 8.0)],
+           "centerness": [torch.zeros(2, 1, side, side)]}
+    targets = [{"boxes": [[0, 0, 16, 16]], "labels": [2]}, {"boxes": [[8, 8, 32, 24]], "labels": [0]}]
+    loss_fn = FCOSLoss(k, strides=[8], size_ranges=[[0, None]], center_sampling_radius=None)
+    labels = loss_fn.assigner([(side, side)], targets, (32, 32))["labels"]
+    positive = labels >= 0
+    onehot = torch.zeros(2, side * side, k, dtype=torch.float64)
+    onehot[positive, labels[positive]] = 1
+    p = torch.sigmoid(logits.double()).flatten(2).transpose(1, 2)
+    direct = torch.where(onehot.bool(), -0.25 * (1 - p) ** 2 * torch.log(p), -0.75 * p**2 * torch.log(1 - p))
+    assert 4 < positive.sum() < 2 * side * side  # both images have positives and negatives
+    expected = direct.sum() / positive.sum()
+    assert loss_fn(out, targets, (32, 32))["loss_cls"].item() == pytest.approx(expected.item(), rel=1e-5)
     # alpha < 0 switches the class weighting off; gamma = 0 gives plain BCE
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    assert torch.allclose(sigmoid_focal_loss(logits, targets, alpha=-1, gamma=0.0), bce, atol=1e-6)
-
-
-def test_ltrb_iou_and_giou_known_values():
-    iou, giou = ltrb_iou(torch.tensor([3.0, 4, 5, 6]), torch.tensor([3.0, 4, 5, 6]))
-    assert iou.item() == pytest.approx(1.0) and giou.item() == pytest.approx(1.0)
-    iou, giou = ltrb_iou(torch.tensor([1.0, 1, 1, 1]), torch.tensor([2.0, 2, 2, 2]))
-    assert (iou.item(), giou.item()) == pytest.approx((0.25, 0.25))  # enclosure = the larger box
-    # boxes on opposite sides of the point: they touch at one corner, enclosure 4 x 4
-    iou, giou = ltrb_iou(torch.tensor([0.0, 0, 2, 2]), torch.tensor([2.0, 2, 0, 0]))
-    assert (iou.item(), giou.item()) == pytest.approx((0.0, -0.5))
-    # 16x16 around the point vs a 16x16 box shifted by 4: inter 12x12, union 368, enclosure 20x20
-    iou, giou = ltrb_iou(torch.tensor([8.0, 8, 8, 8]), torch.tensor([4.0, 4, 12, 12]))
-    assert (iou.item(), giou.item()) == pytest.approx((144 / 368, 144 / 368 - 32 / 400))
-
-
-def test_ltrb_giou_matches_monai_box_pair_giou():
-    from monai.data.box_utils import box_iou, box_pair_giou
-
-    g = torch.Generator().manual_seed(1)
-    pred = torch.rand(200, 4, generator=g) * 30 + 0.5
-    target = torch.rand(200, 4, generator=g) * 30 + 0.5
-    iou, giou = ltrb_iou(pred, target)
-    to_xyxy = lambda d: torch.stack([-d[:, 0], -d[:, 1], d[:, 2], d[:, 3]], 1)  # noqa: E731 (point at 0)
-    assert torch.allclose(giou, box_pair_giou(to_xyxy(pred), to_xyxy(target)), atol=1e-5)
-    assert torch.allclose(iou, torch.diagonal(box_iou(to_xyxy(pred), to_xyxy(target))), atol=1e-5)
+    plain = FCOSLoss(k, strides=[8], size_ranges=[[0, None]], center_sampling_radius=None, focal_alpha=-1,
+                     focal_gamma=0.0)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.double().flatten(2).transpose(1, 2), onehot, reduction="sum") / positive.sum()
+    assert plain(out, targets, (32, 32))["loss_cls"].item() == pytest.approx(bce.item(), rel=1e-5)
 
 
 def _one_level_outputs(cls=0.0, box=8.0, ctr=0.0, side=4, k=1):
@@ -331,12 +311,12 @@ def test_bundle_config_construction():
     from monai.bundle import ConfigParser
 
     cfg = {
-        "loss": {"_target_": "medfound.networks.fcos.FCOSLoss", "num_classes": 2, "strides": [8, 16, 32, 64, 128],
+        "loss": {"_target_": "medfound.multitask.fcos_loss.FCOSLoss", "num_classes": 2, "strides": [8, 16, 32, 64, 128],
                  "size_ranges": [[0, 64], [64, 128], [128, 256], [256, 512], [512, None]],
                  "center_sampling_radius": 1.5, "box_loss": "giou"},
         "post": {"_target_": "medfound.networks.fcos.FCOSPostprocessor", "score_thresh": 0.05,
                  "pre_nms_top_n": 1000, "nms_thresh": 0.6, "max_detections": 100},
-        "assigner": {"_target_": "medfound.networks.fcos.FCOSTargetAssigner", "size_ranges": [[0, "inf"]],
+        "assigner": {"_target_": "medfound.multitask.fcos_targets.FCOSTargetAssigner", "size_ranges": [[0, "inf"]],
                      "strides": [8]},
     }
     parser = ConfigParser(cfg)

@@ -20,6 +20,7 @@ def test_swin_speed_benchmark_smoke(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--device", "cpu", "--batch", "1", "--size", "64", "--warmup", "0",
                                       "--repeats", "1", "--train-repeats", "1", "--threads", "1",
                                       "--torchvision-dir", str(tmp_path / "no_torchvision"), "--json", str(out)])
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling torchvision_reference, as when run as a script
     threads = torch.get_num_threads()
     try:
         runpy.run_path(str(SCRIPT), run_name="__main__")

@@ -1,14 +1,23 @@
-"""The torchvision-reference importer used by the benchmarks and the fixture generators."""
+"""The torchvision-reference importer used by the benchmarks and the fixture generators.
+
+It is tooling, not part of the package: it lives in ``examples/benchmarks/`` and is loaded
+here from its file.
+"""
 
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
-from medfound.networks import torchvision_reference
-from medfound.networks.torchvision_reference import import_torchvision_models
+_PATH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "torchvision_reference.py"
+_spec = importlib.util.spec_from_file_location("torchvision_reference", _PATH)
+torchvision_reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(torchvision_reference)
+import_torchvision_models = torchvision_reference.import_torchvision_models
 
 
 def test_docstring_example():

@@ -314,7 +314,7 @@ def test_encoder_weights_path(tmp_path):
         assert torch.equal(value, source.state_dict()[key])
     with pytest.raises(WeightsError, match="do not fit"):
         UMedPT(**{**TINY, "embed_dim": 16}, encoder_weights=str(tmp_path / "swin.pth"))
-    with pytest.raises(WeightsError, match="missing.pth: cannot be read"):
+    with pytest.raises(WeightsError, match="missing.pth does not exist"):
         UMedPT(**TINY, encoder_weights=str(tmp_path / "missing.pth"))
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(WeightsError, match="junk.pth"):

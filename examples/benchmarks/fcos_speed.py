@@ -1,11 +1,12 @@
 """Speed of medfound's FCOS NMS and detection mAP against MONAI's implementations, same inputs, same run.
 
 Compares
-- ``medfound.networks.fcos.nms`` / ``batched_nms`` (block-wise tensor NMS) with
+- ``medfound.utils.boxes.nms`` / ``batched_nms`` (block-wise tensor NMS) with
   ``monai.data.box_utils.non_max_suppression`` / ``batched_nms`` (one Python iteration and
   one IoU call per kept box), on random boxes of the size FCOS decoding feeds NMS;
 - ``medfound.evaluation.detection.mean_average_precision`` with MONAI's
   ``matching_batch`` + ``COCOMetric`` on random detections of many images;
+- ``medfound.utils.boxes.box_iou`` with ``monai.data.box_utils.box_iou`` as the IoU of MONAI's mAP;
 and checks that both give the same kept boxes / the same mAP.
 
 Usage::
@@ -13,8 +14,9 @@ Usage::
     python examples/benchmarks/fcos_speed.py [--device cpu|cuda] [--repeats 5] [--threads N] [--json out.json]
 
 Prints a table; ``--json`` writes a flat JSON object of numbers including
-``nms_speedup_vs_monai`` (MONAI's time / medfound's, class-wise NMS on the largest case)
-and ``map_speedup_vs_monai``.
+``nms_speedup_vs_monai`` (MONAI's time / medfound's, class-wise NMS on the largest case),
+``map_speedup_vs_monai`` and ``box_iou_speedup_vs_monai_in_map`` (MONAI's mAP pipeline with
+its own ``box_iou`` / with medfound's ``medfound.utils.boxes.box_iou``).
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def main() -> None:
     from monai.apps.detection.metrics.matching import matching_batch
     from monai.data import box_utils
 
-    from medfound.evaluation.detection import box_iou_np, mean_average_precision
-    from medfound.networks.fcos import batched_nms, nms
+    from medfound.evaluation.detection import mean_average_precision
+    from medfound.utils.boxes import batched_nms, box_iou, nms
 
     results: dict[str, float] = {}
     rows = []
@@ -117,9 +119,9 @@ def main() -> None:
     coco = COCOMetric(classes=names, iou_list=(0.5, 0.75), iou_range=(0.5, 0.95, 0.05), max_detection=(100,),
                       verbose=False)
 
-    def monai_map() -> float:
+    def monai_map(iou_fn=box_iou) -> float:
         matches = matching_batch(
-            iou_fn=box_iou_np, iou_thresholds=coco.iou_thresholds,
+            iou_fn=iou_fn, iou_thresholds=coco.iou_thresholds,
             pred_boxes=[p["boxes"] for p in preds], pred_classes=[p["labels"] for p in preds],
             pred_scores=[p["scores"] for p in preds],
             gt_boxes=[g["boxes"] for g in gts], gt_classes=[g["labels"] for g in gts],
@@ -133,8 +135,12 @@ def main() -> None:
     t_map = _time(ours_map, max(1, args.repeats // 2), "cpu")
     t_map_ref = _time(monai_map, max(1, args.repeats // 2), "cpu")
     rows.append((f"COCO mAP, {args.images} images x 60 detections", t_map, t_map_ref))
+    # the IoU alone: MONAI's matching and COCOMetric with medfound's box_iou, then with MONAI's own
+    t_iou_ref = _time(partial(monai_map, box_utils.box_iou), max(1, args.repeats // 2), "cpu")
+    rows.append(("  MONAI's mAP with box_iou: medfound's | MONAI's", t_map_ref, t_iou_ref))
     results.update({"map_medfound_s": t_map, "map_monai_s": t_map_ref, "map_speedup_vs_monai": t_map_ref / t_map,
-                    "map_abs_diff": diff})
+                    "map_abs_diff": diff, "map_monai_own_box_iou_s": t_iou_ref,
+                    "box_iou_speedup_vs_monai_in_map": t_iou_ref / t_map_ref})
 
     print(f"device: {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'case':48s} {'medfound (ms)':>14s} {'MONAI (ms)':>12s} {'speed-up':>9s}")

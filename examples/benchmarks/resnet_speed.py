@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import torch
+from torchvision_reference import import_torchvision_models  # this folder: run as a script
 
 from medfound.networks.deeplabv3plus import DeepLabV3Plus
 from medfound.networks.resnet import resnet50
-from medfound.networks.torchvision_reference import import_torchvision_models
 
 
 def _interleaved_min_times(fns: dict, x: torch.Tensor, calls: int, warmup: int = 2) -> dict[str, float]:

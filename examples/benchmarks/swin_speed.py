@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 import torch
+from torchvision_reference import import_torchvision_models  # this folder: run as a script
 
 from medfound.networks.swin_v2 import swin_v2_t
-from medfound.networks.torchvision_reference import import_torchvision_models
 
 
 def import_torchvision_swin(folder: str | None):

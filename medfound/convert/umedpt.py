@@ -501,8 +501,9 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
         mapped["seg_decoder"], extra = _decoder_state(state, classes, root, f"{archive.name}:decoder.pt")
         config.update(extra)
 
-    torch.manual_seed(seed)
-    model = UMedPT(**config)
+    with torch.random.fork_rng(devices=[]):  # the blocks not in the archive start from `seed`; the caller's RNG stays
+        torch.manual_seed(seed)
+        model = UMedPT(**config)
     for name, state in mapped.items():
         try:
             model.shared[name].load_state_dict(state, strict=True)

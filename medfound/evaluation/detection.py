@@ -4,7 +4,8 @@ Inputs are lists with one entry per image: predictions ``{"boxes": (D, 4), "scor
 "labels": (D,)}`` and ground truths ``{"boxes": (G, 4), "labels": (G,)}`` (``"box"`` /
 ``"label"``, the datalist keys, also work), as torch tensors, NumPy arrays or lists.
 Boxes are ``[x_min, y_min, x_max, y_max]`` in pixels, max exclusive (the project's
-convention, as :mod:`medfound.networks.fcos` and MONAI's ``box_utils`` use).
+convention, :mod:`medfound.utils.boxes`, whose float64 :func:`~medfound.utils.boxes.box_iou`
+the matching uses, as pycocotools computes IoU in double precision).
 
 What is computed, per class over all images:
 
@@ -41,10 +42,11 @@ from ignite.metrics import Metric
 
 from medfound.errors import ConfigError, LabelMismatchError, ShapeError
 from medfound.evaluation.statistics import nanmean
+from medfound.utils.boxes import box_iou
+from medfound.utils.checks import check_float, check_int
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
-    "box_iou_np",
     "coco_average_precision",
     "voc_average_precision",
     "mean_average_precision",
@@ -55,25 +57,6 @@ __all__ = [
 #: IoU thresholds of COCO's mAP: 0.50, 0.55, ..., 0.95
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.5, 0.95, 10).tolist())
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
-
-
-def box_iou_np(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """Pairwise IoU ``(N, M)`` of xyxy boxes in float64 (0 where the union is empty).
-
-    Example
-    -------
-    >>> box_iou_np(np.array([[0, 0, 2, 2]]), np.array([[1, 0, 3, 2]])).round(4).tolist()
-    [[0.3333]]
-    """
-    b1, b2 = np.asarray(boxes1, np.float64).reshape(-1, 4), np.asarray(boxes2, np.float64).reshape(-1, 4)
-    area1 = np.clip(b1[:, 2] - b1[:, 0], 0, None) * np.clip(b1[:, 3] - b1[:, 1], 0, None)
-    area2 = np.clip(b2[:, 2] - b2[:, 0], 0, None) * np.clip(b2[:, 3] - b2[:, 1], 0, None)
-    lt = np.maximum(b1[:, None, :2], b2[None, :, :2])
-    rb = np.minimum(b1[:, None, 2:], b2[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _to_numpy(value: Any, dtype: Any) -> np.ndarray:
@@ -228,20 +211,23 @@ class DetectionMAP:
         max_detections: int = 100,
         voc_iou_threshold: float = 0.5,
     ) -> None:
-        if class_names is not None and num_classes is not None and len(class_names) != int(num_classes):
+        num_classes = check_int(num_classes, "num_classes", low=1, allow_none=True)
+        if class_names is not None and num_classes is not None and len(class_names) != num_classes:
             raise ConfigError(f"{len(class_names)} class_names for num_classes={num_classes}")
-        self.num_classes = int(num_classes) if num_classes is not None else (
+        self.num_classes = num_classes if num_classes is not None else (
             len(class_names) if class_names is not None else None
         )
         self.class_names = list(class_names) if class_names is not None else None
-        thresholds = COCO_IOU_THRESHOLDS if iou_thresholds is None else tuple(float(t) for t in iou_thresholds)
-        if not thresholds or any(not 0 < t <= 1 for t in thresholds):
-            raise ConfigError(f"iou_thresholds must be in (0, 1], got {iou_thresholds}")
+        if iou_thresholds is None:
+            thresholds = COCO_IOU_THRESHOLDS
+        else:
+            thresholds = tuple(check_float(t, f"iou_thresholds[{i}]", low=0.0, high=1.0, low_open=True)
+                               for i, t in enumerate(iou_thresholds))
+            if not thresholds:
+                raise ConfigError("iou_thresholds must hold at least one threshold in (0, 1], got none")
         self.iou_thresholds = np.asarray(thresholds, np.float64)
-        if int(max_detections) < 1:
-            raise ConfigError(f"max_detections must be >= 1, got {max_detections}")
-        self.max_detections = int(max_detections)
-        self.voc_iou_threshold = float(voc_iou_threshold)
+        self.max_detections = check_int(max_detections, "max_detections", low=1)
+        self.voc_iou_threshold = check_float(voc_iou_threshold, "voc_iou_threshold", low=0.0, high=1.0)
         self.reset()
 
     def reset(self) -> None:
@@ -270,7 +256,7 @@ class DetectionMAP:
                 pm, gm = p_labels == c, g_labels == c
                 order = np.argsort(-p_scores[pm], kind="mergesort")
                 boxes, scores = p_boxes[pm][order], p_scores[pm][order]
-                iou = box_iou_np(boxes, g_boxes[gm])
+                iou = box_iou(boxes, g_boxes[gm])
                 n_gt = int(gm.sum())
                 self._num_gt[c] = self._num_gt.get(c, 0) + n_gt
                 top = slice(0, self.max_detections)

@@ -13,7 +13,7 @@ uninformed prediction gets, so every task starts near 1:
   ``"focal"`` replaces cross-entropy by focal cross-entropy divided by ``(1 - 1/C)^gamma ln C``.
   Label ``-1`` (``ignore_index``) marks pixels that count in neither term;
 - detection: ``(loss_cls / c_cls + loss_box + loss_centerness / ln 2) / 3`` over the three
-  FCOS losses (:class:`medfound.networks.fcos.FCOSLoss`). At initialisation the class logits
+  FCOS losses (:class:`medfound.multitask.fcos_loss.FCOSLoss`). At initialisation the class logits
   sit at the prior ``pi`` (``prior_prob``), so the focal loss per positive location is
   ``c_cls = alpha (1 - pi)^gamma ln(1/pi)`` (1.13 for pi = 0.01) and negatives add almost
   nothing; centerness logits start at 0, whose BCE is ln 2 whatever the target; ``1 - GIoU``
@@ -42,7 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfound.errors import ConfigError, LabelMismatchError, ShapeError
-from medfound.networks.fcos import DEFAULT_SIZE_RANGES, DEFAULT_STRIDES, FCOSLoss
+from medfound.multitask.fcos_loss import FCOSLoss
+from medfound.multitask.fcos_targets import DEFAULT_SIZE_RANGES
+from medfound.networks.fcos import DEFAULT_STRIDES
 
 __all__ = [
     "NormalizedCrossEntropyLoss",

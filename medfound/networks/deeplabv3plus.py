@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medfound.errors import ConfigError, ShapeError
+from medfound.errors import ShapeError
 from medfound.networks.resnet import (
     NormSpec,
     build_resnet,
@@ -51,6 +51,7 @@ from medfound.networks.resnet import (
     load_torchvision_weights,
     make_norm,
 )
+from medfound.utils.checks import check_choice, check_int
 
 __all__ = ["ConvNormAct", "ASPP", "DeepLabV3Plus", "ASPP_RATES"]
 
@@ -178,11 +179,8 @@ class DeepLabV3Plus(nn.Module):
         low_level_channels: int = 48,
     ) -> None:
         super().__init__()
-        if output_stride not in ASPP_RATES:
-            raise ConfigError(f"DeepLabV3Plus: output_stride must be 16 or 8, got {output_stride!r}")
-        if int(num_classes) < 1:
-            raise ConfigError(f"DeepLabV3Plus: num_classes must be >= 1, got {num_classes!r}")
-        self.num_classes = int(num_classes)
+        output_stride = check_choice(output_stride, tuple(ASPP_RATES), "DeepLabV3Plus output_stride")
+        self.num_classes = check_int(num_classes, "DeepLabV3Plus num_classes", low=1)
         self.output_stride = int(output_stride)
         self.backbone = build_resnet(
             backbone, in_channels=in_channels, num_classes=None, norm=norm, base_channels=base_channels,
@@ -227,7 +225,7 @@ class DeepLabV3Plus(nn.Module):
             ``"backbone"``, the deepest backbone features (``layer4``).
         """
         if x.ndim != 4:
-            raise ValueError(f"DeepLabV3Plus expects (B, C, H, W) input, got shape {tuple(x.shape)}")
+            raise ShapeError(f"DeepLabV3Plus expects (B, C, H, W) input, got shape {tuple(x.shape)}")
         stages = self.backbone.forward_features(x)
         low, deep = stages["layer1"], stages["layer4"]
         aspp = self.aspp(deep)

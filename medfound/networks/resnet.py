@@ -37,14 +37,15 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from monai.networks.layers.factories import split_args
 from torch import Tensor, nn
 
-from medfound.errors import ConfigError, WeightsError
+from medfound.errors import ConfigError, ShapeError, WeightsError
+from medfound.utils.checks import check_choice
+from medfound.utils.files import load_torch_file
 
 __all__ = [
     "NormSpec",
@@ -196,9 +197,7 @@ def dilation_for_output_stride(output_stride: int) -> tuple[bool, bool, bool]:
     (False, False, True)
     """
     table = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
-    if output_stride not in table:
-        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-    return table[output_stride]
+    return table[check_choice(output_stride, tuple(table), "output_stride")]
 
 
 class ResNet(nn.Module):
@@ -248,9 +247,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(block, str):
-            if block not in _BLOCKS:
-                raise ConfigError(f"block must be one of {sorted(_BLOCKS)}, got {block!r}")
-            block = _BLOCKS[block]
+            block = _BLOCKS[check_choice(block, sorted(_BLOCKS), "block")]
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise ConfigError(f"layers must be four positive block counts, got {list(layers)}")
         dilate = [bool(d) for d in replace_stride_with_dilation]
@@ -318,7 +315,7 @@ class ResNet(nn.Module):
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """Stage features: ``stem`` (stride 2, before max-pooling) and ``layer1``..``layer4``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"ResNet expects (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+            raise ShapeError(f"ResNet expects (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
         stem = self.relu(self.bn1(self.conv1(x)))
         c1 = self.layer1(self.maxpool(stem))
         c2 = self.layer2(c1)
@@ -342,9 +339,7 @@ def build_resnet(name: str, **kwargs: Any) -> ResNet:
     >>> build_resnet("resnet34").feature_channels["layer4"]
     512
     """
-    if name not in RESNET_SPECS:
-        raise ConfigError(f"unknown ResNet {name!r}; choose one of {', '.join(RESNET_SPECS)}")
-    block, layers = RESNET_SPECS[name]
+    block, layers = RESNET_SPECS[check_choice(name, tuple(RESNET_SPECS), "ResNet name")]
     return ResNet(block, layers, **kwargs)
 
 
@@ -374,13 +369,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     Unwraps the usual containers (``{"state_dict": ...}``, ``{"model": ...}``) and a
     ``module.`` prefix left by ``DataParallel``/DDP.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or pickled-code files
-        raise WeightsError(f"{path}: cannot read a state dict ({type(err).__name__}: {err})") from err
+    obj = load_torch_file(path, what="weights file")
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

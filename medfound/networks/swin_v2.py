@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfound.errors import ConfigError, ShapeError
+from medfound.utils.checks import check_probability
 
 __all__ = [
     "SwinTransformerV2",
@@ -194,9 +195,7 @@ class StochasticDepth(nn.Module):
 
     def __init__(self, p: float) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"stochastic depth probability must be in [0, 1], got {p}")
-        self.p = float(p)
+        self.p = check_probability(p, "stochastic depth probability")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:

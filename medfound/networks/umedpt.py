@@ -66,6 +66,8 @@ from torch import nn
 from medfound.errors import ConfigError, ShapeError, WeightsError
 from medfound.networks.fcos import DEFAULT_STRIDES, FCOSHead, fcos_locations
 from medfound.networks.swin_v2 import SWIN_V2_VARIANTS, SwinTransformerV2, strip_classifier
+from medfound.utils.checks import check_choice, check_int
+from medfound.utils.files import load_torch_file
 
 __all__ = [
     "TASK_KINDS",
@@ -380,10 +382,7 @@ def detection_points(
 
 def _load_encoder_weights(encoder: SwinTransformerV2, path: str | os.PathLike) -> None:
     """Load a torchvision-format Swin V2 state dict (head entries ignored) strictly into ``encoder``."""
-    try:
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a bad file
-        raise WeightsError(f"encoder_weights {path}: cannot be read as a state dict ({err})") from None
+    state = load_torch_file(path, what="encoder_weights")
     if not isinstance(state, Mapping):
         raise WeightsError(f"encoder_weights {path}: holds a {type(state).__name__}, not a state dict")
     try:
@@ -452,12 +451,9 @@ class UMedPT(nn.Module):
         fused_attention: bool = True,
     ) -> None:
         super().__init__()
-        if variant not in SWIN_V2_VARIANTS:
-            raise ConfigError(f"UMedPT variant must be one of {sorted(SWIN_V2_VARIANTS)}, got {variant!r}")
-        if input_normalization not in (None, "imagenet"):
-            raise ConfigError(f"input_normalization must be None or 'imagenet', got {input_normalization!r}")
-        if int(size_divisor) < 1:
-            raise ConfigError(f"size_divisor must be >= 1, got {size_divisor}")
+        check_choice(variant, sorted(SWIN_V2_VARIANTS), "UMedPT variant")
+        check_choice(input_normalization, (None, "imagenet"), "input_normalization")
+        size_divisor = check_int(size_divisor, "size_divisor", low=1)
         enc_cfg = dict(SWIN_V2_VARIANTS[variant])
         for key, value in (
             ("embed_dim", embed_dim),
@@ -518,11 +514,8 @@ class UMedPT(nn.Module):
             raise ConfigError(f"task name must be a non-empty string without '.', got {name!r}")
         if name in self.heads:
             raise ConfigError(f"task {name!r} exists already")
-        if kind not in TASK_KINDS:
-            raise ConfigError(f"task {name!r}: kind must be one of {TASK_KINDS}, got {kind!r}")
-        if int(num_classes) < 1:
-            raise ConfigError(f"task {name!r}: num_classes must be >= 1, got {num_classes}")
-        num_classes = int(num_classes)
+        check_choice(kind, TASK_KINDS, f"task {name!r}: kind")
+        num_classes = check_int(num_classes, f"task {name!r}: num_classes", low=1)
         spec_kwargs = dict(head_kwargs)
         try:
             if kind in ("classification", "multilabel"):
@@ -671,8 +664,7 @@ class UMedPTTaskOutput(nn.Module):
         self.model = model if model is not None else UMedPT(**umedpt_kwargs)
         if task not in self.model.heads:
             raise ConfigError(f"UMedPTTaskOutput: no task {task!r}; tasks: {sorted(self.model.heads)}")
-        if activation not in (None, "softmax", "sigmoid"):
-            raise ConfigError(f"activation must be None, 'softmax' or 'sigmoid', got {activation!r}")
+        check_choice(activation, (None, "softmax", "sigmoid"), "activation")
         self.task, self.kind, self.activation = task, self.model.task_kinds[task], activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfound.networks.torchvision_reference import import_torchvision_models
-
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parents[2] / "examples" / "benchmarks")]  # the recipe; the reference importer
 from resnet_reference import checksums, reference_state_dict  # noqa: E402
+from torchvision_reference import import_torchvision_models  # noqa: E402
 
 SEEDS = {"resnet18": 18, "resnet50_os8": 50}
 

@@ -25,11 +25,14 @@ medfound in float32 at 1e-5.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
-from medfound.networks.torchvision_reference import import_torchvision_models
+# the torchvision reference importer lives with the benchmarks (tooling, not the package)
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples" / "benchmarks"))
+from torchvision_reference import import_torchvision_models  # noqa: E402
 
 CONFIGS = {
     "main": dict(

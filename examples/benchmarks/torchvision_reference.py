@@ -1,7 +1,10 @@
 """Import torchvision's pure-Python model code as a parity/speed reference, without its compiled ops.
 
-medfound does not depend on torchvision. Its benchmarks and the scripts that regenerate the
-parity fixtures compare against torchvision's model code, which is plain Python; only
+Benchmark and fixture tooling, not part of the medfound package: medfound does not depend on
+torchvision. The benchmarks in this folder (which import it as a sibling module when run as
+scripts) and the scripts that regenerate the parity fixtures (``tests/data/networks/make_*.py``,
+which put this folder on ``sys.path``) compare against torchvision's model code, which is
+plain Python; only
 ``torchvision.extension`` loads compiled operators, and on machines whose torchvision build does
 not match torch (see the project's PLATFORM notes) that import fails. Point ``folder`` at an
 unpacked torchvision (``pip install --no-deps --target DIR torchvision==X``) and the package is
