@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from torch import nn
 
-from medfound.errors import ConfigError, LabelMismatchError
+from medfound.errors import LabelMismatchError
+from medfound.utils import check_choice, check_float
 
 __all__ = [
     "SupervisedSegmentationLoss",
@@ -107,8 +108,7 @@ def pseudo_labels(logits: torch.Tensor, threshold: float = 0.0) -> tuple[torch.T
     >>> labels.flatten().tolist(), valid.flatten().tolist()
     ([0, 0], [1.0, 0.0])
     """
-    if not 0.0 <= threshold < 1.0:
-        raise ConfigError(f"confidence threshold must be in [0, 1), got {threshold}")
+    threshold = check_float(threshold, "confidence threshold", low=0.0, high=1.0, high_open=True)
     prob = torch.softmax(logits.detach().float(), dim=1)
     confidence, labels = prob.max(dim=1)
     valid = (confidence >= threshold).float() if threshold > 0 else torch.ones_like(confidence)
@@ -161,9 +161,7 @@ class CrossPseudoSupervisionLoss(nn.Module):
 
     def __init__(self, threshold: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= threshold < 1.0:
-            raise ConfigError(f"confidence threshold must be in [0, 1), got {threshold}")
-        self.threshold = float(threshold)
+        self.threshold = check_float(threshold, "confidence threshold", low=0.0, high=1.0, high_open=True)
         self.ce = PseudoLabelLoss()
 
     def forward(
@@ -198,9 +196,7 @@ class FeatureConsistencyLoss(nn.Module):
 
     def __init__(self, kind: str = "cosine") -> None:
         super().__init__()
-        if kind not in ("cosine", "mse"):
-            raise ConfigError(f"feature loss kind must be 'cosine' or 'mse', got {kind!r}")
-        self.kind = kind
+        self.kind = check_choice(kind, ("cosine", "mse"), "feature loss kind")
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if prediction.shape != target.shape:
