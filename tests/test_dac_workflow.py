@@ -128,6 +128,14 @@ def test_train_then_evaluate_end_to_end_skipping_bad_items(tmp_path, tiny_split)
     # the deployed model is a plain network: the final model evaluates too
     last = evaluate(cfg, {"evaluate.checkpoint": "last", "evaluate.parts": ["validation"]})
     assert len(last["validation"].cases) == 2
+    written = json.loads((out / "evaluation" / "evaluate_config.json").read_text())
+    assert written["network"]["path"].endswith("model.pt") and written["evaluator"]["parts"] == ["validation"]
+    # the A+B ensemble is rebuilt from the checkpoint; it differs from A alone
+    ensemble = evaluate(cfg, {"method.inference": "ensemble", "evaluate.parts": ["validation"],
+                              "evaluate.output_dir": str(tmp_path / "ensemble")})
+    assert len(ensemble["validation"].cases) == 2
+    assert json.loads((tmp_path / "ensemble" / "evaluate_config.json").read_text())["network"]["path"].endswith(
+        "last.pt")
 
 
 def test_evaluation_known_answers_at_native_resolution(tmp_path):

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import math
 
-from medfound.errors import ConfigError
+from medfound.utils import check_float
 
 __all__ = ["sigmoid_rampup", "SigmoidRampUp"]
 
 
 def sigmoid_rampup(step: float, length: float) -> float:
     """Weight in ``(0, 1]`` after ``step`` of a ramp-up lasting ``length`` steps."""
-    if length < 0:
-        raise ConfigError(f"ramp-up length must be >= 0, got {length}")
+    length = check_float(length, "ramp-up length", low=0.0)
     if length == 0:
         return 1.0
     t = min(max(float(step) / float(length), 0.0), 1.0)
@@ -39,9 +38,7 @@ class SigmoidRampUp:
     """
 
     def __init__(self, length: float) -> None:
-        if length < 0:
-            raise ConfigError(f"ramp-up length must be >= 0, got {length}")
-        self.length = float(length)
+        self.length = check_float(length, "ramp-up length", low=0.0)
 
     def __call__(self, step: float) -> float:
         return sigmoid_rampup(step, self.length)
