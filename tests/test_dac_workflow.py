@@ -57,7 +57,7 @@ def test_config_rejects_bad_values_and_reads_files(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     assert load_config(tmp_path / "c.yaml").method.name == "dac_no_aux"
     cfg = load_config(tmp_path / "c.json", {"train.max_epochs": 7})
-    assert (cfg.method.name, cfg.train.max_epochs, cfg.max_iterations) == ("supervised", 7, 1400)
+    assert (cfg.method.name, cfg.train.max_epochs) == ("supervised", 7)
     with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
         load_config(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="does not exist"):

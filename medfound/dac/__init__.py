@@ -39,7 +39,6 @@ from medfound.dac.bundle_configs import evaluate_bundle_config, train_bundle_con
 from medfound.dac.config import METHODS, DACConfig, load_config
 from medfound.dac.data import CoTrainingLoader, PreparedDataset, load_split
 from medfound.dac.losses import (
-    CrossPseudoSupervisionLoss,
     FeatureConsistencyLoss,
     PseudoLabelLoss,
     SupervisedSegmentationLoss,
@@ -47,7 +46,7 @@ from medfound.dac.losses import (
 )
 from medfound.dac.model import DACModel
 from medfound.dac.objective import DACObjective
-from medfound.dac.rampup import SigmoidRampUp, sigmoid_rampup
+from medfound.dac.rampup import sigmoid_rampup
 from medfound.dac.selection import BestModelSaver
 from medfound.dac.strong_view import StrongAugment
 from medfound.dac.trainer import DACTrainer
@@ -62,13 +61,11 @@ __all__ = [
     "CoTrainingLoader",
     "SupervisedSegmentationLoss",
     "PseudoLabelLoss",
-    "CrossPseudoSupervisionLoss",
     "FeatureConsistencyLoss",
     "pseudo_labels",
     "DACModel",
     "DACObjective",
     "sigmoid_rampup",
-    "SigmoidRampUp",
     "StrongAugment",
     "DACTrainer",
     "BestModelSaver",

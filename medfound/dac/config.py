@@ -474,9 +474,6 @@ class DACConfig:
                 "the mixed-region task needs data.batch_size_unlabeled >= 2 (CutMix pastes another image's region)"
             )
 
-    @property
-    def max_iterations(self) -> int:
-        return self.train.max_epochs * self.train.iterations_per_epoch
 
 
 def default(section: type, key: str) -> Any:

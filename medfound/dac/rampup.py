@@ -16,7 +16,7 @@ import math
 
 from medfound.utils import check_float
 
-__all__ = ["sigmoid_rampup", "SigmoidRampUp"]
+__all__ = ["sigmoid_rampup"]
 
 
 def sigmoid_rampup(step: float, length: float) -> float:
@@ -26,19 +26,3 @@ def sigmoid_rampup(step: float, length: float) -> float:
         return 1.0
     t = min(max(float(step) / float(length), 0.0), 1.0)
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
-
-
-class SigmoidRampUp:
-    """Callable ramp-up of a fixed length, for configs (``_target_``) and handlers.
-
-    Example
-    -------
-    >>> SigmoidRampUp(length=10)(10)
-    1.0
-    """
-
-    def __init__(self, length: float) -> None:
-        self.length = check_float(length, "ramp-up length", low=0.0)
-
-    def __call__(self, step: float) -> float:
-        return sigmoid_rampup(step, self.length)
