@@ -10,8 +10,11 @@ import torch
 from _dac_helpers import TINY_NET, tiny_network
 
 import medfound.dac.aux_tasks as aux_mod
+import medfound.dac.diagnostics as diagnostics_mod
 import medfound.dac.heads as heads_mod
+import medfound.dac.model as model_mod
 import medfound.dac.strong_view as strong_mod
+import medfound.dac.trainer as trainer_mod
 from medfound.dac.aux_tasks import (
     MixedRegionLoss,
     RotationLoss,
@@ -28,7 +31,7 @@ from medfound.networks.deeplabv3plus import DeepLabV3Plus
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.mark.parametrize("module", [aux_mod, heads_mod, strong_mod])
+@pytest.mark.parametrize("module", [aux_mod, heads_mod, strong_mod, model_mod, diagnostics_mod, trainer_mod])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import doctest
+
 import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
+import medfound.handlers.curves as curves_mod
 from medfound.handlers import CurvePlot, scalar_items
+
+
+def test_docstring_examples():
+    result = doctest.testmod(curves_mod)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def _trainer_and_evaluator():

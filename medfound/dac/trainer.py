@@ -47,12 +47,26 @@ implemented: the step calls the sub-models' ``forward_features`` directly, which
 
 Example
 -------
-:func:`medfound.dac.bundle_configs.train_bundle_config` shows every argument as a bundle
+>>> import functools, torch
+>>> from medfound.dac import CoTrainingLoader, DACModel, DACObjective, DACTrainer
+>>> from medfound.networks.deeplabv3plus import DeepLabV3Plus
+>>> item = lambda i: {"image": torch.rand(3, 32, 32), "label": torch.randint(0, 3, (1, 32, 32))}
+>>> loader = CoTrainingLoader([item(i) for i in range(4)], [item(i) for i in range(4)], 2, 2)
+>>> model = DACModel(functools.partial(DeepLabV3Plus, num_classes=3, backbone="resnet18", base_channels=8,
+...                                    decoder_channels=16))
+>>> trainer = DACTrainer("cpu", 1, loader, model, functools.partial(torch.optim.SGD, lr=0.01),
+...                      DACObjective(), epoch_length=1)
+>>> trainer.run()
+>>> sorted(k for k in trainer.state.output if k != "rampup")
+['aux_mask', 'aux_rot', 'feat', 'loss', 'pseudo', 'sup']
+
+:func:`medfound.dac.bundle_configs.train_bundle_config` shows every argument in a bundle
 config; :func:`medfound.dac.train` builds and runs it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -76,10 +90,10 @@ from medfound.utils import check_bool, check_int, check_mapping, derive_seed, re
 
 __all__ = ["DACTrainer", "CUTMIX_KEYS", "ROTATION_KEYS"]
 
-#: keys of the ``cutmix`` argument (those of :func:`~medfound.dac.aux_tasks.make_mixed_region_task`)
-CUTMIX_KEYS = ("prob", "num_boxes", "area_range", "aspect_ratio_range")
-#: keys of the ``rotation`` argument (those of :func:`~medfound.dac.aux_tasks.make_rotation_task`)
-ROTATION_KEYS = ("side_range", "align")
+#: keys of the ``cutmix`` argument: the options of :func:`~medfound.dac.aux_tasks.make_mixed_region_task`
+CUTMIX_KEYS = tuple(inspect.signature(make_mixed_region_task).parameters)[2:]
+#: keys of the ``rotation`` argument: the options of :func:`~medfound.dac.aux_tasks.make_rotation_task`
+ROTATION_KEYS = tuple(inspect.signature(make_rotation_task).parameters)[2:]
 
 
 def _plain(x: Any) -> Any:
