@@ -406,12 +406,7 @@ def _build_section(cls: type, values: Any, where: str):
         return cls()
     if isinstance(values, cls):
         return values
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in config section {where!r}; known: {sorted(names)}")
+    values = check_mapping(values, f"config section {where!r}", known=[f.name for f in dataclasses.fields(cls)])
     return cls(**values)
 
 
@@ -473,7 +468,6 @@ class DACConfig:
             raise ConfigError(
                 "the mixed-region task needs data.batch_size_unlabeled >= 2 (CutMix pastes another image's region)"
             )
-
 
 
 def default(section: type, key: str) -> Any:
