@@ -333,7 +333,7 @@ def evaluate_bundle_config(config: DACConfig) -> dict[str, Any]:
         bundle["network_def"] = {"_target_": cfg.network.target, **_network_arguments(cfg, False)}
     bundle.update({
         "network": {"_target_": "medfound.dac.evaluation.load_trained_network", "network": "@network_def",
-                    "path": str(path)},
+                    "path": str(path), "sub_model": "a" if m.inference == "ensemble" else m.inference},
         "predictor": {"_target_": "medfound.dac.evaluation.ResizedPredictor", "network": "@network",
                       "spatial_size": [int(v) for v in cfg.data.spatial_size]},
         # native resolution: Dice is measured on the reference masks as they are

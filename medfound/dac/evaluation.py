@@ -40,7 +40,7 @@ from torch import nn
 from medfound.dac.model import DACModel
 from medfound.errors import ConfigError, DatasetLayoutError, WeightsError
 from medfound.evaluation.segmentation import SegmentationResults, evaluate_segmentation
-from medfound.utils import load_torch_file, resolve_device
+from medfound.utils import check_choice, load_torch_file, resolve_device
 
 __all__ = ["ResizedPredictor", "load_trained_network", "SplitEvaluator"]
 
@@ -74,12 +74,13 @@ class ResizedPredictor(nn.Module):
         return logits
 
 
-def load_trained_network(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+def load_trained_network(network: nn.Module, path: str | os.PathLike, sub_model: str = "a") -> nn.Module:
     """Load trained weights from ``path`` into ``network`` (strictly) and return it in eval mode.
 
     ``path`` holds a deployable state dict (``best_model.pt``, ``model.pt``) or a training
-    checkpoint (``last.pt``): a plain network then takes sub-model A's weights, a
-    :class:`~medfound.dac.model.DACModel` (the A+B ensemble) the whole container's.
+    checkpoint (``last.pt``): a plain network then takes the weights of ``sub_model``
+    (``"a"`` or ``"b"``), a :class:`~medfound.dac.model.DACModel` (the A+B ensemble) the whole
+    container's.
 
     Raises
     ------
@@ -104,7 +105,8 @@ def load_trained_network(network: nn.Module, path: str | os.PathLike) -> nn.Modu
             raise WeightsError(f"model file {path} holds one network; the A+B ensemble needs the checkpoint last.pt")
         state = state["network"]
     elif checkpoint:
-        state = {k[len("model_a."):]: v for k, v in state["network"].items() if k.startswith("model_a.")}
+        prefix = f"model_{check_choice(sub_model, ('a', 'b'), 'sub_model')}."
+        state = {k[len(prefix):]: v for k, v in state["network"].items() if k.startswith(prefix)}
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as err:
