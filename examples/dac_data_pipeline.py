@@ -36,7 +36,7 @@ from medfound.data.fundus import fundus_datalist
 from medfound.data.splits import make_cdssdg_split, save_split, split_filename
 from medfound.evaluation.segmentation import evaluate_segmentation
 from medfound.networks.deeplabv3plus import DeepLabV3Plus
-from medfound.utils import atomic_write_json
+from medfound.utils import atomic_write_json, resolve_device
 
 
 def pipeline(size: int, train: bool) -> Compose:
@@ -82,7 +82,7 @@ def main() -> None:
     print(f"split: {split['counts']} (test {split['test_domain']}, labelled {split['labeled_domain']})")
 
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     net = DeepLabV3Plus(num_classes=len(datalist["class_names"]), backbone=args.backbone,
                         base_channels=args.base_channels, norm="batch").to(device)
     train = pipeline(args.size, train=True)

@@ -42,19 +42,21 @@ def run_config(split: Path, out: Path, method: str, seed: int, args: argparse.Na
     """The small CPU configuration shared by every method (only ``method.name`` differs).
 
     ``seed`` sets the data order, augmentation and step randomness, and the initialisations
-    of sub-models A and B (seeds ``2 seed`` and ``2 seed + 1``).
+    of sub-models A and B (seeds ``derive_seed(seed, "init", "a")`` and ``(seed, "init", "b")``).
     """
+    from medfound.utils import derive_seed
+
     epochs = 5
     return {
         "data": {"split": str(split), "spatial_size": [args.size, args.size], "batch_size_labeled": args.batch,
                  "batch_size_unlabeled": args.batch, "num_workers": 0},
         "network": {"kwargs": {"backbone": "resnet18", "base_channels": args.width,
                                "decoder_channels": 4 * args.width, "low_level_channels": args.width}},
-        "method": {"name": method, "init_seeds": [2 * seed, 2 * seed + 1]},
+        "method": {"name": method, "init_seeds": [derive_seed(seed, "init", "a"), derive_seed(seed, "init", "b")]},
         "optim": {"name": "sgd", "lr": 0.01},
         "train": {"output_dir": str(out), "max_epochs": epochs,
                   "iterations_per_epoch": max(1, args.iterations // epochs), "checkpoint_interval": 10_000,
-                  "log_interval": 10_000, "seed": seed, "device": args.device},
+                  "log_interval": 10_000, "seed": seed, "device": args.device, "progress_bar": False},
     }
 
 
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from medfound.data.fundus import fundus_datalist
     from medfound.data.splits import make_cdssdg_split, save_split
     from medfound.data.synthetic import write_fundus_demo
+    from medfound.utils import atomic_write_json, atomic_write_text
 
     out = Path(args.out)
     data_root = Path(args.data) if args.data else out / "data" / "fundus"
@@ -172,8 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"synthetic": True, "settings": vars(args), "table": mean,
               "per_seed": {str(s): t for s, t in per_seed.items()}, "runs": details,
               "seconds": round(time.time() - start, 1)}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    (out / "results.md").write_text(text)
+    atomic_write_json(out / "results.json", result)
+    atomic_write_text(out / "results.md", text)
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
     return result
 

@@ -246,6 +246,8 @@ def _cmd_dac_train(args: argparse.Namespace) -> int:
         print(f"  best model (source validation Dice {summary['best_metric']:.4f} at iteration "
               f"{summary['best_iteration']}): {summary['best_model']}")
     print(f"  final model: {summary['final_model']}; checkpoint: {summary['checkpoint']}")
+    print(f"  the run as a bundle config: {summary['output_dir']}/train_config.json; curves: "
+          f"{summary['output_dir']}/curves.png")
     if summary["skipped"]:
         print(f"  {summary['skipped']} unreadable item(s) skipped: see {summary['output_dir']}/skipped_items.json")
     return 0
@@ -265,7 +267,8 @@ def _add_common_dac_args(p: argparse.ArgumentParser) -> None:
 def _add_dac_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train DAC or a baseline on a split file",
                        description="Train DAC co-training (or a baseline: supervised, cps, fixmatch, dac_no_feat, "
-                       "dac_no_aux) on a split JSON from `medfound dac split`. Resumes from OUTPUT_DIR/last.pt.")
+                       "dac_no_aux) on a split JSON from `medfound dac split`. The run is written as a MONAI bundle "
+                       "config, OUTPUT_DIR/train_config.json, and run from it; it resumes from OUTPUT_DIR/last.pt.")
     _add_common_dac_args(p)
     p.set_defaults(func=_cmd_dac_train)
 

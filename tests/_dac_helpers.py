@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+from medfound.networks.deeplabv3plus import DeepLabV3Plus
 
 #: DeepLabV3+ with a ResNet-18 backbone of width 8: the real network, small enough for CPU tests
 TINY_NET = {"backbone": "resnet18", "base_channels": 8, "decoder_channels": 16, "low_level_channels": 8}
+
+
+def tiny_network(num_classes: int = 3) -> functools.partial:
+    """The network factory a DACModel takes: the tiny DeepLabV3+ with ``num_classes`` outputs."""
+    return functools.partial(DeepLabV3Plus, num_classes=num_classes, **TINY_NET)
 
 
 def disc_cup_item(seed: int, size: int = 32, domain: str = "D1") -> dict:

@@ -20,10 +20,10 @@ from medfound.transforms.mixing import (
     RegionRotate90,
     cutmix,
     cutmix_masks,
-    region_masks,
     rotate_regions,
     sample_cutmix_boxes,
     sample_square_regions,
+    square_region_masks,
 )
 
 
@@ -141,7 +141,7 @@ def test_rotate_regions_equals_rot90_and_rest_untouched():
     boxes, ks = sample_square_regions(np.random.RandomState(4), 3, (32, 40), (0.3, 0.6))
     ks = np.array([1, 2, 3])
     y = rotate_regions(x, boxes, ks)
-    masks = region_masks(boxes, (32, 40))
+    masks = square_region_masks(boxes, (32, 40))
     for i, ((y0, x0, s), k) in enumerate(zip(boxes.tolist(), ks.tolist())):
         assert torch.equal(y[i, :, y0:y0 + s, x0:x0 + s], torch.rot90(x[i, :, y0:y0 + s, x0:x0 + s], k, (1, 2)))
         outside = masks[i, 0] == 0

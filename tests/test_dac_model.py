@@ -7,17 +7,20 @@ import doctest
 import numpy as np
 import pytest
 import torch
-from _dac_helpers import TINY_NET
+from _dac_helpers import TINY_NET, tiny_network
 
 import medfound.dac.aux_tasks as aux_mod
+import medfound.dac.diagnostics as diagnostics_mod
 import medfound.dac.heads as heads_mod
+import medfound.dac.model as model_mod
 import medfound.dac.strong_view as strong_mod
+import medfound.dac.trainer as trainer_mod
 from medfound.dac.aux_tasks import (
+    MixedRegionLoss,
+    RotationLoss,
     make_mixed_region_task,
     make_rotation_task,
-    mixed_region_loss,
     pool_rotation_logits,
-    rotation_loss,
 )
 from medfound.dac.config import METHODS
 from medfound.dac.model import DACModel
@@ -29,7 +32,7 @@ from medfound.transforms.intensity import gaussian_blur
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.mark.parametrize("module", [aux_mod, heads_mod, strong_mod])
+@pytest.mark.parametrize("module", [aux_mod, heads_mod, strong_mod, model_mod, diagnostics_mod, trainer_mod])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -45,8 +48,8 @@ def test_mixed_region_task_labels():
         assert torch.equal(task.images[i][:, inside], images[(i - 1) % 3][:, inside])
         assert torch.equal(task.images[i][:, ~inside], images[i][:, ~inside])
     # a perfect predictor of the mask has (almost) zero loss, a constant one has ln 2
-    assert mixed_region_loss(30 * (2 * task.mask - 1), task.mask).item() < 1e-6
-    assert mixed_region_loss(torch.zeros(3, 1, 8, 8), task.mask).item() == pytest.approx(np.log(2), abs=1e-6)
+    assert MixedRegionLoss()(30 * (2 * task.mask - 1), task.mask).item() < 1e-6
+    assert MixedRegionLoss()(torch.zeros(3, 1, 8, 8), task.mask).item() == pytest.approx(np.log(2), abs=1e-6)
 
 
 def test_rotation_task_labels_and_pooled_loss():
@@ -68,8 +71,8 @@ def test_rotation_task_labels_and_pooled_loss():
         logits[i, k, y0 // 4:(y0 + s) // 4, x0 // 4:(x0 + s) // 4] = 40.0
     pooled = pool_rotation_logits(logits, task.region_mask)
     assert torch.equal(pooled.argmax(1), task.ks)
-    assert rotation_loss(logits, task.region_mask, task.ks).item() < 1e-6
-    assert rotation_loss(torch.zeros(64, 4, 16, 16), task.region_mask, task.ks).item() == pytest.approx(np.log(4))
+    assert RotationLoss()(logits, task.region_mask, task.ks).item() < 1e-6
+    assert RotationLoss()(torch.zeros(64, 4, 16, 16), task.region_mask, task.ks).item() == pytest.approx(np.log(4))
 
 
 def test_strong_augment_reproducible_and_identity_when_off():
@@ -97,7 +100,7 @@ def test_strong_augment_reproducible_and_identity_when_off():
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_switches_build_only_their_parts(method):
-    m = DACModel(3, method=method, network_kwargs=TINY_NET)
+    m = DACModel(tiny_network(), method=method)
     comp = METHODS[method]
     heads = m.training_heads()
     assert (m.model_b is not None) == comp.two_models
@@ -108,24 +111,31 @@ def test_method_switches_build_only_their_parts(method):
 
 
 def test_sub_models_differ_in_initialisation_and_export_loads_strictly(tmp_path):
-    m = DACModel(3, network_kwargs=TINY_NET, init_seeds=(0, 1))
+    m = DACModel(tiny_network(), init_seeds=(0, 1))
     wa, wb = m.model_a.classifier.weight, m.model_b.classifier.weight
     assert not torch.equal(wa, wb)
-    again = DACModel(3, network_kwargs=TINY_NET, init_seeds=(0, 1))
+    again = DACModel(tiny_network(), init_seeds=(0, 1))
     assert all(torch.equal(p, q) for p, q in zip(m.state_dict().values(), again.state_dict().values()))
-    path = m.save_deployable(tmp_path / "model.pt")
+    path = tmp_path / "model.pt"
+    torch.save(m.deployable_state_dict(), path)
     net = DeepLabV3Plus(3, **TINY_NET)
     net.load_state_dict(torch.load(path, weights_only=True), strict=True)
     x = torch.rand(2, 3, 32, 32)
     m.eval()
     net.eval()
     assert torch.allclose(net(x), m(x), atol=1e-6)
-    assert isinstance(m.deployable(), DeepLabV3Plus) and m.network_spec()["_target_"].endswith("DeepLabV3Plus")
+    assert isinstance(m.deployable(), DeepLabV3Plus)
+    assert m.network_spec() == {"_target_": "medfound.networks.deeplabv3plus.DeepLabV3Plus", "num_classes": 3,
+                                **TINY_NET}
+    # A is what a plain network built under seed 0 is: the factory runs under each sub-model's seed
+    torch.manual_seed(0)
+    plain = DeepLabV3Plus(3, **TINY_NET)
+    assert all(torch.equal(p, q) for p, q in zip(plain.state_dict().values(), m.model_a.state_dict().values()))
     assert not any(k.startswith(("projector", "mask_head", "rotation_head")) for k in torch.load(path))
 
 
 def test_inference_runs_one_sub_model_and_ensemble_both():
-    m = DACModel(3, network_kwargs=TINY_NET).eval()
+    m = DACModel(tiny_network()).eval()
     calls = {"a": 0, "b": 0}
     m.model_a.register_forward_hook(lambda *_: calls.__setitem__("a", calls["a"] + 1))
     m.model_b.register_forward_hook(lambda *_: calls.__setitem__("b", calls["b"] + 1))
@@ -142,6 +152,23 @@ def test_inference_runs_one_sub_model_and_ensemble_both():
     assert torch.allclose(ens.exp(), (pa + pb) / 2, atol=1e-5)
     assert calls["b"] >= 1
     with pytest.raises(ConfigError):
-        DACModel(3, method="supervised", network_kwargs=TINY_NET, inference="ensemble")
+        DACModel(tiny_network(), method="supervised", inference="ensemble")
     with pytest.raises(ConfigError, match="feature_layer"):
-        DACModel(3, network_kwargs=TINY_NET, feature_layer="nope")
+        DACModel(tiny_network(), feature_layer="nope")
+
+
+def test_ready_networks_and_bad_network_arguments():
+    a, b = tiny_network()(), tiny_network()()
+    m = DACModel([a, b], method="cps")
+    assert m.model_a is a and m.model_b is b and m.network_spec()["_target_"].endswith("DeepLabV3Plus")
+    assert DACModel(a, method="supervised").model_a is a
+    with pytest.raises(ConfigError, match="two sub-models"):
+        DACModel(a, method="dac")  # one ready network cannot be two differently initialised ones
+    with pytest.raises(ConfigError, match="two separate modules"):
+        DACModel([a, a], method="cps")
+    with pytest.raises(ConfigError, match="forward_features"):
+        DACModel(lambda: torch.nn.Conv2d(3, 3, 1), method="supervised")
+    with pytest.raises(ConfigError, match="network factory or ready networks"):
+        DACModel("medfound.networks.deeplabv3plus.DeepLabV3Plus")  # a dotted path is not a network
+    with pytest.raises(ConfigError, match="init_seeds"):
+        DACModel(tiny_network(), init_seeds=["a", 1])

@@ -1,9 +1,11 @@
-"""DAC trainer: what one iteration updates, baseline switches, reproducible data, checkpoints, resume."""
+"""DAC trainer: what one iteration updates, the targets it trains on, baseline switches, reproducible data,
+exact resume."""
 
 from __future__ import annotations
 
 import copy
 import doctest
+import functools
 import os
 import signal
 import subprocess
@@ -13,17 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from _dac_helpers import TINY_NET, disc_cup_item, tiny_config, write_tiny_split
+from _dac_helpers import disc_cup_item, tiny_config, tiny_network, write_tiny_split
 
-import medfound.dac.checkpoint as checkpoint_mod
 import medfound.dac.data as data_mod
-from medfound.dac.checkpoint import AtomicCheckpointSaver
+import medfound.dac.selection as selection_mod
 from medfound.dac.config import METHODS
 from medfound.dac.data import CoTrainingLoader, StreamBatchSampler
 from medfound.dac.model import DACModel
 from medfound.dac.objective import DACObjective
 from medfound.dac.trainer import DACTrainer
-from medfound.dac.workflow import build_trainer, train
+from medfound.dac.workflow import run_workflow, train, training_parser, training_summary
 
 REGIONS = {"disc": [1, 2], "cup": [2]}
 
@@ -31,7 +32,7 @@ REGIONS = {"disc": [1, 2], "cup": [2]}
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.mark.parametrize("module", [data_mod, checkpoint_mod])
+@pytest.mark.parametrize("module", [data_mod, selection_mod])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -41,8 +42,8 @@ def make_trainer(method: str, iterations: int = 1, seed: int = 0) -> DACTrainer:
     lab = [disc_cup_item(i) for i in range(4)]
     unl = [disc_cup_item(100 + i, domain=f"D{2 + i % 2}") for i in range(6)]
     loader = CoTrainingLoader(lab, unl, batch_size_labeled=2, batch_size_unlabeled=3, seed=seed)
-    model = DACModel(3, method=method, network_kwargs=TINY_NET)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model = DACModel(tiny_network(), method=method)
+    optimizer = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)  # a factory, as configs give it
     return DACTrainer(
         "cpu", 1, loader, model, optimizer, DACObjective(rampup_iterations=0, confidence_threshold=0.0),
         epoch_length=iterations, rotation={"side_range": (0.25, 0.5), "align": 8}, seed=seed,
@@ -127,6 +128,126 @@ def test_rotated_region_is_the_only_difference_between_the_views_of_a_and_b():
         assert any(torch.equal(xb[i][region], torch.rot90(xa[i][region], k, (1, 2))) for k in (1, 2, 3))
 
 
+class _StepRecord:
+    """What one real DACTrainer step computed, recorded while it runs (every recorded call is the real one).
+
+    ``forward``: per sub-model, the inputs and logits of each ``forward_features`` call and
+    whether gradients were on (off: the weak view); ``strong``: the photometric strong view;
+    ``pseudo`` / ``mixed_region`` / ``rotation``: the arguments the objective's losses got.
+    """
+
+    def __init__(self, trainer: DACTrainer) -> None:
+        self.forward: dict[str, list[dict]] = {"a": [], "b": []}
+        self.strong: list[torch.Tensor] = []
+        self.pseudo: list[tuple] = []
+        self.mixed_region: list[tuple] = []
+        self.rotation: list[tuple] = []
+        for name, model in trainer.network.sub_models().items():
+            model.forward_features = self._recording(model.forward_features, self.forward[name])
+        augment = trainer.strong_augment
+
+        def strong(x, rng):
+            out = augment(x, rng)
+            self.strong.append(out.detach().clone())
+            return out
+
+        trainer.strong_augment = strong
+        objective = trainer.loss_function
+        for module, log in ((objective.pseudo, self.pseudo), (objective.mixed_region, self.mixed_region),
+                            (objective.rotation, self.rotation)):
+            module.register_forward_pre_hook(
+                lambda _m, args, log=log: log.append(tuple(a.detach().clone() for a in args)))
+
+    @staticmethod
+    def _recording(forward_features, log):
+        def wrapper(x):
+            out = forward_features(x)
+            log.append({"input": x.detach().clone(), "logits": out["logits"].detach().clone(),
+                        "grad": torch.is_grad_enabled()})
+            return out
+
+        return wrapper
+
+    def weak_labels(self, name: str) -> torch.Tensor:
+        (weak,) = [c for c in self.forward[name] if not c["grad"]]
+        return weak["logits"].argmax(1)
+
+    def strong_input(self, name: str, n_labeled: int) -> torch.Tensor:
+        (student,) = [c for c in self.forward[name] if c["grad"]]
+        return student["input"][n_labeled:]
+
+
+def _mixed(x: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """CutMix written out: inside the mask, sample i takes sample i - 1's value."""
+    inside = inside.reshape(inside.shape[0], *([1] * (x.dim() - 3)), *inside.shape[-2:])
+    return torch.where(inside, x.roll(1, 0), x)
+
+
+def _square(region: torch.Tensor) -> tuple[slice, slice]:
+    ys, xs = torch.nonzero(region, as_tuple=True)
+    return slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)
+
+
+def _rotated(x: torch.Tensor, regions: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """Region rotation written out: each sample's square region turned by k quarter turns (torch.rot90)."""
+    out = x.clone()
+    for i in range(x.shape[0]):
+        ys, xs = _square(regions[i, 0] > 0.5)
+        out[i, ..., ys, xs] = torch.rot90(x[i, ..., ys, xs], int(ks[i]), (-2, -1))
+    return out
+
+
+def test_dac_step_trains_each_model_on_the_others_targets_for_the_views_it_applied():
+    """Ties the trainer's targets to what it applied (a mutation of any of these lines fails here):
+    A learns from B's weak-view pseudo labels and B from A's; A's input is the CutMix of the strong
+    view by exactly the mask the mixed-region task is trained on; B's input rotates a region of A's
+    input by exactly the quarter turns the rotation task is trained on, and B's targets turn with it."""
+    trainer = make_trainer("dac")
+    rec = _StepRecord(trainer)
+    trainer.run()
+    n_labeled = 2
+    pl_a, pl_b = rec.weak_labels("a"), rec.weak_labels("b")
+    ((_, mask),) = rec.mixed_region
+    inside = mask[:, 0] > 0.5
+    assert inside.any() and (~inside).any(), "the mask must mix a part of every image"
+    assert not torch.equal(_mixed(pl_a, inside), _mixed(pl_b, inside)), "A and B must disagree for this test"
+
+    # A's input: the CutMix of the strong view by the mask the mixed-region task is trained on
+    (xs,) = rec.strong
+    xa = rec.strong_input("a", n_labeled)
+    assert torch.equal(xa, _mixed(xs, inside))
+    # A's targets: B's weak-view argmax, mixed by the same mask (cross pseudo supervision)
+    (logits_a, labels_a, valid_a), (logits_b, labels_b, valid_b) = rec.pseudo
+    assert torch.equal(logits_a, rec.forward["a"][1]["logits"][n_labeled:])
+    assert torch.equal(labels_a, _mixed(pl_b, inside)) and bool((valid_a == 1).all())
+
+    # B's input: A's input with the region turned by the label of the rotation task
+    ((_, region, ks),) = rec.rotation
+    assert sorted(ks.unique().tolist()) != [0], "at least one region must be rotated for this test"
+    xb = rec.strong_input("b", n_labeled)
+    assert torch.equal(xb, _rotated(xa, region, ks))
+    for i in range(xa.shape[0]):  # and by no other turn
+        ys, xs_ = _square(region[i, 0] > 0.5)
+        for wrong in {0, 1, 2, 3} - {int(ks[i])}:
+            assert not torch.equal(xb[i][:, ys, xs_], torch.rot90(xa[i][:, ys, xs_], wrong, (1, 2)))
+    # B's targets: A's weak-view argmax, mixed, then rotated as B's input was
+    assert torch.equal(logits_b, rec.forward["b"][1]["logits"][n_labeled:])
+    assert torch.equal(labels_b, _rotated(_mixed(pl_a, inside), region, ks))
+
+
+def test_fixmatch_step_trains_on_its_own_weak_view():
+    trainer = make_trainer("fixmatch")
+    rec = _StepRecord(trainer)
+    trainer.run()
+    ((_, labels, _),) = rec.pseudo
+    assert not rec.mixed_region and not rec.rotation
+    (xs,) = rec.strong
+    xa = rec.strong_input("a", 2)
+    inside = (xa != xs).any(1)  # the CutMix boxes: FixMatch's strong view is mixed as CPS's is
+    assert inside.any() and torch.equal(xa, _mixed(xs, inside))
+    assert torch.equal(labels, _mixed(rec.weak_labels("a"), inside))  # A's own weak-view argmax, mixed alike
+
+
 def test_iterations_are_reproducible_from_the_seed():
     a, b, c = make_trainer("dac", 2, seed=3), make_trainer("dac", 2, seed=3), make_trainer("dac", 2, seed=4)
     for t in (a, b, c):
@@ -171,38 +292,17 @@ def test_loader_batches_do_not_depend_on_workers_or_start():
     assert not torch.equal(serial[0]["labeled"]["image"], serial[1]["labeled"]["image"])
 
 
-def test_atomic_checkpoint_keeps_the_previous_file_when_writing_fails(tmp_path, monkeypatch):
-    net = torch.nn.Linear(3, 2)
-    saver = AtomicCheckpointSaver(tmp_path, {"network": net})
-    path = saver.save()
-    good = torch.load(path, weights_only=True)
-    with torch.no_grad():
-        net.weight.add_(1.0)
-
-    def broken_save(obj, f, *args, **kwargs):
-        f.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        saver.save()
-    monkeypatch.undo()
-    kept = torch.load(path, weights_only=True)
-    assert torch.equal(kept["network"]["weight"], good["network"]["weight"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left
-
-
 _KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import torch
     torch.set_num_threads(1)  # as the in-process runs: float sums must run in the same order
     sys.path.insert(0, {tests!r})
     from ignite.engine import Events
-    from medfound.dac.workflow import build_trainer
-    run = build_trainer(json.loads({cfg!r}))
-    run.trainer.add_event_handler(Events.ITERATION_COMPLETED(once={kill_at}),
-                                  lambda e: os.kill(os.getpid(), signal.SIGKILL))
-    run.run()
+    from medfound.dac.workflow import run_workflow, training_parser
+    parser = training_parser(json.loads({cfg!r}))
+    parser.get_parsed_content("train#trainer").add_event_handler(
+        Events.ITERATION_COMPLETED(once={kill_at}), lambda e: os.kill(os.getpid(), signal.SIGKILL))
+    run_workflow(parser)
 """)
 
 
@@ -235,7 +335,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
             assert torch.equal(a[key][name], b[key][name]), name
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     assert all(torch.equal(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"]) for i in sa)
-    assert a["lr_scheduler"] == b["lr_scheduler"] and a["best"] == b["best"]
+    assert a["lr_scheduler"] == b["lr_scheduler"] and a["best"] == b["best"] and a["curves"] == b["curves"]
     ma = torch.load(tmp_path / "uninterrupted" / "model.pt", weights_only=True)
     mb = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
@@ -249,6 +349,7 @@ def test_resume_continues_a_finished_run_with_more_epochs(tmp_path):
     assert first["iterations"] == 3
     more = copy.deepcopy(cfg)
     more["train"]["max_epochs"] = 2
-    run = build_trainer(more)
-    assert run.resumed
-    assert run.run()["iterations"] == 6
+    parser = training_parser(more)
+    run_workflow(parser)
+    summary = training_summary(parser)
+    assert summary["resumed"] and summary["iterations"] == 6

@@ -1,4 +1,4 @@
-"""DAC workflow: config, split files, bad items, train + evaluate end to end, CLI, bundle construction."""
+"""DAC workflow: config, split files, bad items, train + evaluate end to end, CLI, the run as a bundle config."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import torch
 from _dac_helpers import TINY_NET, tiny_config, write_tiny_split
 from PIL import Image
 
+import medfound.dac.bundle_configs as bundle_configs_mod
 import medfound.dac.config as config_mod
 import medfound.dac.evaluation as evaluate_mod
-import medfound.dac.validation as validation_mod
+import medfound.transforms.regions as regions_mod
 from medfound.cli import main
-from medfound.dac import DACConfig, DACModel, DACObjective, DACWorkflow, evaluate, load_config, load_split, train
-from medfound.dac.data import build_transforms
+from medfound.dac import DACConfig, evaluate, load_config, load_split, train
+from medfound.dac.data import preprocessing
 from medfound.dac.evaluation import ResizedPredictor
 from medfound.errors import ConfigError, DatasetLayoutError, LabelMismatchError
 from medfound.evaluation.segmentation import evaluate_segmentation
@@ -31,7 +32,7 @@ def tiny_split(tmp_path_factory) -> str:
     return write_tiny_split(tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.mark.parametrize("module", [config_mod, evaluate_mod, validation_mod])
+@pytest.mark.parametrize("module", [config_mod, evaluate_mod, regions_mod, bundle_configs_mod])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -56,8 +57,8 @@ def test_config_rejects_bad_values_and_reads_files(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     assert load_config(tmp_path / "c.yaml").method.name == "dac_no_aux"
     cfg = load_config(tmp_path / "c.json", {"train.max_epochs": 7})
-    assert (cfg.method.name, cfg.train.max_epochs, cfg.max_iterations) == ("supervised", 7, 1400)
-    with pytest.raises(ConfigError, match="cannot be parsed"):
+    assert (cfg.method.name, cfg.train.max_epochs) == ("supervised", 7)
+    with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
         load_config(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.json")
@@ -83,7 +84,7 @@ def test_split_file_errors_name_the_file(tmp_path, tiny_split):
 def test_label_values_outside_the_classes_name_the_file(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
     Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "lab.png")
-    det, _ = build_transforms(DACConfig.from_dict({"data": {"spatial_size": [8, 8]}}).data, 3)
+    det = preprocessing(3, [8, 8])
     with pytest.raises(Exception) as info:
         det({"image": str(tmp_path / "img.png"), "label": str(tmp_path / "lab.png")})
     cause = info.value
@@ -127,6 +128,14 @@ def test_train_then_evaluate_end_to_end_skipping_bad_items(tmp_path, tiny_split)
     # the deployed model is a plain network: the final model evaluates too
     last = evaluate(cfg, {"evaluate.checkpoint": "last", "evaluate.parts": ["validation"]})
     assert len(last["validation"].cases) == 2
+    written = json.loads((out / "evaluation" / "evaluate_config.json").read_text())
+    assert written["network"]["path"].endswith("model.pt") and written["evaluator"]["parts"] == ["validation"]
+    # the A+B ensemble is rebuilt from the checkpoint; it differs from A alone
+    ensemble = evaluate(cfg, {"method.inference": "ensemble", "evaluate.parts": ["validation"],
+                              "evaluate.output_dir": str(tmp_path / "ensemble")})
+    assert len(ensemble["validation"].cases) == 2
+    assert json.loads((tmp_path / "ensemble" / "evaluate_config.json").read_text())["network"]["path"].endswith(
+        "last.pt")
 
 
 def test_evaluation_known_answers_at_native_resolution(tmp_path):
@@ -146,8 +155,7 @@ def test_evaluation_known_answers_at_native_resolution(tmp_path):
                 "case_id": str(i),
             }
         )
-    data = DACConfig.from_dict({"data": {"spatial_size": [16, 16]}}).data
-    det, _ = build_transforms(data, 3, None, with_label=True, resize=False)
+    det = preprocessing(3, None)  # native resolution
     sizes = []
 
     class Constant(torch.nn.Module):
@@ -188,33 +196,80 @@ def test_cli_train_and_evaluate(tmp_path, tiny_split, capsys):
     out = capsys.readouterr().out
     assert "test: 6 cases" in out and "validation: 2 cases" in out and "mean of domains" in out
     assert main(["dac", "train", str(cfg_path), "--set", "method.lambda_cps=-1"]) == 2
-    assert "medfound: error: method.lambda_cps must be >= 0" in capsys.readouterr().err
+    assert "medfound: error: method.lambda_cps must be a number >= 0, got -1" in capsys.readouterr().err
     assert main(["dac", "evaluate", str(cfg_path), "--output-dir", str(tmp_path / "nothing_here")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_bundle_style_construction_with_target(tiny_split, tmp_path):
+def test_config_values_of_the_wrong_type_are_one_line_errors():
+    for section, key, value, message in [
+        ("data", "batch_size_labeled", "two", "data.batch_size_labeled must be an integer >= 1, got 'two'"),
+        ("optim", "lr", "0.01", "optim.lr must be a number > 0, got '0.01'"),
+        ("optim", "lr", -0.01, "optim.lr must be a number > 0, got -0.01"),
+        ("method", "rampup_aux", "yes", "method.rampup_aux must be true or false, got 'yes'"),
+        ("augment", "cutmix_area_range", [0.5, 0.25], "augment.cutmix_area_range must be a pair (min, max) with"),
+        ("data", "spatial_size", [4, 4], "data.spatial_size must be an integer >= 8, got 4"),
+        ("train", "max_epochs", 0, "train.max_epochs must be an integer >= 1, got 0"),
+        ("train", "device", 3, "train.device must be a string, got 3"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            DACConfig.from_dict({section: {key: value}})
+        assert str(info.value).startswith(message), str(info.value)
+    # a whole float where an integer belongs is that integer, not an error
+    assert DACConfig.from_dict({"train": {"max_epochs": 3.0}}).train.max_epochs == 3
+
+
+@pytest.mark.slow
+def test_a_run_written_as_a_bundle_config_trains_like_the_python_entry_point(tmp_path, demo_root, data_dir):
+    """The house convention: medfound.dac.train(config) is composition over ready objects, so a JSON
+    config with a _target_ for every object (network factory, DACModel, objective, optimiser and
+    scheduler factories, datasets, loader, trainer, evaluator, handlers), parsed by MONAI's
+    ConfigParser, trains to the same weights and losses on the same config and seed."""
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser(
-        {
-            "model": {
-                "_target_": "medfound.dac.DACModel",
-                "num_classes": 3,
-                "method": "cps",
-                "network_kwargs": dict(TINY_NET),
-            },
-            "objective": {"_target_": "medfound.dac.DACObjective", "lambda_cps": 1.5, "confidence_threshold": 0.5},
-            "workflow": {
-                "_target_": "medfound.dac.DACWorkflow",
-                "verbose": False,
-                "config": tiny_config(tiny_split, str(tmp_path / "bundle_run"), method="cps", max_epochs=1),
-            },
-        }
-    )
-    model, objective, workflow = (parser.get_parsed_content(k) for k in ("model", "objective", "workflow"))
-    assert isinstance(model, DACModel) and model.model_b is not None and not model.training_heads()
-    assert isinstance(objective, DACObjective) and objective.confidence_threshold == 0.5
-    assert isinstance(workflow, DACWorkflow)
-    result = workflow.run()
-    assert result["train"]["iterations"] == 3 and len(result["evaluate"]["test"].cases) == 6
+    split = tmp_path / "split.json"
+    assert main(["dac", "split", str(demo_root / "fundus"), "--dataset", "fundus", "--test-domain", "Domain4",
+                 "-o", str(split)]) == 0
+    python_cfg = {
+        "data": {"split": str(split), "spatial_size": [32, 32], "batch_size_labeled": 2, "batch_size_unlabeled": 2,
+                 "num_workers": 0},
+        "network": {"kwargs": dict(TINY_NET)},
+        "train": {"output_dir": str(tmp_path / "python"), "max_epochs": 2, "iterations_per_epoch": 2,
+                  "checkpoint_interval": 2, "log_interval": 1, "device": "cpu"},
+    }
+    summary = train(python_cfg)
+    assert summary["iterations"] == 4 and summary["skipped"] == 0
+
+    parser = ConfigParser()
+    parser.read_config(data_dir / "dac" / "train.json")
+    parser["split_file"] = str(split)
+    parser["output_dir"] = str(tmp_path / "bundle")
+    for key in ("initialize", "run", "finalize"):  # as `python -m monai.bundle run` does
+        for i in range(len(parser[key])):
+            parser.get_parsed_content(f"{key}#{i}")
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 4
+
+    a = torch.load(tmp_path / "python" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "bundle" / "last.pt", weights_only=True)
+    assert a.keys() == b.keys() and a["network"].keys() == b["network"].keys()
+    for name in a["network"]:
+        assert torch.equal(a["network"][name], b["network"][name]), name
+    for i, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+    assert a["curves"] == b["curves"] and len(a["curves"]["series"]["loss"]) == 4  # every iteration's losses
+    assert a["best"] == b["best"] and a["lr_scheduler"] == b["lr_scheduler"]
+    logs = [[json.loads(line) for line in (tmp_path / run / "training_log.jsonl").read_text().splitlines()]
+            for run in ("python", "bundle")]
+    assert logs[0] == logs[1] and {"sup", "pseudo", "feat", "aux_mask", "aux_rot", "val_mean_dice"} <= set(logs[0][0])
+    ma = torch.load(tmp_path / "python" / "model.pt", weights_only=True)
+    mb = torch.load(tmp_path / "bundle" / "model.pt", weights_only=True)
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+    # the Python entry point ran the config it wrote next to the run: it is a bundle config too
+    written = json.loads((tmp_path / "python" / "train_config.json").read_text())
+    assert written["train"]["trainer"]["_target_"] == "medfound.dac.trainer.DACTrainer"
+    assert written["optimizer"] == {"_target_": "torch.optim.SGD", "_mode_": "callable", "lr": 0.01, "momentum": 0.9,
+                                    "weight_decay": 0.0001, "nesterov": False}
+    assert {"curves.png", "tensorboard", "pseudo_labels.jsonl", "best_model.json"} <= {
+        p.name for p in (tmp_path / "python").iterdir()}

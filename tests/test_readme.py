@@ -57,13 +57,6 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
     ("UMedPT multi-task pre-training and transfer", "from medfound.networks.umedpt import UMedPT"):
         "tasks.json does not exist; hard-codes \"cuda\" on the CPU build the README installs; full-size "
         "settings (UMedPT swin_v2_t, batch 32, 100 000 iterations)",
-    # dac branch
-    ("DAC co-training: training, baselines, evaluation",
-     "medfound dac split demo_data/fundus --dataset fundus --test-domain Domain4 -o splits/d4.json"):
-        "`medfound dac train dac.json` trains the full-size defaults (ResNet-50 DeepLabV3+, 256 px, "
-        "20 000 iterations): not finished after 150 s",
-    ("DAC co-training: training, baselines, evaluation", "from medfound.dac import evaluate, train"):
-        "`train(...)` trains the full-size defaults (as the block above): not finished after 150 s",
 }
 
 

@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -31,6 +32,7 @@ import torch
 
 from medfound.dac import DACModel, DACObjective, DACTrainer
 from medfound.networks.deeplabv3plus import DeepLabV3Plus
+from medfound.utils import resolve_device
 
 
 def _sync(device: torch.device) -> None:
@@ -39,8 +41,8 @@ def _sync(device: torch.device) -> None:
 
 
 def make_trainer(method: str, net_kwargs: dict, batch: int, device: torch.device, amp: bool) -> DACTrainer:
-    model = DACModel(3, method=method, network_kwargs=net_kwargs).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    model = DACModel(functools.partial(DeepLabV3Plus, 3, **net_kwargs), method=method).to(device)
+    optimizer = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=1e-4)
     # the loader is not used: steps are fed a fixed batch
     return DACTrainer(device, 1, [None], model, optimizer, DACObjective(rampup_iterations=0), epoch_length=1,
                       amp=amp)
@@ -91,8 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device, what="--device")
     amp = bool(args.amp and device.type == "cuda")
     net_kwargs = {"backbone": args.backbone, "base_channels": args.width}
     trainers = {m: make_trainer(m, net_kwargs, args.batch, device, amp) for m in ("dac", "cps")}

@@ -1,14 +1,19 @@
-"""The asymmetric auxiliary tasks of DAC: label generation and losses.
+"""The asymmetric auxiliary tasks of DAC: the views that carry their labels, and the losses.
 
 - **Task A, mixed-region localisation**: sub-model A sees a CutMix image and its 1x1 head
   predicts, per pixel, whether the pixel was pasted from another image. Target: the CutMix
-  mask. Loss: binary cross-entropy, logits upsampled (bilinear) to the input size.
+  mask. Loss (:class:`MixedRegionLoss`): binary cross-entropy, logits upsampled (bilinear)
+  to the input size.
 - **Task B, region rotation**: sub-model B sees an image in which a random square region was
   rotated by ``k`` x 90 degrees; its 1x1 head gives four logits per pixel, averaged over the
-  region (area-weighted at the head's resolution), and cross-entropy against ``k``.
+  region (area-weighted at the head's resolution), and cross-entropy against ``k``
+  (:class:`RotationLoss`).
 
-Label generation uses :mod:`medfound.transforms.mixing` with a ``numpy.random.RandomState``,
-so a training step is reproducible from its seed on any device.
+:func:`make_mixed_region_task` and :func:`make_rotation_task` build the views and their
+labels; :class:`~medfound.dac.trainer.DACTrainer` calls exactly these in every step (the
+CutMix view is also the strong view of the pseudo-label terms). Label generation uses
+:mod:`medfound.transforms.mixing` with a ``numpy.random.RandomState``, so a training step is
+reproducible from its seed on any device.
 
 Example
 -------
@@ -27,19 +32,36 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from medfound.errors import LabelMismatchError
-from medfound.transforms.mixing import cutmix, cutmix_masks, region_masks, rotate_regions, sample_square_regions
+from medfound.transforms.mixing import (
+    CUTMIX_AREA_RANGE,
+    CUTMIX_ASPECT_RATIO_RANGE,
+    CUTMIX_NUM_BOXES,
+    CUTMIX_PROB,
+    REGION_SIDE_RANGE,
+    cutmix,
+    cutmix_masks,
+    rotate_regions,
+    sample_square_regions,
+    square_region_masks,
+)
 
 __all__ = [
+    "ROTATION_ALIGN",
     "MixedRegionTask",
     "RotationTask",
     "make_mixed_region_task",
     "make_rotation_task",
-    "mixed_region_loss",
+    "MixedRegionLoss",
+    "RotationLoss",
     "pool_rotation_logits",
-    "rotation_loss",
 ]
+
+#: corners and side of the rotated region are multiples of 16 px, the output stride of the
+#: default DeepLabV3+, so the region maps exactly onto every feature layer (decoder: stride 4)
+ROTATION_ALIGN = 16
 
 
 @dataclass
@@ -68,10 +90,10 @@ class RotationTask:
 def make_mixed_region_task(
     images: torch.Tensor,
     rng: np.random.RandomState,
-    num_boxes: int = 1,
-    area_range: Sequence[float] = (0.25, 0.5),
-    aspect_ratio_range: Sequence[float] = (0.3, 1 / 0.3),
-    prob: float = 1.0,
+    num_boxes: int = CUTMIX_NUM_BOXES,
+    area_range: Sequence[float] = CUTMIX_AREA_RANGE,
+    aspect_ratio_range: Sequence[float] = CUTMIX_ASPECT_RATIO_RANGE,
+    prob: float = CUTMIX_PROB,
 ) -> MixedRegionTask:
     """CutMix within the batch (sample ``i`` receives boxes of sample ``i - 1``) and the pasted-region mask."""
     if images.dim() != 4:
@@ -85,8 +107,8 @@ def make_mixed_region_task(
 def make_rotation_task(
     images: torch.Tensor,
     rng: np.random.RandomState,
-    side_range: Sequence[float] = (0.25, 0.5),
-    align: int = 16,
+    side_range: Sequence[float] = REGION_SIDE_RANGE,
+    align: int = ROTATION_ALIGN,
 ) -> RotationTask:
     """Rotate one random square region per image by ``k`` in {0, 1, 2, 3} quarter turns."""
     if images.dim() != 4:
@@ -96,25 +118,8 @@ def make_rotation_task(
         images=rotate_regions(images, boxes, ks),
         boxes=boxes,
         ks=torch.as_tensor(ks, dtype=torch.long, device=images.device),
-        region_mask=region_masks(boxes, images.shape[-2:], device=images.device),
+        region_mask=square_region_masks(boxes, images.shape[-2:], device=images.device),
     )
-
-
-def mixed_region_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the mixed-region logits ``(B, 1, h, w)`` against the mask ``(B, 1, H, W)``.
-
-    Example
-    -------
-    >>> import torch
-    >>> mask = torch.zeros(1, 1, 8, 8); mask[..., :4] = 1
-    >>> float(mixed_region_loss(20 * (2 * mask - 1), mask)) < 1e-6
-    True
-    """
-    if logits.shape[0] != mask.shape[0] or logits.shape[1] != 1:
-        raise LabelMismatchError(f"mixed-region logits {tuple(logits.shape)} do not fit mask {tuple(mask.shape)}")
-    if logits.shape[-2:] != mask.shape[-2:]:
-        logits = F.interpolate(logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
-    return F.binary_cross_entropy_with_logits(logits.float(), mask.float())
 
 
 def pool_rotation_logits(logits: torch.Tensor, region_mask: torch.Tensor) -> torch.Tensor:
@@ -130,17 +135,38 @@ def pool_rotation_logits(logits: torch.Tensor, region_mask: torch.Tensor) -> tor
     return (logits.float() * weights).sum(dim=(2, 3)) / total
 
 
-def rotation_loss(logits: torch.Tensor, region_mask: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the region-pooled rotation logits against the quarter turns ``ks``.
+class MixedRegionLoss(nn.Module):
+    """Binary cross-entropy of the mixed-region logits ``(B, 1, h, w)`` against the mask ``(B, 1, H, W)``.
+
+    Example
+    -------
+    >>> import torch
+    >>> mask = torch.zeros(1, 1, 8, 8); mask[..., :4] = 1
+    >>> float(MixedRegionLoss()(20 * (2 * mask - 1), mask)) < 1e-6
+    True
+    """
+
+    def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if logits.shape[0] != mask.shape[0] or logits.shape[1] != 1:
+            raise LabelMismatchError(f"mixed-region logits {tuple(logits.shape)} do not fit mask {tuple(mask.shape)}")
+        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = F.interpolate(logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        return F.binary_cross_entropy_with_logits(logits.float(), mask.float())
+
+
+class RotationLoss(nn.Module):
+    """Cross-entropy of the region-pooled rotation logits ``(B, 4, h, w)`` against the quarter turns ``ks``.
 
     Example
     -------
     >>> import torch
     >>> logits = torch.zeros(1, 4, 4, 4); logits[:, 2, :2, :2] = 50.0  # class 2 inside the region only
     >>> region = torch.zeros(1, 1, 4, 4); region[..., :2, :2] = 1
-    >>> float(rotation_loss(logits, region, torch.tensor([2]))) < 1e-6
+    >>> float(RotationLoss()(logits, region, torch.tensor([2]))) < 1e-6
     True
     """
-    if logits.shape[1] != 4:
-        raise LabelMismatchError(f"rotation logits need 4 channels, got {tuple(logits.shape)}")
-    return F.cross_entropy(pool_rotation_logits(logits, region_mask), ks.long().to(logits.device))
+
+    def forward(self, logits: torch.Tensor, region_mask: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] != 4:
+            raise LabelMismatchError(f"rotation logits need 4 channels, got {tuple(logits.shape)}")
+        return F.cross_entropy(pool_rotation_logits(logits, region_mask), ks.long().to(logits.device))

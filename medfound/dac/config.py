@@ -3,8 +3,14 @@
 A run is described by one :class:`DACConfig` (sections ``data``, ``network``, ``method``,
 ``augment``, ``optim``, ``train``, ``evaluate``), read from JSON or YAML with
 :func:`load_config` or built from a plain dict with :meth:`DACConfig.from_dict` (unknown
-keys are errors, so a typo never silently falls back to a default). Switching method is
-one key: ``method.name``.
+keys are errors, so a typo never silently falls back to a default; a value of the wrong
+type, such as ``"two"`` for an integer or ``"0.01"`` for a learning rate, is an error
+naming the key). Switching method is one key: ``method.name``.
+
+These dataclasses are the one source of the defaults: :func:`medfound.dac.train` turns a
+config into a bundle-style config of ready objects
+(:func:`medfound.dac.bundle_configs.train_bundle_config`, written next to the run as
+``train_config.json``) and instantiates that with MONAI's ``ConfigParser``.
 
 Methods (``method.name``)
 -------------------------
@@ -55,12 +61,13 @@ Defaults and why (the DAC paper's constants are not public)
   ``"ensemble"`` averages the probabilities of A and B.
 - ``method.dice_include_background = False``: background covers most of the image, its
   Dice is near 1 and adds no signal; cross-entropy covers it.
-- ``augment.cutmix_area_range = (0.25, 0.5)``, one box, every unlabelled image mixed: the
-  box-mask proportions of CPS (from French et al. 2020); aspect ratios 0.3-3.3 as in
-  UniMatch.
-- ``augment.rotation_side_range = (0.25, 0.5)`` of the shorter side, ``rotation_align = 16``:
-  a region large enough to carry orientation cues, aligned to the output stride so it
-  maps exactly onto every feature layer.
+- ``augment.cutmix_*``: one box covering 25-50 % of the image, every unlabelled image mixed,
+  aspect ratios 0.3-3.3: the defaults of :mod:`medfound.transforms.mixing`
+  (``CUTMIX_AREA_RANGE`` etc., where the reasons are given), referred to, not repeated.
+- ``augment.rotation_side_range``: 25-50 % of the shorter side
+  (:data:`~medfound.transforms.mixing.REGION_SIDE_RANGE`), ``rotation_align = 16``
+  (:data:`~medfound.dac.aux_tasks.ROTATION_ALIGN`): a region large enough to carry
+  orientation cues, aligned to the output stride so it maps exactly onto every feature layer.
 - strong view: colour jitter (brightness, contrast, saturation 0.5) with p 0.8, grayscale
   p 0.2, Gaussian blur sigma 0.1-2.0 with p 0.5 (the FixMatch / UniMatch strong
   augmentation), plus Gaussian noise std up to 0.05 with p 0.5 (noise is the third
@@ -77,6 +84,8 @@ Defaults and why (the DAC paper's constants are not public)
   on the held-out part of the labelled source domain after every epoch (never on the test
   domain), a checkpoint every 200 iterations.
 - ``train.amp = None``: mixed precision when a CUDA device is used, off on CPU.
+- ``train.tensorboard = True``, ``train.progress_bar = True``: TensorBoard logs under
+  ``output_dir/tensorboard`` and a progress bar with ETA (ignite ``ProgressBar``).
 
 Example
 -------
@@ -88,13 +97,31 @@ Example
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from medfound.dac.aux_tasks import ROTATION_ALIGN
 from medfound.errors import ConfigError
+from medfound.transforms.mixing import (
+    CUTMIX_AREA_RANGE,
+    CUTMIX_ASPECT_RATIO_RANGE,
+    CUTMIX_NUM_BOXES,
+    CUTMIX_PROB,
+    REGION_SIDE_RANGE,
+)
+from medfound.utils import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_mapping,
+    check_pair,
+    check_probability,
+    read_config_file,
+)
 
 __all__ = [
     "METHODS",
@@ -107,6 +134,7 @@ __all__ = [
     "TrainConfig",
     "EvaluateConfig",
     "DACConfig",
+    "default",
     "load_config",
 ]
 
@@ -199,12 +227,12 @@ class AugmentConfig:
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
     noise_prob: float = 0.5
     noise_std: float = 0.05
-    cutmix_prob: float = 1.0
-    cutmix_num_boxes: int = 1
-    cutmix_area_range: list[float] = field(default_factory=lambda: [0.25, 0.5])
-    cutmix_aspect_ratio_range: list[float] = field(default_factory=lambda: [0.3, 1 / 0.3])
-    rotation_side_range: list[float] = field(default_factory=lambda: [0.25, 0.5])
-    rotation_align: int = 16
+    cutmix_prob: float = CUTMIX_PROB
+    cutmix_num_boxes: int = CUTMIX_NUM_BOXES
+    cutmix_area_range: list[float] = field(default_factory=lambda: list(CUTMIX_AREA_RANGE))
+    cutmix_aspect_ratio_range: list[float] = field(default_factory=lambda: list(CUTMIX_ASPECT_RATIO_RANGE))
+    rotation_side_range: list[float] = field(default_factory=lambda: list(REGION_SIDE_RANGE))
+    rotation_align: int = ROTATION_ALIGN
 
 
 @dataclass
@@ -234,8 +262,10 @@ class TrainConfig:
     device: str = "auto"  #: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     amp: bool | None = None  #: None: on for CUDA, off on CPU
     resume: bool = True  #: continue from ``output_dir/last.pt`` when it exists
-    log_interval: int = 20  #: iterations between log lines
+    log_interval: int = 20  #: iterations between log lines (and TensorBoard points)
     track_pseudo_labels: bool = True  #: score pseudo labels against labels of unlabelled items when they exist
+    tensorboard: bool = True  #: TensorBoard event files under ``output_dir/tensorboard``
+    progress_bar: bool = True  #: a progress bar with ETA per epoch (ignite ``ProgressBar``, on stderr)
 
 
 @dataclass
@@ -245,6 +275,119 @@ class EvaluateConfig:
     parts: list[str] = field(default_factory=lambda: ["test"])
     checkpoint: str = "best"  #: "best" (source-validation selection), "last", or a path to a model file
     output_dir: str | None = None  #: None: ``train.output_dir/evaluation``
+
+
+def _string(value: Any, name: str, allow_none: bool = False) -> str | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string{' or null' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def _float_list(value: Any, name: str, allow_none: bool = False, **bounds: Any) -> list[float] | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name} must be a list of numbers{' or null' if allow_none else ''}, got {value!r}")
+    return [check_float(v, name, **bounds) for v in value]
+
+
+def _pair(value: Any, name: str, **bounds: Any) -> list:
+    return list(check_pair(value, name, **bounds))
+
+
+def _validate_data(d: DataConfig) -> None:
+    d.split = _string(d.split, "data.split")
+    if isinstance(d.spatial_size, (str, bytes)) or not isinstance(d.spatial_size, (list, tuple)) \
+            or len(d.spatial_size) != 2:
+        raise ConfigError(f"data.spatial_size must be [H, W] with sides >= 8, got {d.spatial_size!r}")
+    d.spatial_size = [check_int(v, "data.spatial_size", low=8) for v in d.spatial_size]
+    d.in_channels = check_int(d.in_channels, "data.in_channels", low=1)
+    d.intensity = check_choice(d.intensity, ("uint8", "minmax", "none"), "data.intensity")
+    d.normalize_mean = _float_list(d.normalize_mean, "data.normalize_mean", allow_none=True)
+    d.normalize_std = _float_list(d.normalize_std, "data.normalize_std", allow_none=True, low=0.0, low_open=True)
+    if (d.normalize_mean is None) != (d.normalize_std is None):
+        raise ConfigError("data.normalize_mean and data.normalize_std must be both set or both null")
+    if d.label_values is not None:
+        if isinstance(d.label_values, (str, bytes)) or not isinstance(d.label_values, (list, tuple)):
+            raise ConfigError(f"data.label_values must be a list of integers or null, got {d.label_values!r}")
+        d.label_values = [check_int(v, "data.label_values") for v in d.label_values]
+    d.batch_size_labeled = check_int(d.batch_size_labeled, "data.batch_size_labeled", low=1)
+    d.batch_size_unlabeled = check_int(d.batch_size_unlabeled, "data.batch_size_unlabeled", low=1)
+    d.num_workers = check_int(d.num_workers, "data.num_workers", low=0)
+    d.cache_rate = check_probability(d.cache_rate, "data.cache_rate")
+
+
+def _validate_network(n: NetworkConfig) -> None:
+    n.target = _string(n.target, "network.target")
+    if "." not in n.target:
+        raise ConfigError(f"network.target must be a dotted path 'package.module.Class', got {n.target!r}")
+    n.num_classes = check_int(n.num_classes, "network.num_classes", low=2, allow_none=True)
+    n.kwargs = check_mapping(n.kwargs, "network.kwargs")
+
+
+def _validate_method(m: MethodConfig) -> None:
+    m.name = check_choice(m.name, METHODS, "method.name")
+    for key in ("lambda_cps", "lambda_feat", "lambda_aux", "lambda_dice", "lambda_ce"):
+        setattr(m, key, check_float(getattr(m, key), f"method.{key}", low=0.0))
+    m.confidence_threshold = check_float(m.confidence_threshold, "method.confidence_threshold", low=0.0, high=1.0,
+                                         high_open=True, allow_none=True)
+    m.rampup_fraction = check_probability(m.rampup_fraction, "method.rampup_fraction")
+    m.rampup_aux = check_bool(m.rampup_aux, "method.rampup_aux")
+    m.feature_layer = _string(m.feature_layer, "method.feature_layer")
+    m.feature_loss = check_choice(m.feature_loss, ("cosine", "mse"), "method.feature_loss")
+    m.projection_channels = check_int(m.projection_channels, "method.projection_channels", low=1)
+    m.aux_layer = _string(m.aux_layer, "method.aux_layer")
+    m.dice_include_background = check_bool(m.dice_include_background, "method.dice_include_background")
+    if isinstance(m.init_seeds, (str, bytes)) or not isinstance(m.init_seeds, (list, tuple)) or len(m.init_seeds) != 2:
+        raise ConfigError(f"method.init_seeds must hold two seeds (A, B), got {m.init_seeds!r}")
+    m.init_seeds = [check_int(v, "method.init_seeds") for v in m.init_seeds]
+    m.inference = check_choice(m.inference, ("a", "b", "ensemble"), "method.inference")
+
+
+def _validate_augment(a: AugmentConfig) -> None:
+    for key in ("flip_prob", "affine_prob", "jitter_prob", "grayscale_prob", "blur_prob", "noise_prob", "cutmix_prob"):
+        setattr(a, key, check_probability(getattr(a, key), f"augment.{key}"))
+    for key in ("rotate_degrees", "brightness", "contrast", "saturation", "noise_std"):
+        setattr(a, key, check_float(getattr(a, key), f"augment.{key}", low=0.0))
+    a.scale_range = _pair(a.scale_range, "augment.scale_range", low=0.0)
+    a.blur_sigma = _pair(a.blur_sigma, "augment.blur_sigma", low=0.0)
+    a.cutmix_num_boxes = check_int(a.cutmix_num_boxes, "augment.cutmix_num_boxes", low=1)
+    a.cutmix_area_range = _pair(a.cutmix_area_range, "augment.cutmix_area_range", low=0.0, high=1.0)
+    a.cutmix_aspect_ratio_range = _pair(a.cutmix_aspect_ratio_range, "augment.cutmix_aspect_ratio_range", low=1e-6)
+    a.rotation_side_range = _pair(a.rotation_side_range, "augment.rotation_side_range", low=0.0, high=1.0)
+    a.rotation_align = check_int(a.rotation_align, "augment.rotation_align", low=1)
+
+
+def _validate_optim(o: OptimConfig) -> None:
+    o.name = check_choice(o.name, ("sgd", "adam", "adamw"), "optim.name")
+    o.lr = check_float(o.lr, "optim.lr", low=0.0, low_open=True)
+    o.momentum = check_float(o.momentum, "optim.momentum", low=0.0)
+    o.weight_decay = check_float(o.weight_decay, "optim.weight_decay", low=0.0)
+    o.nesterov = check_bool(o.nesterov, "optim.nesterov")
+    o.betas = _pair(o.betas, "optim.betas", low=0.0, high=1.0, ordered=False)
+    o.schedule = check_choice(o.schedule, ("poly", "constant"), "optim.schedule")
+    o.poly_power = check_float(o.poly_power, "optim.poly_power", low=0.0)
+
+
+def _validate_train(t: TrainConfig) -> None:
+    t.output_dir = _string(t.output_dir, "train.output_dir")
+    for key in ("max_epochs", "iterations_per_epoch", "validation_interval", "checkpoint_interval", "log_interval"):
+        setattr(t, key, check_int(getattr(t, key), f"train.{key}", low=1))
+    t.seed = check_int(t.seed, "train.seed")
+    t.device = _string(t.device, "train.device")
+    t.amp = None if t.amp is None else check_bool(t.amp, "train.amp")
+    for key in ("resume", "track_pseudo_labels", "tensorboard", "progress_bar"):
+        setattr(t, key, check_bool(getattr(t, key), f"train.{key}"))
+
+
+def _validate_evaluate(e: EvaluateConfig) -> None:
+    if isinstance(e.parts, (str, bytes)) or not isinstance(e.parts, (list, tuple)) or not e.parts:
+        raise ConfigError(f"evaluate.parts must be a non-empty list of split parts, got {e.parts!r}")
+    e.parts = [_string(p, "evaluate.parts") for p in e.parts]
+    e.checkpoint = _string(e.checkpoint, "evaluate.checkpoint")
+    e.output_dir = _string(e.output_dir, "evaluate.output_dir", allow_none=True)
 
 
 _SECTIONS = {
@@ -263,12 +406,7 @@ def _build_section(cls: type, values: Any, where: str):
         return cls()
     if isinstance(values, cls):
         return values
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in config section {where!r}; known: {sorted(names)}")
+    values = check_mapping(values, f"config section {where!r}", known=[f.name for f in dataclasses.fields(cls)])
     return cls(**values)
 
 
@@ -310,60 +448,49 @@ class DACConfig:
         return self.components().default_threshold if t is None else float(t)
 
     def validate(self) -> None:
-        """Check values that would otherwise fail deep inside a run."""
-        m, a, d, t, o = self.method, self.augment, self.data, self.train, self.optim
-        if m.name not in METHODS:
-            raise ConfigError(f"method.name must be one of {sorted(METHODS)}, got {m.name!r}")
-        if m.feature_loss not in ("cosine", "mse"):
-            raise ConfigError(f"method.feature_loss must be 'cosine' or 'mse', got {m.feature_loss!r}")
-        if m.inference not in ("a", "b", "ensemble"):
-            raise ConfigError(f"method.inference must be 'a', 'b' or 'ensemble', got {m.inference!r}")
+        """Check every value (type and range) so nothing fails deep inside a run; errors name the key."""
+        _validate_data(self.data)
+        _validate_network(self.network)
+        _validate_method(self.method)
+        _validate_augment(self.augment)
+        _validate_optim(self.optim)
+        _validate_train(self.train)
+        _validate_evaluate(self.evaluate)
+        m, d = self.method, self.data
         if m.inference != "a" and not METHODS[m.name].two_models:
             raise ConfigError(f"method.inference={m.inference!r} needs two sub-models; {m.name!r} trains one")
-        if m.confidence_threshold is not None and not 0.0 <= m.confidence_threshold < 1.0:
-            raise ConfigError(f"method.confidence_threshold must be in [0, 1), got {m.confidence_threshold}")
-        if not 0.0 <= m.rampup_fraction <= 1.0:
-            raise ConfigError(f"method.rampup_fraction must be in [0, 1], got {m.rampup_fraction}")
-        for name in ("lambda_cps", "lambda_feat", "lambda_aux", "lambda_dice", "lambda_ce"):
-            if getattr(m, name) < 0:
-                raise ConfigError(f"method.{name} must be >= 0, got {getattr(m, name)}")
-        if len(m.init_seeds) != 2:
-            raise ConfigError(f"method.init_seeds must hold two seeds (A, B), got {m.init_seeds}")
-        if len(d.spatial_size) != 2 or min(d.spatial_size) < 8:
-            raise ConfigError(f"data.spatial_size must be [H, W] with sides >= 8, got {d.spatial_size}")
-        if d.intensity not in ("uint8", "minmax", "none"):
-            raise ConfigError(f"data.intensity must be 'uint8', 'minmax' or 'none', got {d.intensity!r}")
-        if (d.normalize_mean is None) != (d.normalize_std is None):
-            raise ConfigError("data.normalize_mean and data.normalize_std must be both set or both null")
         if d.normalize_mean is not None and not (len(d.normalize_mean) == len(d.normalize_std) == d.in_channels):
             raise ConfigError(
                 f"data.normalize_mean/std need one value per channel (in_channels={d.in_channels}), "
                 f"got {d.normalize_mean} / {d.normalize_std}"
             )
-        if d.batch_size_labeled < 1 or d.batch_size_unlabeled < 1:
-            raise ConfigError("data.batch_size_labeled and data.batch_size_unlabeled must be >= 1")
-        comp = METHODS[m.name]
-        if comp.aux_mask and d.batch_size_unlabeled < 2:
+        if METHODS[m.name].aux_mask and d.batch_size_unlabeled < 2:
             raise ConfigError(
                 "the mixed-region task needs data.batch_size_unlabeled >= 2 (CutMix pastes another image's region)"
             )
-        if o.name not in ("sgd", "adam", "adamw"):
-            raise ConfigError(f"optim.name must be 'sgd', 'adam' or 'adamw', got {o.name!r}")
-        if o.schedule not in ("poly", "constant"):
-            raise ConfigError(f"optim.schedule must be 'poly' or 'constant', got {o.schedule!r}")
-        if t.max_epochs < 1 or t.iterations_per_epoch < 1 or t.checkpoint_interval < 1 or t.validation_interval < 1:
-            raise ConfigError(
-                "train.max_epochs, iterations_per_epoch, checkpoint_interval and validation_interval must be >= 1"
-            )
-        if a.rotation_align < 1:
-            raise ConfigError(f"augment.rotation_align must be >= 1, got {a.rotation_align}")
-
-    @property
-    def max_iterations(self) -> int:
-        return self.train.max_epochs * self.train.iterations_per_epoch
 
 
-def load_config(path: str | Path | dict[str, Any] | DACConfig, overrides: dict[str, Any] | None = None) -> DACConfig:
+def default(section: type, key: str) -> Any:
+    """The documented default of ``section.key``, e.g. ``default(MethodConfig, "lambda_cps")``.
+
+    The constructors that take the same value (the objective, the model, the strong view, the
+    data pipeline) use it as their default, so every default has one definition.
+
+    Example
+    -------
+    >>> default(MethodConfig, "lambda_cps"), default(AugmentConfig, "blur_sigma")
+    (1.0, [0.1, 2.0])
+    """
+    for f in dataclasses.fields(section):
+        if f.name == key:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory()  # type: ignore[misc]
+    raise KeyError(f"{section.__name__} has no key {key!r}")
+
+
+def load_config(path: str | os.PathLike | dict[str, Any] | DACConfig,
+                overrides: dict[str, Any] | None = None) -> DACConfig:
     """Read a :class:`DACConfig` from a JSON or YAML file (or pass a dict / config through).
 
     ``overrides`` maps dotted keys to values, e.g. ``{"method.name": "cps", "train.max_epochs": 5}``.
@@ -377,23 +504,11 @@ def load_config(path: str | Path | dict[str, Any] | DACConfig, overrides: dict[s
     if isinstance(path, DACConfig):
         values = path.to_dict()
     elif isinstance(path, dict):
-        values = json.loads(json.dumps(path))  # a deep copy of plain values
+        values = copy.deepcopy(path)
+    elif isinstance(path, (str, os.PathLike)):
+        values = read_config_file(path, expect=dict, what="config file")
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        text = p.read_text()
-        try:
-            if p.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                values = yaml.safe_load(text) or {}
-            else:
-                values = json.loads(text)
-        except Exception as err:  # noqa: BLE001 - any parser error is a bad config file
-            raise ConfigError(f"config file {p} cannot be parsed: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(values).__name__}")
+        raise ConfigError(f"a DAC config is a file path, a dict or a DACConfig, got {type(path).__name__}")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:

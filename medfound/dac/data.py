@@ -7,12 +7,12 @@
   ``image`` / ``label`` / ``hidden_label`` paths are resolved against the JSON's folder (as
   MONAI's ``load_decathlon_datalist`` does). Any datalist with these keys works, not only
   the three benchmarks.
-- :func:`build_transforms` gives the deterministic part (load, channels, label values,
-  intensity, resize, normalisation) and the random weak augmentation (flips, rotation,
-  scaling) of the MONAI pipeline.
-- :func:`prepare_items` runs the deterministic part once per item, keeps the results in
-  memory (``cache=True``) and **skips unreadable or malformed items, reporting them**, so a
-  long run does not die on one bad file.
+- :func:`preprocessing` gives the deterministic part of the MONAI pipeline (load, channels,
+  label values, intensity, resize, normalisation), :func:`weak_augmentation` the random weak
+  view (flips, rotation, scaling);
+- :class:`PreparedDataset` runs the deterministic part once per item (:func:`prepare_items`),
+  keeps the results in memory (``cache=True``) and **skips unreadable or malformed items,
+  listing them** (:func:`write_skipped_items`), so a long run does not die on one bad file.
 - :class:`CoTrainingLoader` yields ``{"labeled": batch, "unlabeled": batch}`` for ever. Which
   items form batch ``t`` and every random number their augmentation uses are functions of
   ``(seed, t)`` only (seeded permutations per pass over each part, one transform seed per
@@ -37,7 +37,6 @@ True
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,17 +62,23 @@ from monai.transforms import (
 )
 from torch.utils.data import DataLoader, Dataset
 
-from medfound.dac.config import AugmentConfig, DataConfig
+from medfound.dac.config import AugmentConfig, DataConfig, default
 from medfound.errors import ConfigError, DatasetLayoutError, LabelMismatchError
+from medfound.utils import atomic_write_json, check_int, derive_seed, make_rng, read_config_file
 
 __all__ = [
     "SPLIT_PARTS",
     "load_split",
     "ChannelsToD",
     "CheckLabelValuesd",
-    "build_transforms",
+    "preprocessing",
+    "weak_augmentation",
     "prepare_items",
     "SeededItemDataset",
+    "PreparedDataset",
+    "unlabeled_items",
+    "labels_available",
+    "write_skipped_items",
     "StreamBatchSampler",
     "CoTrainingLoader",
 ]
@@ -117,12 +122,7 @@ def load_split(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DatasetLayoutError(f"split file {path} does not exist (write one with `medfound dac split`)")
-    try:
-        split = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetLayoutError(f"split file {path} cannot be read as JSON: {err}") from err
-    if not isinstance(split, dict):
-        raise ConfigError(f"split file {path}: expected a JSON object, got {type(split).__name__}")
+    split = read_config_file(path, expect=dict, what="split file")
     for part in ("labeled", "validation"):
         if part not in split:
             raise ConfigError(f"split file {path}: missing the {part!r} list")
@@ -228,70 +228,96 @@ class CheckLabelValuesd(MapTransform):
         return d
 
 
-def build_transforms(
-    data: DataConfig,
+def preprocessing(
     num_classes: int,
-    augment: AugmentConfig | None = None,
+    spatial_size: Sequence[int] | None,
+    in_channels: int = default(DataConfig, "in_channels"),
+    intensity: str = default(DataConfig, "intensity"),
+    normalize_mean: Sequence[float] | None = default(DataConfig, "normalize_mean"),
+    normalize_std: Sequence[float] | None = default(DataConfig, "normalize_std"),
+    label_values: Sequence[int] | None = default(DataConfig, "label_values"),
     with_label: bool = True,
-    resize: bool = True,
-) -> tuple[Compose, Compose | None]:
-    """The deterministic and the random part of the pipeline for one split part.
+) -> Compose:
+    """The deterministic part of the pipeline: load, channels, label values, intensity, resize, normalisation.
+
+    Defaults are those of :class:`~medfound.dac.config.DataConfig` (one definition).
 
     Parameters
     ----------
-    data : data section of the config (size, channels, intensity, label values, normalisation).
     num_classes : classes of the label maps (values are checked).
-    augment : weak augmentation for training parts; ``None`` for validation and test.
-    with_label : whether items carry a ``label`` (missing labels are allowed either way).
-    resize : resize image and label to ``data.spatial_size`` (training, validation); ``False``
+    spatial_size : working size ``(H, W)`` of image and label (training, validation); ``None``
         keeps both at their native size (evaluation, where
         :class:`~medfound.dac.evaluation.ResizedPredictor` resizes for the network).
+    in_channels : channels of the network input (grey images are repeated, RGBA loses alpha).
+    intensity : ``"uint8"`` (divide by 255), ``"minmax"`` (per image) or ``"none"``.
+    normalize_mean, normalize_std : per-channel normalisation after scaling (``None``: none).
+    label_values : raw label values in class order (e.g. ``[255, 128, 0]``); ``None``: indices.
+    with_label : whether items carry a ``label`` (missing labels are allowed either way).
 
-    Returns
+    Example
     -------
-    (deterministic, random) : two ``Compose``; ``random`` is ``None`` without ``augment``.
+    >>> [type(t).__name__ for t in preprocessing(3, (64, 64)).transforms][-2:]
+    ['Resized', 'NormalizeIntensityd']
     """
     keys = ["image", "label"] if with_label else ["image"]
     det: list = [
         LoadImaged(keys, image_only=True, ensure_channel_first=True, allow_missing_keys=True),
-        ChannelsToD("image", data.in_channels),
+        ChannelsToD("image", in_channels),
     ]
     if with_label:
         det.append(ChannelsToD("label", 1, allow_missing_keys=True))
-        if data.label_values is not None:
-            det.append(MapLabelValued("label", list(data.label_values), list(range(len(data.label_values))),
+        if label_values is not None:
+            det.append(MapLabelValued("label", list(label_values), list(range(len(label_values))),
                                       allow_missing_keys=True))
         det.append(CheckLabelValuesd("label", num_classes, allow_missing_keys=True))
-    if data.intensity == "uint8":
+    if intensity == "uint8":
         det.append(ScaleIntensityRanged("image", 0.0, 255.0, 0.0, 1.0))
-    elif data.intensity == "minmax":
+    elif intensity == "minmax":
         det.append(ScaleIntensityd("image"))
     det.append(EnsureTyped("image", dtype=torch.float32))
-    if resize:
-        size = [int(s) for s in data.spatial_size]
+    if spatial_size is not None:
+        size = [int(v) for v in spatial_size]
         det.append(Resized("image", size, mode="bilinear", anti_aliasing=True))
         if with_label:
             det.append(Resized("label", size, mode="nearest", allow_missing_keys=True))
-    if data.normalize_mean is not None:
-        det.append(NormalizeIntensityd("image", subtrahend=list(data.normalize_mean),
-                                       divisor=list(data.normalize_std), channel_wise=True))
-    rand = None
-    if augment is not None:
-        mode = ["bilinear", "nearest"] if with_label else ["bilinear"]
-        rand = Compose([
-            RandFlipd(keys, prob=augment.flip_prob, spatial_axis=0, allow_missing_keys=True),
-            RandFlipd(keys, prob=augment.flip_prob, spatial_axis=1, allow_missing_keys=True),
-            RandAffined(
-                keys,
-                prob=augment.affine_prob,
-                rotate_range=float(np.deg2rad(augment.rotate_degrees)),
-                scale_range=[float(augment.scale_range[0]) - 1.0, float(augment.scale_range[1]) - 1.0],
-                mode=mode,
-                padding_mode="zeros",
-                allow_missing_keys=True,
-            ),
-        ])
-    return Compose(det), rand
+    if normalize_mean is not None:
+        det.append(NormalizeIntensityd("image", subtrahend=list(normalize_mean), divisor=list(normalize_std),
+                                       channel_wise=True))
+    return Compose(det)
+
+
+def weak_augmentation(
+    flip_prob: float = default(AugmentConfig, "flip_prob"),
+    rotate_degrees: float = default(AugmentConfig, "rotate_degrees"),
+    scale_range: Sequence[float] = default(AugmentConfig, "scale_range"),
+    affine_prob: float = default(AugmentConfig, "affine_prob"),
+    with_label: bool = True,
+) -> Compose:
+    """The random weak view of training items: flips on both axes, rotation and scaling (image and label alike).
+
+    Defaults are those of :class:`~medfound.dac.config.AugmentConfig`. Re-seeded per item by
+    :class:`SeededItemDataset`.
+
+    Example
+    -------
+    >>> [type(t).__name__ for t in weak_augmentation().transforms]
+    ['RandFlipd', 'RandFlipd', 'RandAffined']
+    """
+    keys = ["image", "label"] if with_label else ["image"]
+    mode = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    return Compose([
+        RandFlipd(keys, prob=flip_prob, spatial_axis=0, allow_missing_keys=True),
+        RandFlipd(keys, prob=flip_prob, spatial_axis=1, allow_missing_keys=True),
+        RandAffined(
+            keys,
+            prob=affine_prob,
+            rotate_range=float(np.deg2rad(rotate_degrees)),
+            scale_range=[float(scale_range[0]) - 1.0, float(scale_range[1]) - 1.0],
+            mode=mode,
+            padding_mode="zeros",
+            allow_missing_keys=True,
+        ),
+    ])
 
 
 def prepare_items(
@@ -364,15 +390,72 @@ class SeededItemDataset(Dataset):
         return self.transform(item)
 
 
-def _seed(*values: int) -> int:
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+class PreparedDataset(SeededItemDataset):
+    """One part of a split, ready for training or validation: its deterministic pipeline run once
+    per item, unreadable or malformed items skipped and listed in :attr:`skipped`.
+
+    Parameters
+    ----------
+    items : datalist items of the part (e.g. ``split["labeled"]``).
+    transform : the deterministic pipeline (:func:`preprocessing`).
+    random_transform : the random part, re-seeded per item (:func:`weak_augmentation`), or ``None``.
+    cache : keep the prepared items in memory (``True``), or keep the readable raw items and
+        run ``transform`` again on every access.
+    part : the part's name, for the report.
+
+    Example
+    -------
+    >>> import torch
+    >>> ds = PreparedDataset([{"image": torch.ones(1, 2, 2)}, {"image": "missing.png"}],
+    ...                      transform=lambda d: {"image": torch.as_tensor(d["image"]) * 2}, part="demo")
+    >>> len(ds), ds.skipped[0]["image"], float(ds[0]["image"].sum())
+    (1, 'missing.png', 8.0)
+    """
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], transform: Callable,
+                 random_transform: Callable | None = None, cache: bool = True, part: str = "data") -> None:
+        prepared, self.skipped = prepare_items(items, transform, cache, part)
+        super().__init__(prepared, random_transform, None if cache else transform)
+        self.part = part
+
+
+def unlabeled_items(items: Sequence[Mapping[str, Any]], keep_labels: bool = False) -> list[dict[str, Any]]:
+    """The unlabelled part as the loader should see it: labels removed, or, with ``keep_labels``,
+    ``hidden_label`` (or ``label``) kept as ``label`` for the pseudo-label diagnostics only.
+
+    Example
+    -------
+    >>> unlabeled_items([{"image": "a.png", "hidden_label": "a_m.png"}], keep_labels=True)
+    [{'image': 'a.png', 'label': 'a_m.png'}]
+    """
+    out = []
+    for it in items:
+        item = {k: v for k, v in it.items() if k not in ("label", "hidden_label")}
+        hidden = it.get("hidden_label", it.get("label"))
+        if keep_labels and hidden is not None:
+            item["label"] = hidden
+        out.append(item)
+    return out
+
+
+def labels_available(items: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every item carries a ``label`` or ``hidden_label`` (pseudo labels can then be scored)."""
+    return bool(items) and all("hidden_label" in it or "label" in it for it in items)
+
+
+def write_skipped_items(path: str | os.PathLike, datasets: Sequence[PreparedDataset | None]) -> list[dict[str, str]]:
+    """Write the items the ``datasets`` skipped to ``path`` (JSON, atomically); returns them."""
+    skipped = [entry for ds in datasets if ds is not None for entry in ds.skipped]
+    atomic_write_json(path, skipped)
+    return skipped
 
 
 class StreamBatchSampler:
     """Endless batches of ``(index, item_seed)`` over ``n`` items, a function of ``(seed, stream)`` only.
 
-    Pass ``q`` over the items uses the permutation seeded by ``(seed, stream, q)``; the item
-    at stream position ``p`` gets the transform seed ``(seed, stream, p)``. Batch ``t`` holds
+    Pass ``q`` over the items uses the permutation drawn from ``make_rng(seed, "order", stream, q)``;
+    the item at stream position ``p`` gets the transform seed ``derive_seed(seed, "item", stream, p)``
+    (:mod:`medfound.utils.seeding`). Batch ``t`` holds
     positions ``t * batch_size ... (t + 1) * batch_size - 1`` (batches run across passes).
     """
 
@@ -383,7 +466,7 @@ class StreamBatchSampler:
         self.start_batch = int(start_batch)
 
     def _order(self, q: int) -> np.ndarray:
-        return np.random.RandomState(_seed(self.seed, self.stream, q, 1)).permutation(self.n)
+        return make_rng(self.seed, "order", self.stream, q).permutation(self.n)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         pos = self.start_batch * self.batch_size
@@ -394,7 +477,7 @@ class StreamBatchSampler:
                 if p // self.n != q:
                     q = p // self.n
                     order = self._order(q)
-                batch.append((int(order[p % self.n]), _seed(self.seed, self.stream, 2, p)))
+                batch.append((int(order[p % self.n]), derive_seed(self.seed, "item", self.stream, p)))
             yield batch
             pos += self.batch_size
 
@@ -421,8 +504,8 @@ class CoTrainingLoader:
         self,
         labeled: Sequence[Mapping] | SeededItemDataset,
         unlabeled: Sequence[Mapping] | SeededItemDataset | None,
-        batch_size_labeled: int = 8,
-        batch_size_unlabeled: int = 8,
+        batch_size_labeled: int = default(DataConfig, "batch_size_labeled"),
+        batch_size_unlabeled: int = default(DataConfig, "batch_size_unlabeled"),
         seed: int = 0,
         transform_labeled: Callable | None = None,
         transform_unlabeled: Callable | None = None,
@@ -438,8 +521,11 @@ class CoTrainingLoader:
                               else SeededItemDataset(unlabeled, transform_unlabeled))
             if len(self.unlabeled) == 0:
                 raise ConfigError("the 'unlabeled' part of the split is empty; semi-supervised methods need it")
-        self.batch_size_labeled, self.batch_size_unlabeled = int(batch_size_labeled), int(batch_size_unlabeled)
-        self.seed, self.num_workers, self.pin_memory = int(seed), int(num_workers), bool(pin_memory)
+        self.batch_size_labeled = check_int(batch_size_labeled, "batch_size_labeled", low=1)
+        self.batch_size_unlabeled = check_int(batch_size_unlabeled, "batch_size_unlabeled", low=1)
+        self.seed = check_int(seed, "seed")
+        self.num_workers = check_int(num_workers, "num_workers", low=0)
+        self.pin_memory = bool(pin_memory)
         self._start = 0
         self._engine = None
 

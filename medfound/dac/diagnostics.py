@@ -27,6 +27,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from medfound.handlers.curves import scalar_items
+from medfound.transforms.regions import ClassesToRegions
+
 __all__ = ["pseudo_label_counts", "PseudoLabelMonitor", "TrainingLog"]
 
 logger = logging.getLogger(__name__)
@@ -45,9 +48,12 @@ def pseudo_label_counts(
         true = true[:, 0]
     true = true.long().to(pred.device)
     counts: dict[tuple[str, str, str], dict[str, float]] = {}
-    for name, classes in regions.items():
-        cls = torch.as_tensor(list(classes), device=pred.device)
-        p, t = torch.isin(pred, cls), torch.isin(true, cls)
+    if not regions:
+        return counts
+    to_regions = ClassesToRegions(regions, dtype=torch.bool)
+    pred_regions, true_regions = to_regions(pred.long()[None]), to_regions(true[None])  # (R, B, H, W)
+    for r, name in enumerate(to_regions.regions):
+        p, t = pred_regions[r], true_regions[r]
         inter = (p & t).flatten(1).sum(1).float()
         total = (p.flatten(1).sum(1) + t.flatten(1).sum(1)).float()
         conf = valid.flatten(1).sum(1).float()
@@ -59,6 +65,14 @@ def pseudo_label_counts(
             c["confident"] += float(conf[i])
             c["pixels"] += float(valid[i].numel())
     return counts
+
+
+def _append_json_line(path: Path | None, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line to ``path`` (a log: a killed run loses at most its last line)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 class PseudoLabelMonitor:
@@ -103,10 +117,7 @@ class PseudoLabelMonitor:
         logger.info("pseudo-label quality (epoch %d): %s", engine.state.epoch,
                     ", ".join(f"{k}: dice {v['dice']:.3f} conf {v['confident_fraction']:.2f}"
                               for k, v in record["pseudo_labels"].items()))
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        _append_json_line(self.path, record)
         self.counts = {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -135,25 +146,20 @@ class TrainingLog:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
 
     def update(self, engine: Engine) -> None:
-        for k, v in (engine.state.output or {}).items():
-            if isinstance(v, (int, float)):
-                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        for k, v in scalar_items(engine.state.output).items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
         self.count += 1
 
     def write(self, engine: Engine) -> None:
         record: dict[str, Any] = {"epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration)}
         record.update({k: v / max(self.count, 1) for k, v in sorted(self.sums.items())})
         if self.evaluator is not None and getattr(self.evaluator.state, "metrics", None):
-            record.update({k: float(v) for k, v in self.evaluator.state.metrics.items()
-                           if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)})
+            record.update(scalar_items(self.evaluator.state.metrics))
         record["lr"] = float(engine.optimizer.param_groups[0]["lr"]) if hasattr(engine, "optimizer") else None
         self.records.append(record)
         logger.info("epoch %d: %s", record["epoch"],
                     ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        _append_json_line(self.path, record)
         self.sums, self.count = {}, 0
 
     def state_dict(self) -> dict[str, Any]:

@@ -2,17 +2,18 @@
 
 The metrics are those of :mod:`medfound.evaluation.segmentation` (Dice per region, per
 case, per domain; mean of domain means; no case dropped, unreadable cases listed). This
-module supplies what is DAC-specific:
+module supplies the DAC-side pieces a bundle-style evaluation config composes
+(:func:`medfound.dac.bundle_configs.evaluate_bundle_config`):
 
-- :func:`load_inference_model`: the selected network (``best_model.pt`` chosen on the
-  source validation part, the final ``model.pt``, any file, or the A+B ensemble);
+- :func:`load_trained_network`: trained weights into a freshly built network (the selected
+  ``best_model.pt``, the final ``model.pt``, sub-model A of a ``last.pt`` checkpoint), or
+  into a :class:`~medfound.dac.model.DACModel` for the A+B ensemble;
 - :class:`ResizedPredictor`: runs the network at its training size
   (``data.spatial_size``, resized with MONAI ``Resize`` exactly as in training) on images of
   any size and returns logits at the input size, so Dice is measured at the resolution of
   the reference masks;
-- :func:`evaluate_run`: both applied to the parts of the split named in
-  ``evaluate.parts``; results go to ``<output_dir>/evaluation/<part>.json`` and
-  ``<part>_cases.csv`` / ``<part>_summary.csv``.
+- :class:`SplitEvaluator`: runs a predictor over parts of a split and writes
+  ``<part>.json``, ``<part>_cases.csv`` and ``<part>_summary.csv``.
 
 Example
 -------
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,12 @@ import torch.nn.functional as F
 from monai.transforms import Resize
 from torch import nn
 
-from medfound.dac.checkpoint import BEST_MODEL, LAST_CHECKPOINT, LAST_MODEL
-from medfound.dac.config import DACConfig
-from medfound.dac.data import build_transforms, load_split
-from medfound.dac.model import build_network
-from medfound.errors import ConfigError, DatasetLayoutError
+from medfound.dac.model import DACModel
+from medfound.errors import ConfigError, DatasetLayoutError, WeightsError
+from medfound.evaluation.segmentation import SegmentationResults, evaluate_segmentation
+from medfound.utils import check_choice, load_torch_file, resolve_device
 
-__all__ = ["ResizedPredictor", "load_inference_model", "evaluate_run"]
+__all__ = ["ResizedPredictor", "load_trained_network", "SplitEvaluator"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,74 +74,95 @@ class ResizedPredictor(nn.Module):
         return logits
 
 
-def load_inference_model(cfg: DACConfig, num_classes: int, checkpoint: str | None = None) -> nn.Module:
-    """The network to evaluate: ``"best"``, ``"last"`` (final deployable model) or a file path.
+def load_trained_network(network: nn.Module, path: str | os.PathLike, sub_model: str = "a") -> nn.Module:
+    """Load trained weights from ``path`` into ``network`` (strictly) and return it in eval mode.
 
-    With ``method.inference == "ensemble"`` the A+B ensemble is rebuilt from ``last.pt`` (the
-    selected model file holds sub-model A only).
+    ``path`` holds a deployable state dict (``best_model.pt``, ``model.pt``) or a training
+    checkpoint (``last.pt``): a plain network then takes the weights of ``sub_model``
+    (``"a"`` or ``"b"``), a :class:`~medfound.dac.model.DACModel` (the A+B ensemble) the whole
+    container's.
+
+    Raises
+    ------
+    DatasetLayoutError
+        The file does not exist (the run was not trained, or has no validation part and
+        hence no ``best_model.pt``).
+    WeightsError
+        The file is unreadable or does not fit the network.
     """
-    from medfound.dac.workflow import build_model
-
-    out = Path(cfg.train.output_dir)
-    choice = checkpoint or cfg.evaluate.checkpoint
-    if cfg.method.inference == "ensemble":
-        path = out / LAST_CHECKPOINT if choice in ("best", "last") else Path(choice)
-        if not path.is_file():
-            raise DatasetLayoutError(f"checkpoint {path} does not exist: train first (`medfound dac train`)")
-        model = build_model(cfg, num_classes)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["network"] if "network" in state else state)
-        return model.eval()
-    path = {"best": out / BEST_MODEL, "last": out / LAST_MODEL}.get(choice, Path(choice))
+    path = Path(path)
     if not path.is_file():
-        hint = " (the split has no validation items, so no best model: use 'last')" if choice == "best" else ""
-        raise DatasetLayoutError(f"model file {path} does not exist{hint}: train first (`medfound dac train`)")
-    kwargs = dict(cfg.network.kwargs)
-    kwargs.setdefault("in_channels", cfg.data.in_channels)
-    kwargs.pop("backbone_weights", None)  # the trained weights replace any initial weights
-    net = build_network(num_classes, cfg.network.target, kwargs)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("network"), dict):  # a training checkpoint: take A
-        state = {k[len("model_a."):]: v for k, v in state["network"].items() if k.startswith("model_a.")}
+        raise DatasetLayoutError(
+            f"model file {path} does not exist: train first (`medfound dac train`); a split without validation "
+            "items gives no best_model.pt (evaluate checkpoint 'last')"
+        )
+    state = load_torch_file(path, "cpu", what="model file")
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"model file {path} holds a {type(state).__name__}, not a state dict")
+    checkpoint = isinstance(state.get("network"), Mapping)
+    if isinstance(network, DACModel):
+        if not checkpoint:
+            raise WeightsError(f"model file {path} holds one network; the A+B ensemble needs the checkpoint last.pt")
+        state = state["network"]
+    elif checkpoint:
+        prefix = f"model_{check_choice(sub_model, ('a', 'b'), 'sub_model')}."
+        state = {k[len(prefix):]: v for k, v in state["network"].items() if k.startswith(prefix)}
     try:
-        net.load_state_dict(state, strict=True)
+        network.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ConfigError(f"model file {path} does not fit the configured network: {err}") from err
-    return net.eval()
+        first = str(err).strip().splitlines()[0]
+        raise WeightsError(f"model file {path} does not fit the configured network: {first}") from None
+    return network.eval()
 
 
-def evaluate_run(cfg: DACConfig, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Evaluate the run of ``cfg`` on ``cfg.evaluate.parts``.
+class SplitEvaluator:
+    """Run a predictor over parts of a split; Dice per region, case and domain, written to files.
 
-    Returns
-    -------
-    dict
-        part -> :class:`medfound.evaluation.segmentation.SegmentationResults`.
+    Parameters
+    ----------
+    predictor : ``image (1, C, H, W) -> logits (1, K, H, W)`` (e.g. :class:`ResizedPredictor`).
+    split : the split (:func:`medfound.dac.data.load_split`), with ``regions``.
+    parts : the split's parts to evaluate (every item must have a ``label``).
+    transform : the deterministic pipeline without resizing
+        (``medfound.dac.data.preprocessing(..., spatial_size=None)``).
+    output_dir : where ``<part>.json``, ``<part>_cases.csv``, ``<part>_summary.csv`` go.
+    device : where the predictor runs.
+    amp : autocast on CUDA.
+    metrics : ``("dice",)`` or ``("dice", "hd95")``.
+    log : progress and skipped-case messages (default: the module's logger).
     """
-    from medfound.dac.workflow import resolve_device
-    from medfound.evaluation.segmentation import evaluate_segmentation
 
-    split = load_split(cfg.data.split)
-    num_classes = int(cfg.network.num_classes or split["num_classes"])
-    device = resolve_device(cfg.train.device)
-    predictor = ResizedPredictor(load_inference_model(cfg, num_classes), cfg.data.spatial_size)
-    transform, _ = build_transforms(cfg.data, num_classes, None, with_label=True, resize=False)
-    out = Path(output_dir or cfg.evaluate.output_dir or Path(cfg.train.output_dir) / "evaluation")
-    amp = cfg.train.amp if cfg.train.amp is not None else device.type == "cuda"
-    results = {}
-    for part in cfg.evaluate.parts:
-        if part not in split or not isinstance(split[part], list):
-            raise ConfigError(f"evaluate.parts: {part!r} is not a part of the split {cfg.data.split}")
-        items = split[part]
-        unlabeled = [it for it in items if "label" not in it]
-        if unlabeled:
-            raise ConfigError(f"evaluate.parts: {len(unlabeled)} item(s) of {part!r} have no 'label' "
-                              f"(first: {unlabeled[0]['image']})")
-        res = evaluate_segmentation(predictor, items, split["regions"], transform=transform, device=device,
-                                    amp=amp, on_error="skip", log=logger.info)
-        res.to_json(out / f"{part}.json")
-        res.to_csv(out / part)
-        for bad in res.skipped:
-            logger.warning("could not evaluate %s (%s): %s", bad["case_id"], bad["domain"], bad["error"])
-        results[part] = res
-    return results
+    def __init__(self, predictor: Callable[[torch.Tensor], Any], split: Mapping[str, Any], parts: Sequence[str],
+                 transform: Callable[[dict], dict], output_dir: str | os.PathLike, device: Any = "auto",
+                 amp: bool = False, metrics: Sequence[str] = ("dice",),
+                 log: Callable[[str], None] | None = None) -> None:
+        self.predictor = predictor
+        self.split = split
+        self.parts = [str(p) for p in parts]
+        for part in self.parts:
+            if not isinstance(split.get(part), list):
+                raise ConfigError(f"evaluate.parts: {part!r} is not a part of the split {split.get('path', '')}")
+            unlabeled = [it for it in split[part] if "label" not in it]
+            if unlabeled:
+                raise ConfigError(f"evaluate.parts: {len(unlabeled)} item(s) of {part!r} have no 'label' "
+                                  f"(first: {unlabeled[0]['image']})")
+        self.transform = transform
+        self.output_dir = Path(output_dir)
+        self.device = resolve_device(device, what="evaluation device")
+        self.amp = bool(amp)
+        self.metrics = tuple(metrics)
+        self.log = log or logger.info
+
+    def run(self) -> dict[str, SegmentationResults]:
+        """Evaluate every part; returns part -> :class:`~medfound.evaluation.segmentation.SegmentationResults`."""
+        results = {}
+        for part in self.parts:
+            res = evaluate_segmentation(self.predictor, self.split[part], self.split["regions"],
+                                        transform=self.transform, metrics=self.metrics, device=self.device,
+                                        amp=self.amp, on_error="skip", log=self.log)
+            res.to_json(self.output_dir / f"{part}.json")
+            res.to_csv(self.output_dir / part)
+            for bad in res.skipped:
+                logger.warning("could not evaluate %s (%s): %s", bad["case_id"], bad["domain"], bad["error"])
+            results[part] = res
+        return results

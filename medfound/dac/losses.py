@@ -6,9 +6,9 @@
   detached prediction) with an optional confidence threshold; the loss is the per-pixel
   cross-entropy against them, averaged over **all** pixels, so masked (low-confidence)
   pixels count as zero and the term shrinks with the share of confident pixels, as in
-  UniMatch.
-- :class:`CrossPseudoSupervisionLoss`: CPS (Chen et al. 2021): each model is supervised by
-  the other model's pseudo labels.
+  UniMatch. Cross pseudo supervision (CPS, Chen et al. 2021) is these two with the models
+  swapped: each model learns from the other's pseudo labels (the trainer pairs them, since
+  its targets are the weak view's predictions, mixed and rotated as the student's input).
 - :class:`FeatureConsistencyLoss`: feature-level supervision, cosine distance or MSE per
   pixel between a prediction (a sub-model's projected features) and a stop-gradient target
   (the other sub-model's features).
@@ -16,9 +16,10 @@
 Example
 -------
 >>> import torch
->>> from medfound.dac.losses import CrossPseudoSupervisionLoss
+>>> from medfound.dac.losses import PseudoLabelLoss, pseudo_labels
 >>> a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
->>> float(CrossPseudoSupervisionLoss()(a, b)) > 0
+>>> labels_b, valid_b, _ = pseudo_labels(b)          # B's argmax supervises A
+>>> float(PseudoLabelLoss()(a, labels_b, valid_b)) > 0
 True
 """
 
@@ -29,13 +30,13 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from torch import nn
 
-from medfound.errors import ConfigError, LabelMismatchError
+from medfound.errors import LabelMismatchError
+from medfound.utils import check_choice, check_float
 
 __all__ = [
     "SupervisedSegmentationLoss",
     "pseudo_labels",
     "PseudoLabelLoss",
-    "CrossPseudoSupervisionLoss",
     "FeatureConsistencyLoss",
 ]
 
@@ -107,8 +108,7 @@ def pseudo_labels(logits: torch.Tensor, threshold: float = 0.0) -> tuple[torch.T
     >>> labels.flatten().tolist(), valid.flatten().tolist()
     ([0, 0], [1.0, 0.0])
     """
-    if not 0.0 <= threshold < 1.0:
-        raise ConfigError(f"confidence threshold must be in [0, 1), got {threshold}")
+    threshold = check_float(threshold, "confidence threshold", low=0.0, high=1.0, high_open=True)
     prob = torch.softmax(logits.detach().float(), dim=1)
     confidence, labels = prob.max(dim=1)
     valid = (confidence >= threshold).float() if threshold > 0 else torch.ones_like(confidence)
@@ -137,49 +137,6 @@ class PseudoLabelLoss(nn.Module):
         return ce.mean()
 
 
-class CrossPseudoSupervisionLoss(nn.Module):
-    """Cross pseudo supervision: ``CE(a, argmax sg(target_b)) + CE(b, argmax sg(target_a))``.
-
-    Without target logits, each model's own (detached) prediction on the same input is the
-    other's target, as in the original CPS. With targets (e.g. predictions on the weak view,
-    mixed like the strong input), those are used.
-
-    Parameters
-    ----------
-    threshold : confidence below which a pseudo-labelled pixel is ignored (0 = all pixels).
-
-    Example
-    -------
-    >>> import torch
-    >>> a = torch.tensor([[[[3.0]], [[0.0]]]])
-    >>> b = torch.tensor([[[[0.0]], [[3.0]]]])
-    >>> ce = torch.nn.functional.cross_entropy
-    >>> expected = ce(a, torch.tensor([[[1]]])) + ce(b, torch.tensor([[[0]]]))
-    >>> bool(torch.isclose(CrossPseudoSupervisionLoss()(a, b), expected))
-    True
-    """
-
-    def __init__(self, threshold: float = 0.0) -> None:
-        super().__init__()
-        if not 0.0 <= threshold < 1.0:
-            raise ConfigError(f"confidence threshold must be in [0, 1), got {threshold}")
-        self.threshold = float(threshold)
-        self.ce = PseudoLabelLoss()
-
-    def forward(
-        self,
-        logits_a: torch.Tensor,
-        logits_b: torch.Tensor,
-        target_logits_a: torch.Tensor | None = None,
-        target_logits_b: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        ta = logits_a if target_logits_a is None else target_logits_a
-        tb = logits_b if target_logits_b is None else target_logits_b
-        labels_a, valid_a, _ = pseudo_labels(ta, self.threshold)
-        labels_b, valid_b, _ = pseudo_labels(tb, self.threshold)
-        return self.ce(logits_a, labels_b, valid_b) + self.ce(logits_b, labels_a, valid_a)
-
-
 class FeatureConsistencyLoss(nn.Module):
     """Per-pixel distance between a feature prediction and a stop-gradient target, averaged.
 
@@ -198,9 +155,7 @@ class FeatureConsistencyLoss(nn.Module):
 
     def __init__(self, kind: str = "cosine") -> None:
         super().__init__()
-        if kind not in ("cosine", "mse"):
-            raise ConfigError(f"feature loss kind must be 'cosine' or 'mse', got {kind!r}")
-        self.kind = kind
+        self.kind = check_choice(kind, ("cosine", "mse"), "feature loss kind")
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if prediction.shape != target.shape:

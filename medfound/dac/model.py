@@ -3,24 +3,34 @@
 :class:`DACModel` holds
 
 - ``model_a`` (always) and ``model_b`` (co-training methods), two instances of the same
-  segmentation network (by default :class:`medfound.networks.deeplabv3plus.DeepLabV3Plus`;
-  any ``nn.Module`` with ``forward_features(x) -> dict`` and ``feature_channels`` works),
-  built with different seeds so they start from different initialisations;
+  segmentation network (any ``nn.Module`` with ``forward_features(x) -> dict`` and
+  ``feature_channels``, e.g. :class:`medfound.networks.deeplabv3plus.DeepLabV3Plus`), given
+  ready or built by a **network factory** that the container calls once per sub-model, each
+  time with its own seed, so A and B start from different, reproducible initialisations;
 - ``projector_a`` / ``projector_b`` (feature-level supervision), ``mask_head`` (task A,
   on model A) and ``rotation_head`` (task B, on model B), when the method uses them.
+
+In a bundle config the factory is the network's config in MONAI's callable mode, which
+gives a ``functools.partial``::
+
+    "network_def": {"_target_": "medfound.networks.deeplabv3plus.DeepLabV3Plus", "_mode_": "callable",
+                    "num_classes": 3, "backbone": "resnet50"},
+    "dac_model": {"_target_": "medfound.dac.DACModel", "network": "@network_def", "method": "dac"}
 
 ``forward(x)`` is inference: sub-model A by default (the cost of one network),
 ``inference="b"`` or ``"ensemble"`` (mean of the A and B probabilities, returned as log
 probabilities so ``argmax`` and ``softmax`` still apply). :meth:`DACModel.deployable` returns
-the plain network to ship, and :meth:`DACModel.save_deployable` writes its state dict
-atomically; it loads into a freshly built network with ``strict=True``.
+the plain network to ship and :meth:`DACModel.deployable_state_dict` its weights, which load
+into a freshly built network with ``strict=True``.
 
 Example
 -------
->>> import torch
+>>> import functools, torch
 >>> from medfound.dac.model import DACModel
->>> m = DACModel(num_classes=3, network_kwargs={"backbone": "resnet18", "base_channels": 8,
-...              "decoder_channels": 16}).eval()
+>>> from medfound.networks.deeplabv3plus import DeepLabV3Plus
+>>> factory = functools.partial(DeepLabV3Plus, num_classes=3, backbone="resnet18", base_channels=8,
+...                             decoder_channels=16)
+>>> m = DACModel(factory).eval()
 >>> m(torch.zeros(1, 3, 32, 32)).shape, sorted(m.training_heads())
 (torch.Size([1, 3, 32, 32]), ['mask_head', 'projector_a', 'projector_b', 'rotation_head'])
 """
@@ -28,73 +38,39 @@ Example
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Mapping
-from pathlib import Path
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.utils import optional_import
 from torch import nn
 
-from medfound.dac.config import METHODS, Components
+from medfound.dac.config import METHODS, Components, MethodConfig, default
 from medfound.dac.heads import MixedRegionHead, ProjectionHead, RotationHead
 from medfound.errors import ConfigError
+from medfound.utils import check_choice, check_int, derive_seed
 
-__all__ = ["DACModel", "build_network", "atomic_torch_save"]
+__all__ = ["DACModel", "NetworkSource"]
 
-DEFAULT_NETWORK = "medfound.networks.deeplabv3plus.DeepLabV3Plus"
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a torn file.
-
-    Example
-    -------
-    >>> import tempfile, torch
-    >>> p = atomic_torch_save({"w": torch.ones(1)}, tempfile.mkdtemp() + "/x.pt")
-    >>> torch.load(p)["w"].tolist()
-    [1.0]
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+#: what :class:`DACModel` accepts as its networks: a factory (called once per sub-model), or the
+#: ready networks (A, or A and B)
+NetworkSource = Callable[[], nn.Module] | nn.Module | Sequence[nn.Module]
 
 
-def _locate(target: str) -> type:
-    module, _, name = target.rpartition(".")
-    if not module:
-        raise ConfigError(f"network target must be a dotted path 'package.module.Class', got {target!r}")
-    obj, found = optional_import(module, name=name)
-    if not found:
-        raise ConfigError(f"cannot import network {target!r}")
-    return obj
-
-
-def build_network(num_classes: int, target: str = DEFAULT_NETWORK, kwargs: Mapping[str, Any] | None = None,
-                  seed: int | None = None) -> nn.Module:
-    """Build ``target(num_classes=..., **kwargs)``, seeding its initialisation when ``seed`` is given.
-
-    The global random state is left as it was (the seeding happens in a forked RNG).
-    """
-    cls = _locate(target)
+def _seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """``factory()`` with the torch RNG seeded by ``seed``; the global random state is left as it was."""
     with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        net = cls(num_classes=int(num_classes), **dict(kwargs or {}))
+        torch.manual_seed(int(seed))
+        return factory()
+
+
+def _check_network(net: Any, what: str) -> nn.Module:
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"{what} must be a torch.nn.Module, got {type(net).__name__}")
     for attr in ("forward_features", "feature_channels"):
         if not hasattr(net, attr):
-            raise ConfigError(f"network {target!r} has no {attr!r}; DAC needs forward_features() and feature_channels")
+            raise ConfigError(f"{what} ({type(net).__name__}) has no {attr!r}; DAC needs forward_features() "
+                              "and feature_channels")
     return net
 
 
@@ -105,70 +81,90 @@ def _layer_channels(net: nn.Module, layer: str, what: str) -> int:
     return int(channels[layer])
 
 
+def _target_of(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
 class DACModel(nn.Module):
     """Sub-models A (and B) with the training-only heads of the selected method.
 
+    Defaults are those of :class:`~medfound.dac.config.MethodConfig`.
+
     Parameters
     ----------
-    num_classes : classes of the segmentation output (background included).
+    network : a factory returning a new segmentation network (e.g. a ``functools.partial`` of
+        its class, or a config with ``"_mode_": "callable"``), called once per sub-model with
+        the torch RNG seeded by that sub-model's entry of ``init_seeds``; or the ready
+        networks: one module (single-model methods) or a sequence ``[A, B]`` (or ``[A]``).
     method : a key of :data:`medfound.dac.config.METHODS` (``"dac"``, ``"cps"``, ``"fixmatch"``,
         ``"supervised"``, ``"dac_no_feat"``, ``"dac_no_aux"``): decides which parts exist.
-    network_target : dotted path of the network class.
-    network_kwargs : JSON arguments of the network (e.g. ``{"backbone": "resnet50"}``).
     feature_layer : ``forward_features`` key supervised by the feature loss.
     aux_layer : ``forward_features`` key the auxiliary heads read.
     projection_channels : hidden width of the projection heads.
-    init_seeds : seeds of A and B (their heads are seeded from them too).
+    init_seeds : seeds of A and B; the training heads of A (B) are seeded from
+        ``derive_seed(seed_a, "training_heads")`` (``seed_b``), with ready networks too.
     inference : ``"a"``, ``"b"`` or ``"ensemble"``.
     """
 
     def __init__(
         self,
-        num_classes: int,
-        method: str = "dac",
-        network_target: str = DEFAULT_NETWORK,
-        network_kwargs: Mapping[str, Any] | None = None,
-        feature_layer: str = "decoder",
-        aux_layer: str = "decoder",
-        projection_channels: int = 128,
-        init_seeds: tuple[int, int] | list[int] = (0, 1),
-        inference: str = "a",
+        network: NetworkSource,
+        method: str = default(MethodConfig, "name"),
+        feature_layer: str = default(MethodConfig, "feature_layer"),
+        aux_layer: str = default(MethodConfig, "aux_layer"),
+        projection_channels: int = default(MethodConfig, "projection_channels"),
+        init_seeds: Sequence[int] = tuple(default(MethodConfig, "init_seeds")),
+        inference: str = default(MethodConfig, "inference"),
     ) -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ConfigError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-        self.method = method
+        self.method = check_choice(method, METHODS, "method")
         self.components: Components = METHODS[method]
-        self.num_classes = int(num_classes)
-        self.network_target = network_target
-        self.network_kwargs = dict(network_kwargs or {})
-        self.feature_layer, self.aux_layer = feature_layer, aux_layer
-        if len(init_seeds) != 2:
-            raise ConfigError(f"init_seeds must hold two seeds, got {init_seeds!r}")
-        seed_a, seed_b = (int(s) for s in init_seeds)
         c = self.components
-        self.model_a = build_network(num_classes, network_target, self.network_kwargs, seed_a)
-        self.model_b = build_network(num_classes, network_target, self.network_kwargs, seed_b) if c.two_models else None
+        if isinstance(init_seeds, (str, bytes)) or not isinstance(init_seeds, Sequence) or len(init_seeds) != 2:
+            raise ConfigError(f"init_seeds must hold two seeds (A, B), got {init_seeds!r}")
+        seed_a, seed_b = (check_int(s, "init_seeds") for s in init_seeds)
+        projection_channels = check_int(projection_channels, "projection_channels", low=1)
+        self.feature_layer, self.aux_layer = str(feature_layer), str(aux_layer)
+
+        self._factory: Callable[[], nn.Module] | None = None
+        if isinstance(network, nn.Module):
+            networks: list[nn.Module] = [network]
+        elif isinstance(network, Sequence) and not isinstance(network, (str, bytes)):
+            networks = list(network)
+        elif callable(network):
+            self._factory = network
+            networks = [_seeded(network, seed_a)] + ([_seeded(network, seed_b)] if c.two_models else [])
+        else:
+            raise ConfigError(f"network must be a network factory or ready networks, got {type(network).__name__}")
+        if len(networks) != (2 if c.two_models else 1):
+            raise ConfigError(
+                f"method {method!r} trains {'two sub-models' if c.two_models else 'one sub-model'}: give a network "
+                f"factory or {'[A, B]' if c.two_models else 'one network'}, got {len(networks)} network(s)"
+            )
+        self.model_a = _check_network(networks[0], "network A")
+        self.model_b = _check_network(networks[1], "network B") if c.two_models else None
+        if self.model_b is self.model_a:
+            raise ConfigError("networks A and B must be two separate modules")
+
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed_a + 10_007)
+            torch.manual_seed(derive_seed(seed_a, "training_heads"))
             if c.feature:
-                ch = _layer_channels(self.model_a, feature_layer, "feature_layer")
+                ch = _layer_channels(self.model_a, self.feature_layer, "feature_layer")
                 self.projector_a = ProjectionHead(ch, projection_channels)
             if c.aux_mask:
-                self.mask_head = MixedRegionHead(_layer_channels(self.model_a, aux_layer, "aux_layer"))
+                self.mask_head = MixedRegionHead(_layer_channels(self.model_a, self.aux_layer, "aux_layer"))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed_b + 10_007)
+            torch.manual_seed(derive_seed(seed_b, "training_heads"))
             if c.feature:
                 self.projector_b = ProjectionHead(ch, projection_channels)
             if c.aux_rotation:
-                self.rotation_head = RotationHead(_layer_channels(self.model_b, aux_layer, "aux_layer"))
+                self.rotation_head = RotationHead(_layer_channels(self.model_b, self.aux_layer, "aux_layer"))
         self.inference = "a"
         self.set_inference(inference)
 
     def set_inference(self, inference: str) -> None:
         """Choose what :meth:`forward` runs: ``"a"``, ``"b"`` or ``"ensemble"``."""
-        if inference not in ("a", "b", "ensemble"):
-            raise ConfigError(f"inference must be 'a', 'b' or 'ensemble', got {inference!r}")
+        check_choice(inference, ("a", "b", "ensemble"), "inference")
         if inference != "a" and self.model_b is None:
             raise ConfigError(f"inference={inference!r} needs sub-model B; method {self.method!r} has only A")
         self.inference = inference
@@ -191,18 +187,24 @@ class DACModel(nn.Module):
         prob = 0.5 * (torch.softmax(self.model_a(x).float(), 1) + torch.softmax(self.model_b(x).float(), 1))
         return torch.log(prob.clamp_min(1e-8))
 
-    def deployable(self, which: str | None = None) -> nn.Module:
-        """A copy of the network to deploy (``which`` = ``"a"`` or ``"b"``; default: the inference choice)."""
+    def _deployed(self, which: str | None) -> nn.Module:
         which = which or ("a" if self.inference == "ensemble" else self.inference)
         models = self.sub_models()
         if which not in models:
             raise ConfigError(f"sub-model {which!r} does not exist for method {self.method!r}")
-        return copy.deepcopy(models[which]).eval()
+        return models[which]
 
-    def save_deployable(self, path: str | os.PathLike, which: str | None = None) -> Path:
-        """Write the deployable network's state dict atomically (loads with ``strict=True``)."""
-        return atomic_torch_save(self.deployable(which).state_dict(), path)
+    def deployable(self, which: str | None = None) -> nn.Module:
+        """A copy of the network to deploy (``which`` = ``"a"`` or ``"b"``; default: the inference choice)."""
+        return copy.deepcopy(self._deployed(which)).eval()
+
+    def deployable_state_dict(self, which: str | None = None) -> dict[str, torch.Tensor]:
+        """The deployable network's weights (what ``model.pt`` / ``best_model.pt`` hold; load with ``strict=True``)."""
+        return {k: v.detach().clone() for k, v in self._deployed(which).state_dict().items()}
 
     def network_spec(self) -> dict[str, Any]:
-        """JSON description of the deployable network: ``_target_`` and arguments (bundle style)."""
-        return {"_target_": self.network_target, "num_classes": self.num_classes, **self.network_kwargs}
+        """Bundle-style description of the deployable network: ``_target_`` and, for a factory, its arguments."""
+        factory = self._factory
+        if isinstance(factory, functools.partial) and not factory.args:
+            return {"_target_": _target_of(factory.func), **factory.keywords}
+        return {"_target_": _target_of(type(self.model_a))}

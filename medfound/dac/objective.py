@@ -1,9 +1,11 @@
 """The DAC objective: ``sup + w(t) * (lambda_cps * cps + lambda_feat * feat) + lambda_aux * aux``.
 
 ``w(t)`` is the sigmoid ramp-up (:mod:`medfound.dac.rampup`); the auxiliary terms are ramped
-too when ``rampup_aux`` is set. The trainer computes the individual terms (it owns the
-views and forward passes) and this module weighs and sums them, so every constant lives
-in one place and a bundle config can build it with ``_target_``.
+too when ``rampup_aux`` is set. The objective holds every loss function of a step (its
+attributes ``supervised``, ``pseudo``, ``feature``, ``mixed_region``, ``rotation``) and the
+weights; the trainer computes the individual terms with them (it owns the views and
+forward passes) and :meth:`DACObjective.total` weighs and sums them, so every constant
+lives in one place and a bundle config builds it with ``_target_``.
 
 Example
 -------
@@ -21,18 +23,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medfound.dac.aux_tasks import MixedRegionLoss, RotationLoss
+from medfound.dac.config import MethodConfig, default
 from medfound.dac.losses import FeatureConsistencyLoss, PseudoLabelLoss, SupervisedSegmentationLoss
 from medfound.dac.rampup import sigmoid_rampup
-from medfound.errors import ConfigError
+from medfound.utils import check_bool, check_float, check_int
 
-__all__ = ["DACObjective", "TERMS"]
-
-#: loss terms the trainer may report, and the weight each one takes
-TERMS = {"sup": "1", "pseudo": "cps", "feat": "feat", "aux_mask": "aux", "aux_rot": "aux"}
+__all__ = ["DACObjective"]
 
 
 class DACObjective(nn.Module):
-    """Loss functions and weights of DAC and its baselines.
+    """Loss functions and weights of DAC and its baselines (defaults: :class:`~medfound.dac.config.MethodConfig`).
 
     Parameters
     ----------
@@ -49,30 +50,32 @@ class DACObjective(nn.Module):
 
     def __init__(
         self,
-        lambda_cps: float = 1.0,
-        lambda_feat: float = 0.1,
-        lambda_aux: float = 0.1,
+        lambda_cps: float = default(MethodConfig, "lambda_cps"),
+        lambda_feat: float = default(MethodConfig, "lambda_feat"),
+        lambda_aux: float = default(MethodConfig, "lambda_aux"),
         confidence_threshold: float = 0.0,
         rampup_iterations: int = 0,
-        rampup_aux: bool = False,
-        feature_loss: str = "cosine",
-        lambda_dice: float = 1.0,
-        lambda_ce: float = 1.0,
-        dice_include_background: bool = False,
+        rampup_aux: bool = default(MethodConfig, "rampup_aux"),
+        feature_loss: str = default(MethodConfig, "feature_loss"),
+        lambda_dice: float = default(MethodConfig, "lambda_dice"),
+        lambda_ce: float = default(MethodConfig, "lambda_ce"),
+        dice_include_background: bool = default(MethodConfig, "dice_include_background"),
     ) -> None:
         super().__init__()
-        if not 0.0 <= confidence_threshold < 1.0:
-            raise ConfigError(f"confidence_threshold must be in [0, 1), got {confidence_threshold}")
-        for name, value in (("lambda_cps", lambda_cps), ("lambda_feat", lambda_feat), ("lambda_aux", lambda_aux)):
-            if value < 0:
-                raise ConfigError(f"{name} must be >= 0, got {value}")
-        self.lambda_cps, self.lambda_feat, self.lambda_aux = float(lambda_cps), float(lambda_feat), float(lambda_aux)
-        self.confidence_threshold = float(confidence_threshold)
-        self.rampup_iterations = int(rampup_iterations)
-        self.rampup_aux = bool(rampup_aux)
-        self.supervised = SupervisedSegmentationLoss(lambda_dice, lambda_ce, dice_include_background)
+        self.lambda_cps = check_float(lambda_cps, "lambda_cps", low=0.0)
+        self.lambda_feat = check_float(lambda_feat, "lambda_feat", low=0.0)
+        self.lambda_aux = check_float(lambda_aux, "lambda_aux", low=0.0)
+        self.confidence_threshold = check_float(confidence_threshold, "confidence_threshold", low=0.0, high=1.0,
+                                                high_open=True)
+        self.rampup_iterations = check_int(rampup_iterations, "rampup_iterations", low=0)
+        self.rampup_aux = check_bool(rampup_aux, "rampup_aux")
+        self.supervised = SupervisedSegmentationLoss(check_float(lambda_dice, "lambda_dice", low=0.0),
+                                                     check_float(lambda_ce, "lambda_ce", low=0.0),
+                                                     check_bool(dice_include_background, "dice_include_background"))
         self.pseudo = PseudoLabelLoss()
         self.feature = FeatureConsistencyLoss(feature_loss)
+        self.mixed_region = MixedRegionLoss()
+        self.rotation = RotationLoss()
 
     def rampup(self, step: int) -> float:
         """Ramp-up weight after ``step`` completed iterations."""

@@ -14,34 +14,15 @@ from __future__ import annotations
 
 import math
 
-from medfound.errors import ConfigError
+from medfound.utils import check_float
 
-__all__ = ["sigmoid_rampup", "SigmoidRampUp"]
+__all__ = ["sigmoid_rampup"]
 
 
 def sigmoid_rampup(step: float, length: float) -> float:
     """Weight in ``(0, 1]`` after ``step`` of a ramp-up lasting ``length`` steps."""
-    if length < 0:
-        raise ConfigError(f"ramp-up length must be >= 0, got {length}")
+    length = check_float(length, "ramp-up length", low=0.0)
     if length == 0:
         return 1.0
     t = min(max(float(step) / float(length), 0.0), 1.0)
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
-
-
-class SigmoidRampUp:
-    """Callable ramp-up of a fixed length, for configs (``_target_``) and handlers.
-
-    Example
-    -------
-    >>> SigmoidRampUp(length=10)(10)
-    1.0
-    """
-
-    def __init__(self, length: float) -> None:
-        if length < 0:
-            raise ConfigError(f"ramp-up length must be >= 0, got {length}")
-        self.length = float(length)
-
-    def __call__(self, step: float) -> float:
-        return sigmoid_rampup(step, self.length)

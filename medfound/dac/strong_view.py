@@ -4,9 +4,9 @@ The strong view of cross pseudo supervision (and FixMatch) is built inside the t
 step from the weakly augmented batch, so both views stay pixel-aligned and no second copy
 travels through the data pipeline. Every sample draws its own parameters from a
 ``numpy.random.RandomState`` (noise from a ``torch.Generator`` seeded by it), so a step is
-reproducible from its seed. Defaults follow the FixMatch / UniMatch strong augmentation
-(colour jitter 0.5/0.5/0.5 with p 0.8, grayscale p 0.2, Gaussian blur sigma 0.1-2 with
-p 0.5), plus Gaussian noise.
+reproducible from its seed. Defaults (those of :class:`~medfound.dac.config.AugmentConfig`) follow the
+FixMatch / UniMatch strong augmentation (colour jitter 0.5/0.5/0.5 with p 0.8, grayscale
+p 0.2, Gaussian blur sigma 0.1-2 with p 0.5), plus Gaussian noise.
 
 Images enter and leave in the network's normalised space; ``mean`` / ``std`` map them to
 [0, 1] for the augmentation and back.
@@ -28,10 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from medfound.dac.config import AugmentConfig, default
 from medfound.errors import ConfigError
 from medfound.transforms.intensity import gaussian_blur, luma
+from medfound.utils import check_float, check_pair, check_probability
 
 __all__ = ["StrongAugment"]
+
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
     """Luma of RGB (ITU-R BT.601) or the channel mean for other channel counts, ``(B, 1, H, W)``."""
@@ -54,30 +57,29 @@ class StrongAugment:
 
     def __init__(
         self,
-        jitter_prob: float = 0.8,
-        brightness: float = 0.5,
-        contrast: float = 0.5,
-        saturation: float = 0.5,
-        grayscale_prob: float = 0.2,
-        blur_prob: float = 0.5,
-        blur_sigma: Sequence[float] = (0.1, 2.0),
-        noise_prob: float = 0.5,
-        noise_std: float = 0.05,
+        jitter_prob: float = default(AugmentConfig, "jitter_prob"),
+        brightness: float = default(AugmentConfig, "brightness"),
+        contrast: float = default(AugmentConfig, "contrast"),
+        saturation: float = default(AugmentConfig, "saturation"),
+        grayscale_prob: float = default(AugmentConfig, "grayscale_prob"),
+        blur_prob: float = default(AugmentConfig, "blur_prob"),
+        blur_sigma: Sequence[float] = tuple(default(AugmentConfig, "blur_sigma")),
+        noise_prob: float = default(AugmentConfig, "noise_prob"),
+        noise_std: float = default(AugmentConfig, "noise_std"),
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        for name, p in (("jitter_prob", jitter_prob), ("grayscale_prob", grayscale_prob),
-                        ("blur_prob", blur_prob), ("noise_prob", noise_prob)):
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {p}")
-        if len(blur_sigma) != 2 or not 0 <= blur_sigma[0] <= blur_sigma[1]:
-            raise ConfigError(f"blur_sigma must be (min, max) with 0 <= min <= max, got {blur_sigma}")
         if (mean is None) != (std is None):
             raise ConfigError("mean and std must be both given or both None")
-        self.jitter_prob, self.grayscale_prob = float(jitter_prob), float(grayscale_prob)
-        self.brightness, self.contrast, self.saturation = float(brightness), float(contrast), float(saturation)
-        self.blur_prob, self.blur_sigma = float(blur_prob), (float(blur_sigma[0]), float(blur_sigma[1]))
-        self.noise_prob, self.noise_std = float(noise_prob), float(noise_std)
+        self.jitter_prob = check_probability(jitter_prob, "jitter_prob")
+        self.grayscale_prob = check_probability(grayscale_prob, "grayscale_prob")
+        self.brightness = check_float(brightness, "brightness", low=0.0)
+        self.contrast = check_float(contrast, "contrast", low=0.0)
+        self.saturation = check_float(saturation, "saturation", low=0.0)
+        self.blur_prob = check_probability(blur_prob, "blur_prob")
+        self.blur_sigma = check_pair(blur_sigma, "blur_sigma", low=0.0)
+        self.noise_prob = check_probability(noise_prob, "noise_prob")
+        self.noise_std = check_float(noise_std, "noise_std", low=0.0)
         self.mean = None if mean is None else [float(v) for v in mean]
         self.std = None if std is None else [float(v) for v in std]
 

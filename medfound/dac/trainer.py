@@ -8,9 +8,10 @@ the method of the :class:`~medfound.dac.model.DACModel`:
    argmax (confidence-thresholded) are the pseudo labels, their features the feature
    targets;
 2. **strong view**: colour jitter / grayscale / blur / noise (:class:`StrongAugment`), then
-   CutMix between the unlabelled images (``x_mix``; the same boxes mix the pseudo labels and
-   the feature targets). Model A sees ``x_mix``; with the rotation task, model B sees
-   ``x_mix`` with a random square region rotated by ``k`` x 90 degrees (its targets are
+   CutMix between the unlabelled images (``x_mix``, :func:`~medfound.dac.aux_tasks.make_mixed_region_task`;
+   the same boxes mix the pseudo labels and the feature targets). Model A sees ``x_mix``;
+   with the rotation task, model B sees ``x_mix`` with a random square region rotated by
+   ``k`` x 90 degrees (:func:`~medfound.dac.aux_tasks.make_rotation_task`; its targets are
    rotated alike), otherwise ``x_mix`` too. The views are built inside the step, on the
    training device, so the two sub-models see different inputs at no extra forward cost;
 3. one forward pass per sub-model on ``[labelled; strong]`` (``forward_features``) gives the
@@ -21,27 +22,52 @@ the method of the :class:`~medfound.dac.model.DACModel`:
    BCE) and task B (region-rotation CE); one backward, one optimiser step, one scheduler
    step.
 
-Every random number of step ``t`` comes from seeds derived from ``(seed, t)``, so a run
-resumed from a checkpoint ends with the same weights as an uninterrupted one. AMP
-(``torch.autocast`` + ``GradScaler``) is used on CUDA when ``amp=True``; the scaler's state
-is part of the checkpoint (:meth:`DACTrainer.checkpoint_objects`).
+Every random number of step ``t`` comes from seeds derived from ``(seed, "step", t)``
+(:func:`medfound.utils.derive_seed`), so a run resumed from a checkpoint ends with the same
+weights as an uninterrupted one. AMP (``torch.autocast`` + ``GradScaler``) is used on CUDA
+when ``amp=True``; the scaler's state is part of the checkpoint
+(:meth:`DACTrainer.checkpoint_objects`).
+
+As MONAI's trainers, it receives ready objects: the :class:`~medfound.dac.model.DACModel`,
+the :class:`~medfound.dac.objective.DACObjective`, the loader, the handlers; the optimiser
+and the learning-rate scheduler may be ready or factories (a config's
+``"_mode_": "callable"``, i.e. a ``functools.partial``), called with the model's trainable
+parameters and with the optimiser. Validation, checkpoints, resume, logs, TensorBoard and
+the progress bar are handlers (``train_handlers``, attached in the order given, after the
+trainer is complete).
 
 The trainer runs in one process on one device. Multi-GPU (DDP) training is not
 implemented: the step calls the sub-models' ``forward_features`` directly, which a
 ``DistributedDataParallel`` wrapper would not synchronise.
 
 ``engine.state.output`` holds ``loss`` and each term (``sup``, ``pseudo``, ``feat``,
-``aux_mask``, ``aux_rot``) as floats, and ``rampup``, for ``StatsHandler`` and friends.
+``aux_mask``, ``aux_rot``) as floats, and ``rampup``, for ``StatsHandler`` and friends
+(:func:`medfound.handlers.curves.scalar_items` picks them), plus ``pseudo_counts`` for
+:class:`~medfound.dac.diagnostics.PseudoLabelMonitor`.
 
 Example
 -------
-See :func:`medfound.dac.workflow.build_trainer`, which builds the trainer, its evaluator and
-handlers from a :class:`~medfound.dac.config.DACConfig`.
+>>> import functools, torch
+>>> from medfound.dac import CoTrainingLoader, DACModel, DACObjective, DACTrainer
+>>> from medfound.networks.deeplabv3plus import DeepLabV3Plus
+>>> item = lambda i: {"image": torch.rand(3, 32, 32), "label": torch.randint(0, 3, (1, 32, 32))}
+>>> loader = CoTrainingLoader([item(i) for i in range(4)], [item(i) for i in range(4)], 2, 2)
+>>> model = DACModel(functools.partial(DeepLabV3Plus, num_classes=3, backbone="resnet18", base_channels=8,
+...                                    decoder_channels=16))
+>>> trainer = DACTrainer("cpu", 1, loader, model, functools.partial(torch.optim.SGD, lr=0.01),
+...                      DACObjective(), epoch_length=1)
+>>> trainer.run()
+>>> sorted(k for k in trainer.state.output if k != "rampup")
+['aux_mask', 'aux_rot', 'feat', 'loss', 'pseudo', 'sup']
+
+:func:`medfound.dac.bundle_configs.train_bundle_config` shows every argument in a bundle
+config; :func:`medfound.dac.train` builds and runs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,17 +77,23 @@ from monai.engines import SupervisedTrainer
 from monai.engines.workflow import Workflow
 from torch.optim import Optimizer
 
-from medfound.dac.aux_tasks import mixed_region_loss, rotation_loss
-from medfound.dac.data import CoTrainingLoader, _seed
+from medfound.dac.aux_tasks import RotationTask, make_mixed_region_task, make_rotation_task
+from medfound.dac.data import CoTrainingLoader
 from medfound.dac.diagnostics import pseudo_label_counts
 from medfound.dac.losses import pseudo_labels
 from medfound.dac.model import DACModel
 from medfound.dac.objective import DACObjective
 from medfound.dac.strong_view import StrongAugment
 from medfound.errors import ConfigError, LabelMismatchError
-from medfound.transforms.mixing import cutmix, cutmix_masks, region_masks, rotate_regions, sample_square_regions
+from medfound.transforms.mixing import cutmix, rotate_regions
+from medfound.utils import check_bool, check_int, check_mapping, derive_seed, resolve_device
 
-__all__ = ["DACTrainer"]
+__all__ = ["DACTrainer", "CUTMIX_KEYS", "ROTATION_KEYS"]
+
+#: keys of the ``cutmix`` argument: the options of :func:`~medfound.dac.aux_tasks.make_mixed_region_task`
+CUTMIX_KEYS = tuple(inspect.signature(make_mixed_region_task).parameters)[2:]
+#: keys of the ``rotation`` argument: the options of :func:`~medfound.dac.aux_tasks.make_rotation_task`
+ROTATION_KEYS = tuple(inspect.signature(make_rotation_task).parameters)[2:]
 
 
 def _plain(x: Any) -> Any:
@@ -92,25 +124,31 @@ class DACTrainer(SupervisedTrainer):
 
     Parameters
     ----------
-    device : training device.
+    device : training device (``"auto"``, ``"cpu"``, ``"cuda"``, or a ``torch.device``).
     max_epochs : epochs to run (an epoch is ``epoch_length`` iterations).
     train_data_loader : a :class:`CoTrainingLoader` (any iterable of ``{"labeled": {...},
         "unlabeled": {...}}`` batches works; the loader is attached to the trainer so that a
         resumed run draws the right batches).
-    network : the :class:`DACModel`; its method decides the step.
-    optimizer : optimiser over ``network.parameters()``.
+    network : the :class:`DACModel` (on ``device``); its method decides the step.
+    optimizer : an optimiser over the model's parameters, or a factory called with its
+        trainable parameters (e.g. ``functools.partial(torch.optim.SGD, lr=0.01)``).
     loss_function : the :class:`DACObjective`.
     epoch_length : iterations per epoch.
-    lr_scheduler : stepped once per iteration inside the step (so a checkpoint always holds
-        a consistent optimiser / scheduler pair).
+    lr_scheduler : a scheduler, or a factory called with the optimiser; stepped once per
+        iteration inside the step (so a checkpoint always holds a consistent optimiser /
+        scheduler pair).
     strong_augment : photometric strong view (default :class:`StrongAugment` with defaults).
-    cutmix : ``{"num_boxes", "area_range", "aspect_ratio_range", "prob"}`` of the CutMix view.
-    rotation : ``{"side_range", "align"}`` of the rotated region (task B).
+    cutmix : arguments of :func:`~medfound.dac.aux_tasks.make_mixed_region_task` (keys
+        :data:`CUTMIX_KEYS`; defaults from :mod:`medfound.transforms.mixing`).
+    rotation : arguments of :func:`~medfound.dac.aux_tasks.make_rotation_task` (keys
+        :data:`ROTATION_KEYS`).
     seed : seed of every random number the step draws.
     regions : ``{name: [class indices]}`` for the pseudo-label diagnostics.
     track_pseudo_labels : score pseudo labels against labels of unlabelled items, if present.
     amp : mixed precision (CUDA only).
-    train_handlers, amp_kwargs, non_blocking, optim_set_to_none : as ``SupervisedTrainer``.
+    train_handlers : handlers with ``attach(engine)``, attached in this order once the trainer
+        is complete (so checkpoint handlers see its optimiser, scheduler and scaler).
+    amp_kwargs, non_blocking, optim_set_to_none : as ``SupervisedTrainer``.
     """
 
     def __init__(
@@ -119,7 +157,7 @@ class DACTrainer(SupervisedTrainer):
         max_epochs: int,
         train_data_loader: CoTrainingLoader,
         network: DACModel,
-        optimizer: Optimizer,
+        optimizer: Optimizer | Callable[..., Optimizer],
         loss_function: DACObjective,
         epoch_length: int,
         lr_scheduler: Any | None = None,
@@ -137,18 +175,28 @@ class DACTrainer(SupervisedTrainer):
     ) -> None:
         if not isinstance(network, DACModel):
             raise ConfigError(f"DACTrainer needs a DACModel as network, got {type(network).__name__}")
-        device = torch.device(device)
-        amp = bool(amp) and device.type == "cuda"
+        if not isinstance(loss_function, DACObjective):
+            raise ConfigError(f"DACTrainer needs a DACObjective as loss_function, got {type(loss_function).__name__}")
+        device = resolve_device(device, what="trainer device")
+        amp = check_bool(amp, "amp") and device.type == "cuda"
+        if not isinstance(optimizer, Optimizer):
+            if not callable(optimizer):
+                raise ConfigError(f"optimizer must be an optimiser or a factory, got {type(optimizer).__name__}")
+            optimizer = optimizer([p for p in network.parameters() if p.requires_grad])
+        if lr_scheduler is not None and not (hasattr(lr_scheduler, "step") and hasattr(lr_scheduler, "state_dict")):
+            if not callable(lr_scheduler):
+                raise ConfigError(f"lr_scheduler must be a scheduler or a factory, got {type(lr_scheduler).__name__}")
+            lr_scheduler = lr_scheduler(optimizer)
         super().__init__(
             device=device,
-            max_epochs=max_epochs,
+            max_epochs=check_int(max_epochs, "max_epochs", low=1),
             train_data_loader=train_data_loader,
             network=network,
             optimizer=optimizer,
             loss_function=loss_function,
-            epoch_length=epoch_length,
+            epoch_length=check_int(epoch_length, "epoch_length", low=1),
             non_blocking=non_blocking,
-            train_handlers=train_handlers,
+            train_handlers=None,  # attached below, once this trainer is complete
             amp=amp,
             decollate=False,
             optim_set_to_none=optim_set_to_none,
@@ -156,16 +204,17 @@ class DACTrainer(SupervisedTrainer):
         )
         self.lr_scheduler = lr_scheduler
         self.strong_augment = strong_augment or StrongAugment()
-        self.cutmix_args = {"num_boxes": 1, "area_range": (0.25, 0.5), "aspect_ratio_range": (0.3, 1 / 0.3),
-                            "prob": 1.0, **dict(cutmix or {})}
-        self.rotation_args = {"side_range": (0.25, 0.5), "align": 16, **dict(rotation or {})}
-        self.seed = int(seed)
+        self.cutmix_args = check_mapping(cutmix or {}, "cutmix", known=CUTMIX_KEYS)
+        self.rotation_args = check_mapping(rotation or {}, "rotation", known=ROTATION_KEYS)
+        self.seed = check_int(seed, "seed")
         self.regions = dict(regions or {})
-        self.track_pseudo_labels = bool(track_pseudo_labels)
+        self.track_pseudo_labels = check_bool(track_pseudo_labels, "track_pseudo_labels")
         # one scaler for the whole run (Trainer.run would make a fresh one), saved in checkpoints
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
         if hasattr(train_data_loader, "attach"):
             train_data_loader.attach(self)
+        if train_handlers:
+            self._register_handlers(train_handlers)
 
     def run(self) -> None:  # type: ignore[override]
         """Run (or continue) training; keeps the GradScaler and its state across calls."""
@@ -188,8 +237,8 @@ class DACTrainer(SupervisedTrainer):
         if batchdata is None or "labeled" not in batchdata:
             raise ValueError("DACTrainer needs batches {'labeled': {...}, 'unlabeled': {...}} (see CoTrainingLoader)")
         step = int(engine.state.iteration)  # 1-based index of this iteration
-        rng = np.random.RandomState(_seed(self.seed, 7, step))
-        torch.manual_seed(_seed(self.seed, 8, step))  # dropout and any other torch sampling of this step
+        rng = np.random.RandomState(derive_seed(self.seed, "step", step))
+        torch.manual_seed(derive_seed(self.seed, "step_torch", step))  # dropout and other torch sampling
 
         net: DACModel = self.network
         comp = net.components
@@ -264,19 +313,16 @@ class DACTrainer(SupervisedTrainer):
             if weak_b is not None:
                 diagnostics.update(pseudo_label_counts(pl_b, y_true, valid_b, self.regions, domains, "b"))
 
-        # 2. strong view: photometric, then CutMix between unlabelled images
+        # 2. strong view: photometric, then CutMix between unlabelled images (task A's view);
+        #    B's view adds the rotated region (task B's view)
         xs = self.strong_augment(xu, rng)
-        mask = cutmix_masks(rng, nu, size, device=xu.device, **self.cutmix_args)
-        xs_a = cutmix(xs, mask)
-        if comp.aux_rotation:
-            boxes, ks = sample_square_regions(rng, nu, size, self.rotation_args["side_range"],
-                                              self.rotation_args["align"])
-            xs_b = rotate_regions(xs_a, boxes, ks)
-        else:
-            boxes, ks, xs_b = None, None, xs_a
+        view_a = make_mixed_region_task(xs, rng, **self.cutmix_args)
+        mask, xs_a = view_a.mask, view_a.images
+        view_b: RotationTask | None = make_rotation_task(xs_a, rng, **self.rotation_args) if comp.aux_rotation else None
+        xs_b = xs_a if view_b is None else view_b.images
 
         def for_b(t: torch.Tensor, scale: int = 1) -> torch.Tensor:
-            return t if boxes is None else rotate_regions(t, boxes, ks, scale=scale)
+            return t if view_b is None else rotate_regions(t, view_b.boxes, view_b.ks, scale=scale)
 
         # targets of A come from B (co-training) or from A itself (FixMatch)
         src_labels, src_valid = (pl_b, valid_b) if comp.pseudo == "cross" else (pl_a, valid_a)
@@ -304,9 +350,8 @@ class DACTrainer(SupervisedTrainer):
 
         # 5. asymmetric auxiliary tasks: A localises the mixed region, B predicts the rotation
         if comp.aux_mask:
-            terms["aux_mask"] = mixed_region_loss(net.mask_head(out_a[aux_layer][nl:]), mask)
+            terms["aux_mask"] = objective.mixed_region(net.mask_head(out_a[aux_layer][nl:]), mask)
         if comp.aux_rotation:
             rot_logits = net.rotation_head(out_b[aux_layer][nl:])
-            region = region_masks(boxes, size, device=xu.device)
-            terms["aux_rot"] = rotation_loss(rot_logits, region, torch.as_tensor(ks, device=xu.device))
+            terms["aux_rot"] = objective.rotation(rot_logits, view_b.region_mask, view_b.ks)
         return terms

@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from medfound.errors import ConfigError, ImageReadError, LabelMismatchError
-from medfound.utils import atomic_write_json
+from medfound.transforms.regions import ClassesToRegions
+from medfound.utils import atomic_write_json, atomic_write_text, check_choice, resolve_device
 
 __all__ = [
     "METRICS",
@@ -78,15 +79,18 @@ def _same_shape(pred: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def region_masks(label: Any, regions: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
-    """Boolean mask of each region (union of its classes) from a class-index map.
+    """Boolean mask of each region (union of its classes) from a class-index map of any shape.
+
+    The masks come from :class:`medfound.transforms.regions.ClassesToRegions`, the transform
+    the training-time validation uses, so both score the same regions.
 
     Example
     -------
     >>> region_masks(np.array([0, 1, 2]), {"disc": [1, 2], "cup": [2]})["disc"].tolist()
     [False, True, True]
     """
-    label = _as_numpy(label)
-    return {name: np.isin(label, list(values)) for name, values in regions.items()}
+    masks = ClassesToRegions(regions, dtype=bool)(_as_numpy(label)[None])
+    return dict(zip(map(str, regions), masks))
 
 
 def dice_score(pred: Any, ref: Any) -> float:
@@ -277,12 +281,9 @@ class SegmentationResults:
 
     def to_csv(self, path: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``<stem>_cases.csv`` and ``<stem>_summary.csv`` next to ``path``; returns both paths."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stem = path.with_suffix("")
-        cases, summary = Path(f"{stem}_cases.csv"), Path(f"{stem}_summary.csv")
-        cases.write_text(self.cases_csv())
-        summary.write_text(self.summary_csv())
+        stem = Path(path).with_suffix("")
+        cases = atomic_write_text(Path(f"{stem}_cases.csv"), self.cases_csv())
+        summary = atomic_write_text(Path(f"{stem}_summary.csv"), self.summary_csv())
         return cases, summary
 
     def format_table(self, metric: str = "dice") -> str:
@@ -401,13 +402,10 @@ def evaluate_segmentation(
     >>> res.cases[0]["dice_disc"]
     1.0
     """
-    if on_error not in ("skip", "raise"):
-        raise ConfigError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    check_choice(on_error, ("skip", "raise"), "on_error")
     results = SegmentationResults(regions, metrics)
     transform = default_eval_transform(image_key, label_key) if transform is None else transform
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device)
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module.training if module is not None else False
     if module is not None:

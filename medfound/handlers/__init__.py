@@ -9,7 +9,10 @@ what they lack:
   does not fsync), written on rank 0 only, plus the final deployable weights;
 - :class:`~medfound.handlers.checkpoint.CheckpointResume`: loads ``last.pt`` at start with
   ``weights_only=True`` and a clear error for a torn or foreign file, so a killed run
-  continues bit-identically.
+  continues bit-identically;
+- :class:`~medfound.handlers.curves.CurvePlot`: the run's loss and metric curves as a PNG
+  (TensorBoard needs a server to look at), with its history in the checkpoint;
+  :func:`~medfound.handlers.curves.scalar_items`, the output transform for dict outputs.
 
 Example
 -------
@@ -19,5 +22,6 @@ Example
 from __future__ import annotations
 
 from medfound.handlers.checkpoint import AtomicCheckpointSaver, CheckpointResume
+from medfound.handlers.curves import CurvePlot, scalar_items
 
-__all__ = ["AtomicCheckpointSaver", "CheckpointResume"]
+__all__ = ["AtomicCheckpointSaver", "CheckpointResume", "CurvePlot", "scalar_items"]

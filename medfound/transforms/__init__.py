@@ -11,7 +11,8 @@ tiling and blended re-assembly, instance masks to boxes), :mod:`~medfound.transf
 or inference pipeline per modality);
 :mod:`medfound.transforms.spinal`: spinal cord MRI (rater consensus, orientation, cord-centred
 crop, per-slice normalisation, axial slices); :mod:`medfound.transforms.mixing`: CutMix box masks
-and region rotation for DAC (functional batch forms, array and dictionary transforms).
+and region rotation for DAC (functional batch forms, array and dictionary transforms);
+:mod:`medfound.transforms.regions`: class-index maps to region masks (metrics, validation).
 
 Example
 -------
@@ -29,6 +30,7 @@ from medfound.transforms.intensity import *  # noqa: F401,F403
 from medfound.transforms.microscopy import *  # noqa: F401,F403
 from medfound.transforms.mixing import *  # noqa: F401,F403
 from medfound.transforms.presets import *  # noqa: F401,F403
+from medfound.transforms.regions import *  # noqa: F401,F403
 from medfound.transforms.spinal import *  # noqa: F401,F403
 from medfound.transforms.tomography import *  # noqa: F401,F403
 from medfound.transforms.xray import *  # noqa: F401,F403

@@ -15,7 +15,7 @@ Three forms, all 2D (channel-first ``(C, H, W)`` items or ``(B, C, H, W)`` batch
 
 - functional batch forms for the training step on GPU tensors (:func:`cutmix_masks`,
   :func:`cutmix`, :func:`sample_square_regions`, :func:`rotate_regions`,
-  :func:`region_masks`); randomness comes from a ``numpy.random.RandomState`` so a step is
+  :func:`square_region_masks`); randomness comes from a ``numpy.random.RandomState`` so a step is
   reproducible from its seed, whatever the device;
 - array transforms :class:`RandCutMix`, :class:`RegionRotate90`, :class:`RandRegionRotate90`;
 - dictionary transforms :class:`RandCutMixd`, :class:`RandRegionRotate90d`
@@ -52,6 +52,7 @@ from monai.transforms import InvertibleTransform, MapTransform, RandomizableTran
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from medfound.errors import ConfigError, LabelMismatchError
+from medfound.utils import check_int, check_pair, check_probability
 
 __all__ = [
     "sample_cutmix_boxes",
@@ -60,7 +61,12 @@ __all__ = [
     "cutmix",
     "sample_square_regions",
     "rotate_regions",
-    "region_masks",
+    "square_region_masks",
+    "CUTMIX_PROB",
+    "CUTMIX_NUM_BOXES",
+    "CUTMIX_AREA_RANGE",
+    "CUTMIX_ASPECT_RATIO_RANGE",
+    "REGION_SIDE_RANGE",
     "RandCutMix",
     "RegionRotate90",
     "RandRegionRotate90",
@@ -74,24 +80,21 @@ __all__ = [
 
 Box = tuple[int, int, int, int]
 
-
 # ---------------------------------------------------------------------------------------------
-# parameter checks
+# defaults: the one definition every form here and the DAC config (medfound.dac.config) use
 # ---------------------------------------------------------------------------------------------
-def _check_range(name: str, value: Sequence[float], low: float, high: float) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a pair (min, max), got {value!r}") from None
-    if not (low <= lo <= hi <= high):
-        raise ConfigError(f"{name} must satisfy {low} <= min <= max <= {high}, got {value!r}")
-    return lo, hi
-
-
-def _check_prob(prob: float) -> float:
-    if not 0.0 <= float(prob) <= 1.0:
-        raise ConfigError(f"prob must be in [0, 1], got {prob!r}")
-    return float(prob)
+#: probability that an image is mixed: every unlabelled image (CPS, UniMatch)
+CUTMIX_PROB = 1.0
+#: boxes pasted per image: one, as in CPS
+CUTMIX_NUM_BOXES = 1
+#: area of each box as a fraction of the image: the box-mask proportions of CPS (from French
+#: et al. 2020, "Semi-supervised semantic segmentation needs strong, varied perturbations")
+CUTMIX_AREA_RANGE = (0.25, 0.5)
+#: height / width of a box, sampled log-uniformly: 0.3-3.3 as in UniMatch
+CUTMIX_ASPECT_RATIO_RANGE = (0.3, 1 / 0.3)
+#: side of a rotated square region as a fraction of the shorter image side: large enough to
+#: carry orientation cues, small enough to leave most of the image as context
+REGION_SIDE_RANGE = (0.25, 0.5)
 
 
 def _spatial_2d(shape: Sequence[int], what: str) -> tuple[int, int]:
@@ -106,9 +109,9 @@ def _spatial_2d(shape: Sequence[int], what: str) -> tuple[int, int]:
 def sample_cutmix_boxes(
     rng: np.random.RandomState,
     spatial_size: Sequence[int],
-    num_boxes: int = 1,
-    area_range: Sequence[float] = (0.25, 0.5),
-    aspect_ratio_range: Sequence[float] = (0.3, 1 / 0.3),
+    num_boxes: int = CUTMIX_NUM_BOXES,
+    area_range: Sequence[float] = CUTMIX_AREA_RANGE,
+    aspect_ratio_range: Sequence[float] = CUTMIX_ASPECT_RATIO_RANGE,
 ) -> list[Box]:
     """Draw ``num_boxes`` CutMix boxes, each covering a fraction of the image in ``area_range``.
 
@@ -133,10 +136,9 @@ def sample_cutmix_boxes(
     True
     """
     h_img, w_img = _spatial_2d(spatial_size, "cutmix")
-    lo, hi = _check_range("area_range", area_range, 0.0, 1.0)
-    a_lo, a_hi = _check_range("aspect_ratio_range", aspect_ratio_range, 1e-6, float("inf"))
-    if int(num_boxes) < 1:
-        raise ConfigError(f"num_boxes must be >= 1, got {num_boxes!r}")
+    lo, hi = check_pair(area_range, "area_range", low=0.0, high=1.0)
+    a_lo, a_hi = check_pair(aspect_ratio_range, "aspect_ratio_range", low=1e-6, high=float("inf"))
+    num_boxes = check_int(num_boxes, "num_boxes", low=1)
     total = h_img * w_img
     min_px, max_px = math.ceil(lo * total - 1e-9), math.floor(hi * total + 1e-9)
     boxes = []
@@ -179,10 +181,10 @@ def cutmix_masks(
     rng: np.random.RandomState,
     batch_size: int,
     spatial_size: Sequence[int],
-    num_boxes: int = 1,
-    area_range: Sequence[float] = (0.25, 0.5),
-    aspect_ratio_range: Sequence[float] = (0.3, 1 / 0.3),
-    prob: float = 1.0,
+    num_boxes: int = CUTMIX_NUM_BOXES,
+    area_range: Sequence[float] = CUTMIX_AREA_RANGE,
+    aspect_ratio_range: Sequence[float] = CUTMIX_ASPECT_RATIO_RANGE,
+    prob: float = CUTMIX_PROB,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Mixed-region masks for a batch: ``(B, 1, H, W)`` float, 1 where the source is pasted.
@@ -196,7 +198,7 @@ def cutmix_masks(
     >>> m.shape, bool(((m.mean((1, 2, 3)) >= 0.25) & (m.mean((1, 2, 3)) <= 0.5)).all())
     (torch.Size([4, 1, 32, 32]), True)
     """
-    prob = _check_prob(prob)
+    prob = check_probability(prob, "prob")
     masks = torch.zeros((int(batch_size), 1, *_spatial_2d(spatial_size, "cutmix_masks")), device=device)
     for i in range(int(batch_size)):
         if rng.rand() < prob:
@@ -241,7 +243,7 @@ def sample_square_regions(
     rng: np.random.RandomState,
     batch_size: int,
     spatial_size: Sequence[int],
-    side_range: Sequence[float] = (0.25, 0.5),
+    side_range: Sequence[float] = REGION_SIDE_RANGE,
     align: int = 1,
     rotate: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -270,10 +272,8 @@ def sample_square_regions(
     (True, [0, 2])
     """
     h, w = _spatial_2d(spatial_size, "region rotation")
-    lo, hi = _check_range("side_range", side_range, 0.0, 1.0)
-    align = int(align)
-    if align < 1:
-        raise ConfigError(f"align must be >= 1, got {align}")
+    lo, hi = check_pair(side_range, "side_range", low=0.0, high=1.0)
+    align = check_int(align, "align", low=1)
     short = min(h, w)
     s_min = max(1, math.ceil(lo * short / align))
     s_max = math.floor(hi * short / align)
@@ -339,7 +339,7 @@ def rotate_regions(
     return out
 
 
-def region_masks(
+def square_region_masks(
     boxes: np.ndarray | torch.Tensor,
     spatial_size: Sequence[int],
     scale: int = 1,
@@ -349,11 +349,11 @@ def region_masks(
 
     Example
     -------
-    >>> int(region_masks([[0, 0, 2]], (4, 4)).sum())
+    >>> int(square_region_masks([[0, 0, 2]], (4, 4)).sum())
     4
     """
     b = _scaled_boxes(boxes, int(scale))
-    h, w = _spatial_2d(spatial_size, "region_masks")
+    h, w = _spatial_2d(spatial_size, "square_region_masks")
     masks = torch.zeros((len(b), 1, h, w), device=device)
     for i, (y0, x0, s) in enumerate(b.tolist()):
         masks[i, 0, y0:y0 + s, x0:x0 + s] = 1.0
@@ -405,17 +405,15 @@ class RandCutMix(RandomizableTransform):
 
     def __init__(
         self,
-        prob: float = 1.0,
-        num_boxes: int = 1,
-        area_range: Sequence[float] = (0.25, 0.5),
-        aspect_ratio_range: Sequence[float] = (0.3, 1 / 0.3),
+        prob: float = CUTMIX_PROB,
+        num_boxes: int = CUTMIX_NUM_BOXES,
+        area_range: Sequence[float] = CUTMIX_AREA_RANGE,
+        aspect_ratio_range: Sequence[float] = CUTMIX_ASPECT_RATIO_RANGE,
     ) -> None:
-        RandomizableTransform.__init__(self, _check_prob(prob))
-        self.num_boxes = int(num_boxes)
-        if self.num_boxes < 1:
-            raise ConfigError(f"num_boxes must be >= 1, got {num_boxes!r}")
-        self.area_range = _check_range("area_range", area_range, 0.0, 1.0)
-        self.aspect_ratio_range = _check_range("aspect_ratio_range", aspect_ratio_range, 1e-6, float("inf"))
+        RandomizableTransform.__init__(self, check_probability(prob, "prob"))
+        self.num_boxes = check_int(num_boxes, "num_boxes", low=1)
+        self.area_range = check_pair(area_range, "area_range", low=0.0, high=1.0)
+        self.aspect_ratio_range = check_pair(aspect_ratio_range, "aspect_ratio_range", low=1e-6, high=float("inf"))
         self.boxes: list[list[Box]] = []
         self._spatial: tuple[int, int] | None = None
 
@@ -548,9 +546,9 @@ class RandRegionRotate90(RandomizableTransform, InvertibleTransform):
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, prob: float = 1.0, side_range: Sequence[float] = (0.25, 0.5), align: int = 1) -> None:
-        RandomizableTransform.__init__(self, _check_prob(prob))
-        self.side_range = _check_range("side_range", side_range, 0.0, 1.0)
+    def __init__(self, prob: float = 1.0, side_range: Sequence[float] = REGION_SIDE_RANGE, align: int = 1) -> None:
+        RandomizableTransform.__init__(self, check_probability(prob, "prob"))
+        self.side_range = check_pair(side_range, "side_range", low=0.0, high=1.0)
         self.align = int(align)
         self.k = 0
         self.box: tuple[int, int, int] = (0, 0, 0)
@@ -615,10 +613,10 @@ class RandCutMixd(RandomizableTransform, MapTransform):
         keys: KeysCollection,
         source_keys: KeysCollection | None = None,
         mask_key: str = "cutmix_mask",
-        prob: float = 1.0,
-        num_boxes: int = 1,
-        area_range: Sequence[float] = (0.25, 0.5),
-        aspect_ratio_range: Sequence[float] = (0.3, 1 / 0.3),
+        prob: float = CUTMIX_PROB,
+        num_boxes: int = CUTMIX_NUM_BOXES,
+        area_range: Sequence[float] = CUTMIX_AREA_RANGE,
+        aspect_ratio_range: Sequence[float] = CUTMIX_ASPECT_RATIO_RANGE,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -676,7 +674,7 @@ class RandRegionRotate90d(RandomizableTransform, MapTransform, InvertibleTransfo
         self,
         keys: KeysCollection,
         prob: float = 1.0,
-        side_range: Sequence[float] = (0.25, 0.5),
+        side_range: Sequence[float] = REGION_SIDE_RANGE,
         align: int = 1,
         k_key: str = "rotation_k",
         box_key: str = "rotation_box",
