@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, LabelMismatchError
-from medfound.multitask.data import TaskDataset, collate_task_batch, prepare_task_batch, task_transforms
+from medfound.multitask.batches import collate_task_batch, prepare_task_batch
+from medfound.multitask.datasets import TaskDataset, build_task_datasets
+from medfound.multitask.task_transforms import task_transforms
 from medfound.multitask.tasks import TaskSpec, load_tasks
-from medfound.multitask.trainer import build_task_datasets
 
 
 def test_demo_tasks_json_loads_as_is(multitask_demo):

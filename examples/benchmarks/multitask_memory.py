@@ -116,11 +116,11 @@ class _Render:
 
 
 def worker(args: argparse.Namespace) -> dict:
+    import functools
+
     import torch
 
-    from medfound.multitask import MultiTaskTrainer
-    from medfound.multitask.data import collate_task_batch, prepare_task_batch
-    from medfound.multitask.steps import task_loss
+    from medfound.multitask import CyclicTaskLoader, MultiTaskTrainer, collate_task_batch, prepare_task_batch, task_loss
     from medfound.multitask.tasks import TaskSpec
     from medfound.networks.umedpt import UMedPT
 
@@ -138,12 +138,12 @@ def worker(args: argparse.Namespace) -> dict:
         trainer = MultiTaskTrainer(
             device,
             net,
+            CyclicTaskLoader.from_tasks(specs, batch_size=args.batch_size),
             specs,
+            functools.partial(torch.optim.AdamW, lr=1e-4),
             max_iterations=args.windows * args.num_tasks,
-            batch_size=args.batch_size,
             offload_heads=True,
             grad_clip=1.0,
-            optimizer={"name": "AdamW", "lr": 1e-4},
         )
         trainer.run()
     else:

@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -95,8 +96,7 @@ def main() -> None:
 
     from monai.engines import SupervisedTrainer
 
-    from medfound.multitask import MultiTaskTrainer
-    from medfound.multitask.data import TaskDataset, collate_task_batch
+    from medfound.multitask import CyclicTaskLoader, MultiTaskTrainer, TaskDataset, collate_task_batch
     from medfound.multitask.losses import build_task_loss
     from medfound.multitask.tasks import TaskSpec
     from medfound.networks.umedpt import UMedPT, UMedPTTaskOutput
@@ -115,8 +115,9 @@ def main() -> None:
     def run_medfound() -> float:
         net = UMedPT(**NETWORKS[args.network], tasks=[spec.head_config()])
         net.load_state_dict(init)
-        trainer = MultiTaskTrainer(device, net, [spec], max_iterations=total, epoch_length=total,
-                                   batch_size=args.batch_size, grad_clip=None, optimizer=optimizer, amp=True)
+        adamw = functools.partial(torch.optim.AdamW, lr=optimizer["lr"], weight_decay=optimizer["weight_decay"])
+        trainer = MultiTaskTrainer(device, net, CyclicTaskLoader.from_tasks([spec], batch_size=args.batch_size), [spec],
+                                   adamw, max_iterations=total, epoch_length=total, grad_clip=None, amp=True)
         timer = _Timer(trainer, args.warmup, device)
         trainer.run()
         return timer

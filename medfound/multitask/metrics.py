@@ -48,6 +48,7 @@ from monai.metrics import compute_dice, compute_iou, compute_roc_auc
 from medfound.errors import ConfigError, ShapeError
 from medfound.evaluation.detection import DetectionMAP
 from medfound.evaluation.statistics import nanmean
+from medfound.multitask.outputs import collate_outputs
 
 __all__ = [
     "PRIMARY_METRICS",
@@ -71,7 +72,6 @@ PRIMARY_METRICS = {
 
 def _plain(t: Any) -> Any:
     return t.as_tensor() if hasattr(t, "as_tensor") else t
-
 
 
 def _auc(scores: torch.Tensor, positives: torch.Tensor) -> float:
@@ -320,8 +320,6 @@ class MultiTaskMetric(Metric):
         if isinstance(output, tuple):
             output = output[0]
         if not isinstance(output, Mapping):  # a decollated trainer output: one dict per sample
-            from medfound.multitask.steps import collate_outputs
-
             output = collate_outputs(output)
         task = output["task"]
         if task not in self.task_metrics:
