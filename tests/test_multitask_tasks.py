@@ -62,6 +62,22 @@ def test_yaml_task_file_with_defaults(tmp_path, multitask_demo):
             ConfigError,
             "batch_size",
         ),
+        (
+            {"name": "a", "kind": "segmentation", "class_names": ["bg", "x"], "training": [], "spatial_size": -5},
+            ConfigError,
+            r"task 'a': spatial_size must be an integer >= 1, got -5",
+        ),
+        (
+            {"name": "a", "kind": "segmentation", "class_names": ["bg", "x"], "training": [],
+             "spatial_size": [64, 0]},
+            ConfigError,
+            r"task 'a': spatial_size\[1\] must be an integer >= 1, got 0",
+        ),
+        (
+            {"name": "a", "kind": "multilabel", "class_names": ["x"], "training": [], "weight": "2"},
+            ConfigError,
+            r"task 'a': weight must be a number > 0, got '2'",
+        ),
     ],
 )
 def test_bad_task_configs(entry, error, match):

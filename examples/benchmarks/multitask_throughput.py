@@ -33,6 +33,8 @@ import time
 import torch
 from ignite.engine import Events
 
+from medfound.utils import resolve_device, torch_generator
+
 NETWORKS = {
     "small": {"embed_dim": 48, "depths": [2, 2, 2, 2], "num_heads": [2, 4, 6, 12], "window_size": 8,
               "squeezer_channels": 256, "seg_hidden_channels": 64, "det_channels": 96, "det_num_convs": 2,
@@ -46,7 +48,7 @@ def _identity(x):
 
 
 def _items(kind: str, n: int, side: int, classes: int) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
+    g = torch_generator(0, "throughput_items")
     items = []
     for i in range(n):
         item = {"image": torch.rand(3, side, side, generator=g)}
@@ -101,7 +103,7 @@ def main() -> None:
     from medfound.multitask.tasks import TaskSpec
     from medfound.networks.umedpt import UMedPT, UMedPTTaskOutput
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     classes = 3
     names = ["background", "a", "b"] if args.kind == "segmentation" else ["a", "b", "c"]
     total = args.warmup + args.iterations
@@ -128,7 +130,7 @@ def main() -> None:
         model = UMedPTTaskOutput(net, "task").to(device)
         loader = torch.utils.data.DataLoader(TaskDataset(items, _identity), batch_size=args.batch_size, shuffle=True,
                                              collate_fn=collate_task_batch(args.kind), drop_last=True,
-                                             generator=torch.Generator().manual_seed(0))
+                                             generator=torch_generator(0, "supervised_loader"))
         loss = build_task_loss(args.kind, classes).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=optimizer["lr"], weight_decay=optimizer["weight_decay"])
         trainer = SupervisedTrainer(device, max_epochs=1, train_data_loader=loader, network=model, optimizer=opt,

@@ -24,8 +24,8 @@ The ``trainer`` and ``validation`` options are those of
 a misspelt key or a bad value stops the run before anything is built, with one line naming it.
 :func:`pretrain` composes the run as a MONAI bundle config (:func:`pretrain_config`, ``_target_``
 for every object), writes it as ``train.json`` into the output folder and instantiates it with
-``monai.bundle.ConfigParser``: the run can be repeated with
-``python -m monai.bundle run --config_file OUTPUT_DIR/train.json``.
+``monai.bundle.ConfigParser``: the run can be repeated with MONAI's runner,
+``monai.bundle.run(run_id="run", init_id="initialize", config_file="OUTPUT_DIR/train.json")``.
 
 Written to ``output_dir``: ``train.json`` (the bundle config, with the seed), ``network.json``
 (the UMedPT arguments and the task heads, so the transfer protocol can rebuild the model),

@@ -189,8 +189,7 @@ class TaskSpec:
         split) or :class:`~medfound.errors.LabelMismatchError` (an item's label does not fit
         the task), naming the datalist and the item.
         """
-        if split not in ("train", "val"):
-            raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+        check_choice(split, ("train", "val"), "split")
         inline = self.training if split == "train" else self.validation
         key = self.train_key if split == "train" else self.val_key
         source = f"task {self.name!r} ({key})"

@@ -52,6 +52,7 @@ from torch import nn
 
 from medfound.errors import ConfigError
 from medfound.multitask.optim import DEFAULT_OPTIMIZER, optimizer_config, scheduler_config
+from medfound.networks.umedpt import UMedPT
 from medfound.utils import check_bool, check_choice, check_float, check_int, check_mapping
 
 __all__ = [
@@ -138,8 +139,6 @@ def check_validation_options(options: Mapping[str, Any] | None, where: str = "va
 
 
 def _umedpt_parameters() -> dict[str, inspect.Parameter]:
-    from medfound.networks.umedpt import UMedPT
-
     return dict(inspect.signature(UMedPT).parameters)
 
 
@@ -318,11 +317,11 @@ def training_config(
         initialize.append("$@final_validation.attach(@trainer)")
     if tensorboard:
         cfg["train_handlers"].append(
-            {"_target_": "TensorBoardStatsHandler", "log_dir": os.path.join(out, "tensorboard"),
+            {"_target_": "TensorBoardStatsHandler", "log_dir": "$@output_dir + '/tensorboard'",
              "output_transform": loss_out, "iteration_log": True, "epoch_log": False})
         if val is not None:
             cfg["val_handlers"].append(
-                {"_target_": "TensorBoardStatsHandler", "log_dir": os.path.join(out, "tensorboard"),
+                {"_target_": "TensorBoardStatsHandler", "log_dir": "$@output_dir + '/tensorboard'",
                  "output_transform": "$lambda x: None", "iteration_log": False})
     if out is not None:
         cfg["output_dir"] = out
