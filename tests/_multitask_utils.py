@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 TINY = dict(
@@ -115,3 +117,14 @@ def evaluator_for(net, tasks, batch_size: int = 8, max_batches_per_task=None, de
     specs = load_tasks(tasks)
     loader = BalancedValidationLoader.from_tasks(specs, batch_size, max_batches_per_task)
     return MultiTaskEvaluator(device, net, loader, specs, **kwargs)
+
+
+class LogCollector(logging.Handler):
+    """Keeps the messages of the loggers it is added to (MONAI's StatsHandler loggers do not propagate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

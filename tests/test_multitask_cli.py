@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from _multitask_utils import TINY
+from _multitask_utils import TINY, LogCollector
 
 from medfound.cli import main
 from medfound.multitask.pretrain import pretrain
@@ -43,19 +43,10 @@ def _assert_equal_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.mark.usefixtures("single_torch_thread")
 def test_pretrain_command_writes_weights_and_resumes_with_the_whole_history(multitask_demo, tmp_path, capsys):
     path = _config(multitask_demo, tmp_path)
-    stats = _Collect()
+    stats = LogCollector()
     loggers = [logging.getLogger(f"medfound.multitask.{n}") for n in ("train", "validation")]
     for log in loggers:
         log.addHandler(stats)

@@ -7,7 +7,15 @@ import logging
 
 import pytest
 import torch
-from _multitask_utils import adamw, evaluator_for, four_tasks, memory_task, tiny_umedpt, trainer_for
+from _multitask_utils import (
+    LogCollector,
+    adamw,
+    evaluator_for,
+    four_tasks,
+    memory_task,
+    tiny_umedpt,
+    trainer_for,
+)
 from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.handlers import (
@@ -223,15 +231,6 @@ def test_ready_optimisers_and_schedules_equal_factories():
     _assert_same(_state(by_factory), _state(ready))
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def test_monai_handlers_work_with_the_trainer(tmp_path):
     tasks = four_tasks(n=4)
     net = tiny_umedpt()
@@ -254,7 +253,7 @@ def test_monai_handlers_work_with_the_trainer(tmp_path):
     saver.attach(trainer)
     ProgressBar(persist=False).attach(trainer, output_transform=from_engine(["loss"], first=True))
     StatsHandler(name="mt_val", output_transform=lambda x: None, iteration_log=False).attach(evaluator)
-    collected = _Collect()
+    collected = LogCollector()
     for name in ("mt_test", "mt_val"):
         logging.getLogger(name).addHandler(collected)
     try:

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medfound.errors import ConfigError, DatasetLayoutError
 from medfound.multitask.batches import collate_task_batch
 from medfound.multitask.datasets import TaskDataset, build_task_datasets
-from medfound.multitask.tasks import TaskSpec
+from medfound.multitask.tasks import TaskSpec, per_task
 from medfound.utils import check_choice, check_int, derive_seed, make_rng, torch_generator
 from medfound.utils.devices import rank as process_rank
 from medfound.utils.devices import world_size as process_count
@@ -107,24 +107,15 @@ class TaskBatchSampler(Sampler):
         return derive_seed(self.seed, "sample", self.task, self.epoch, index)
 
 
-def _per_task(value: Any, names: Sequence[str], what: str) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        missing = [n for n in names if n not in value]
-        if missing:
-            raise ConfigError(f"{what} missing for tasks {missing}")
-        return {n: value[n] for n in names}
-    return {n: value for n in names}
-
-
 def _collate_fns(
     names: Sequence[str], kinds: Mapping[str, str] | None, collate_fns: Mapping[str, Callable] | None
 ) -> dict[str, Callable]:
     if collate_fns is None:
         if kinds is None:
             raise ConfigError("give kinds or collate_fns")
-        kinds = _per_task(kinds, names, "kind")
+        kinds = per_task(kinds, names, "kind")
         collate_fns = {n: collate_task_batch(kinds[n]) for n in names}
-    return _per_task(collate_fns, names, "collate function")
+    return per_task(collate_fns, names, "collate function")
 
 
 def _as_specs(tasks: Any) -> list[TaskSpec]:
@@ -187,7 +178,7 @@ class CyclicTaskLoader:
                 raise DatasetLayoutError(f"task {n!r} has no training samples")
         self.batch_sizes = {
             n: check_int(b, f"batch size of task {n!r}", low=1)
-            for n, b in _per_task(batch_sizes, self.names, "batch size").items()
+            for n, b in per_task(batch_sizes, self.names, "batch size").items()
         }
         self.collate_fns = _collate_fns(self.names, kinds, collate_fns)
         self.seed = check_int(seed, "seed", low=0)
@@ -366,7 +357,7 @@ class BalancedValidationLoader:
         self.datasets = {n: _as_dataset(datasets[n], n) for n in self.names}
         self.batch_sizes = {
             n: check_int(b, f"validation batch size of task {n!r}", low=1)
-            for n, b in _per_task(batch_sizes, self.names, "batch size").items()
+            for n, b in per_task(batch_sizes, self.names, "batch size").items()
         }
         self.collate_fns = _collate_fns(self.names, kinds, collate_fns)
         self.max_batches = check_int(max_batches_per_task, "max_batches_per_task", low=1, allow_none=True)

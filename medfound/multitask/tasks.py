@@ -55,11 +55,28 @@ from medfound.multitask.losses import build_task_loss
 from medfound.multitask.metrics import PRIMARY_METRICS, TaskMetric, build_task_metric
 from medfound.utils import check_bool, check_choice, check_float, check_int, check_mapping, read_config_file
 
-__all__ = ["TASK_KINDS", "TaskSpec", "load_tasks"]
+__all__ = ["TASK_KINDS", "TaskSpec", "load_tasks", "per_task"]
 
 TASK_KINDS = ("classification", "multilabel", "segmentation", "detection")
 #: informational task keys (kept in ``TaskSpec.extra`` without a warning)
 INFO_KEYS = ("description", "image_format", "image_size", "counts", "synthetic", "source", "notes")
+
+
+def per_task(value: Any, names: Sequence[str], what: str) -> dict[str, Any]:
+    """``{task: value}`` for every task in ``names``: ``value`` itself for all, or its entries when it is
+    a mapping (which must have every task).
+
+    Example
+    -------
+    >>> per_task(8, ["a", "b"], "batch size"), per_task({"a": 4, "b": 2, "c": 1}, ["a", "b"], "batch size")
+    ({'a': 8, 'b': 8}, {'a': 4, 'b': 2})
+    """
+    if isinstance(value, Mapping):
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ConfigError(f"{what} missing for tasks {missing}")
+        return {n: value[n] for n in names}
+    return dict.fromkeys(names, value)
 
 
 def _as_pair(value: Any, what: str) -> tuple[int, int] | None:

@@ -68,7 +68,7 @@ from medfound.multitask.distributed import all_reduce_gradients, broadcast_modul
 from medfound.multitask.heads import ensure_heads, move_head, split_parameters
 from medfound.multitask.outputs import decollate_output, detach_output
 from medfound.multitask.sampling import CyclicTaskLoader
-from medfound.multitask.tasks import TaskSpec
+from medfound.multitask.tasks import TaskSpec, per_task
 from medfound.utils import capture_rng_state, check_bool, check_float, check_int, resolve_device, restore_rng_state
 from medfound.utils.devices import rank, world_size
 
@@ -182,15 +182,6 @@ def _make_scheduler(arg: Any, optimizer: torch.optim.Optimizer, what: str) -> An
     return arg(optimizer)
 
 
-def _per_head(arg: Any, names: Sequence[str], what: str) -> dict[str, Any]:
-    if isinstance(arg, Mapping):
-        missing = [n for n in names if n not in arg]
-        if missing:
-            raise ConfigError(f"{what} lacks tasks {missing}")
-        return {n: arg[n] for n in names}
-    return dict.fromkeys(names, arg)
-
-
 class MultiTaskTrainer(Trainer):
     """Multi-task trainer: one task per iteration, gradient accumulation in the shared blocks.
 
@@ -284,7 +275,7 @@ class MultiTaskTrainer(Trainer):
             for p in self.shared_params:
                 p.requires_grad_(False)
         losses = loss_functions if loss_functions is not None else {n: s.build_loss() for n, s in self.specs.items()}
-        losses = _per_head(losses, self.task_names, "loss_functions")
+        losses = per_task(losses, self.task_names, "loss_functions")
         self.loss_functions = {n: loss.to(device) for n, loss in losses.items()}
 
         # optimisers and schedules
@@ -295,14 +286,14 @@ class MultiTaskTrainer(Trainer):
             head_optimizer = optimizer
         self.head_optimizers = {
             n: _make_optimizer(arg, head_params[n], f"head_optimizer of task {n!r}")
-            for n, arg in _per_head(head_optimizer, self.task_names, "head_optimizer").items()
+            for n, arg in per_task(head_optimizer, self.task_names, "head_optimizer").items()
         }
         self.shared_scheduler = _make_scheduler(lr_scheduler, self.shared_optimizer, "lr_scheduler")
         self.head_schedulers = {}
         if head_lr_scheduler is not None:
             self.head_schedulers = {
                 n: _make_scheduler(arg, self.head_optimizers[n], f"head_lr_scheduler of task {n!r}")
-                for n, arg in _per_head(head_lr_scheduler, self.task_names, "head_lr_scheduler").items()
+                for n, arg in per_task(head_lr_scheduler, self.task_names, "head_lr_scheduler").items()
             }
         self.grad_clip = _clip_norm(grad_clip, "grad_clip")
         self.head_grad_clip = self.grad_clip if head_grad_clip is None else _clip_norm(head_grad_clip, "head_grad_clip")

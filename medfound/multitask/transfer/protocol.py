@@ -44,6 +44,7 @@ Example
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import time
@@ -252,51 +253,50 @@ def run_transfer(
 
 
 def transfer_config(
-    task: Any,
-    encoders: Mapping[str, str | os.PathLike],
-    output_dir: str | os.PathLike,
-    task_name: str | None = None,
-    modes: Sequence[str] = TRANSFER_MODES,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    repeats: int = 3,
-    seed: int = 0,
-    network: Mapping[str, Any] | None = None,
-    device: str = "auto",
-    linear: Mapping[str, Any] | None = None,
-    finetune: Mapping[str, Any] | None = None,
-    note: str | None = None,
+    task: Any, encoders: Mapping[str, str | os.PathLike], output_dir: str | os.PathLike, **options: Any
 ) -> dict[str, Any]:
-    """The protocol as a MONAI bundle config (arguments as :func:`run_transfer`, checked here):
-    ids ``output_dir``, ``device``, ``seed``, ``task`` (``select_target_task``), ``encoders``,
-    ``network``, ``transfer`` (``run_transfer``) and ``run``."""
-    _check_options(modes, fractions, repeats, seed, linear)
-    check_finetune_options(finetune)
+    """The protocol as a MONAI bundle config: ids ``output_dir``, ``device``, ``seed``, ``task``
+    (``select_target_task``), ``encoders``, ``network``, ``transfer`` (``run_transfer``) and ``run``.
+
+    ``options`` are :func:`run_transfer`'s keyword arguments; the others take its defaults (written
+    into the config, so it records the whole protocol). Every value is checked here.
+    """
+    try:
+        bound = inspect.signature(run_transfer).bind(task, encoders, output_dir, **options)
+    except TypeError as err:
+        raise ConfigError(f"transfer options: {err}") from None
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    _check_options(args["modes"], args["fractions"], args["repeats"], args["seed"], args["linear"])
+    check_finetune_options(args["finetune"])
+    device = args["device"] if isinstance(args["device"], str) else str(args["device"])
     resolve_device(device, what="device")
     encoders = {str(k): os.fspath(v) for k, v in check_mapping(encoders, "encoders").items()}
     if not encoders:
         raise ConfigError("give at least one encoder")
+    task = args["task"]
     return {
         "output_dir": os.path.abspath(os.fspath(output_dir)),
         "device": device,
-        "seed": int(seed),
+        "seed": int(args["seed"]),
         "task": {"_target_": "medfound.multitask.transfer.select_target_task",
-                 "task": os.fspath(task) if isinstance(task, os.PathLike) else task, "name": task_name},
+                 "task": os.fspath(task) if isinstance(task, os.PathLike) else task, "name": args["task_name"]},
         "encoders": encoders,
-        "network": None if network is None else dict(network),
+        "network": None if args["network"] is None else dict(args["network"]),
         "transfer": {
             "_target_": "medfound.multitask.transfer.run_transfer",
             "task": "@task",
             "encoders": "@encoders",
             "output_dir": "@output_dir",
-            "modes": list(modes),
-            "fractions": [float(f) for f in fractions],
-            "repeats": int(repeats),
+            "modes": list(args["modes"]),
+            "fractions": [float(f) for f in args["fractions"]],
+            "repeats": int(args["repeats"]),
             "seed": "@seed",
             "network": "@network",
             "device": "@device",
-            "linear": dict(linear or {}),
-            "finetune": dict(finetune or {}),
-            "note": note,
+            "linear": dict(args["linear"] or {}),
+            "finetune": dict(args["finetune"] or {}),
+            "note": args["note"],
         },
         "run": ["@transfer"],
     }
