@@ -29,7 +29,15 @@ from monai.handlers import (
 
 from medfound.errors import ConfigError, WeightsError
 from medfound.handlers import AtomicCheckpointSaver, CheckpointResume
-from medfound.multitask import CyclicTaskLoader, MultiTaskEvents, MultiTaskTrainer, WarmupCosineLR, load_tasks
+from medfound.multitask import (
+    CyclicTaskLoader,
+    FinalValidation,
+    MultiTaskEvents,
+    MultiTaskTrainer,
+    TrainingHistory,
+    WarmupCosineLR,
+    load_tasks,
+)
 from medfound.multitask.batches import prepare_task_batch
 from medfound.multitask.heads import split_parameters
 from medfound.multitask.tasks import TaskSpec
@@ -351,3 +359,19 @@ def test_mid_window_state_dict_resumes_exactly(tmp_path):
     _assert_same(_state(full), _state(other))
     with pytest.raises(WeightsError, match="format"):
         second.load_state_dict({"format": "x"})
+
+
+@pytest.mark.parametrize("iterations, validated_at, losses_at", [(6, [4, 6], [3, 6]), (8, [4, 8], [3, 6, 8])])
+def test_final_validation_runs_once_when_the_run_ends(iterations, validated_at, losses_at):
+    tasks = four_tasks(n=4)[:2]
+    net = tiny_umedpt()
+    evaluator = evaluator_for(net, tasks, batch_size=4)
+    trainer = trainer_for(net, tasks, batch_size=2, max_iterations=iterations, epoch_length=4,
+                          train_handlers=[ValidationHandler(interval=1, validator=evaluator)])
+    FinalValidation(evaluator).attach(trainer)
+    history = TrainingHistory(log_every=3, evaluator=evaluator)
+    history.attach(trainer)
+    trainer.run()
+    assert [r["iteration"] for r in history.validation] == validated_at  # never twice at one iteration
+    assert [r["iteration"] for r in history.loss] == losses_at  # every 3 iterations and at the end
+    assert history.validation[-1]["mean_score"] == evaluator.state.metrics["mean_score"]
