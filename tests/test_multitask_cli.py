@@ -271,3 +271,19 @@ def test_transfer_command_on_the_demo_task(multitask_demo, tmp_path, capsys):
     bundle = json.loads((tmp_path / "t" / "transfer.json").read_text())  # the protocol as a bundle config
     assert bundle["transfer"]["_target_"] == "medfound.multitask.transfer.run_transfer"
     assert bundle["transfer"]["repeats"] == 2 and bundle["network"]["embed_dim"] == TINY["embed_dim"]
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_pretrain_without_validation_on_inline_tasks(tmp_path):
+    from _multitask_utils import memory_task
+
+    config = {"tasks": [memory_task("a", "classification", 4), memory_task("b", "multilabel", 4)],
+              "network": dict(TINY), "trainer": {"max_iterations": 3, "batch_size": 2}, "validation": None,
+              "progress_bar": False, "log_every": 2}
+    summary = pretrain(config, output_dir=tmp_path / "run")
+    assert summary["iterations"] == 3 and summary["shared_steps"] == 2 and summary["last_validation"] is None
+    bundle = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert "evaluator" not in bundle and bundle["history"]["evaluator"] is None
+    assert bundle["tasks"]["source"][0]["transforms"]["train"] == "<function: not JSON>"  # recorded, not runnable
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["iteration"] for r in history["loss"]] == [2, 3] and history["validation"] == []
