@@ -3,7 +3,7 @@
 :func:`training_config` turns the short options of a run (the ``trainer`` and ``validation``
 sections of a pre-training config, see :mod:`medfound.multitask.pretrain`) into a MONAI bundle
 config: a dict with a ``_target_`` for every object, which ``monai.bundle.ConfigParser`` (or
-``python -m monai.bundle run``) instantiates. :func:`medfound.multitask.pretrain.pretrain`,
+``monai.bundle.run``) instantiates. :func:`medfound.multitask.pretrain.pretrain`,
 the fine-tuning runs of the transfer protocol and the ``umedpt_foundation`` bundle all build
 their trainers this way, so the defaults (:data:`TRAINER_DEFAULTS`, :data:`VALIDATION_DEFAULTS`)
 live here only.
@@ -14,15 +14,15 @@ The config's ids::
     network, tasks,                              # UMedPT, load_tasks(...)
     train_loader,                                # CyclicTaskLoader.from_tasks
     max_epochs, max_iterations, epoch_length, window, run_plan,   # plan_run(...): the run's length
-    optimizer, head_optimizer,                   # partial optimisers (called with the parameters)
-    lr_scheduler, head_lr_scheduler,             # partial WarmupCosineLR or null
+    optimizer, head_optimizer,                   # "_mode_": "callable" optimisers (called with the parameters)
+    lr_scheduler,                                # "_mode_": "callable" WarmupCosineLR or null (heads too)
     train_handlers, trainer,                     # MultiTaskTrainer
     val_loader, val_handlers, evaluator,         # BalancedValidationLoader, MultiTaskEvaluator (with validation)
     final_validation,                            # FinalValidation (with validation)
     history, checkpoint_resume, checkpoint_saver,  # with output_dir: TrainingHistory, CheckpointResume,
                                                  # AtomicCheckpointSaver (last.pt, model.pt, encoder.pt)
     progress_bar,                                # ignite ProgressBar (with progress_bar)
-    initialize, run                              # what monai.bundle.run executes
+    initialize, run                              # what monai.bundle.run executes, in this order
 
 Files of a run with ``output_dir``: ``last.pt`` (the checkpoint: every ``checkpoint_every``
 iterations, every epoch end and at the end; resumed from when it exists), ``model.pt`` (the
