@@ -1,0 +1,261 @@
+"""The medfound MONAI Label app on a REAL server (``python -m monailabel.main start_server``, loopback).
+
+Needs the ``label`` extra (MONAI Label 0.8.5 and its pins, pydicom 2.4.4): skipped with the
+reason where ``monailabel`` does not import. One server is started for the module on
+127.0.0.1 and a free port, with a studies folder written from the synthetic fundus demo data
+(3 domains; 2 images labelled and 2 not per domain) and the fundus DAC bundle with its
+``demo.json`` overlay; it is stopped at the end, also on failure. Every request has a timeout.
+
+Order matters (pytest runs a module's tests in file order): the model has no weights until
+``test_train_*`` has trained it from the datastore, so the infer, active-learning and
+concurrency tests come after it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("monailabel", reason="needs the label extra (MONAI Label 0.8.5): see README 'MONAI Label'")
+requests = pytest.importorskip("requests", reason="needs the label extra (requests comes with MONAI Label)")
+from PIL import Image  # noqa: E402 - after the skip: Pillow comes with the label extra too
+
+from medfound.data.synthetic import write_demo_data  # noqa: E402
+from medfound.label.bundle import InferenceBundle  # noqa: E402
+from medfound.label.studies import write_studies  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundles" / "dac_fundus_segmentation"
+MODEL = "dac_fundus"
+START_TIMEOUT = 240  # seconds for the server to answer /info/ (imports on a shared 2-core machine)
+REQUEST_TIMEOUT = 120
+TRAIN_TIMEOUT = 420
+TRAIN = {"max_epochs": 1, "iterations_per_epoch": 2, "device": "cpu", "val_split": 0.2}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str, root: Path, log: Path, studies: dict, model_dir: Path) -> None:
+        self.url, self.root, self.log, self.studies, self.model_dir = url, root, log, studies, model_dir
+
+    def get(self, path: str, **kw):
+        return requests.get(self.url + path, timeout=kw.pop("timeout", REQUEST_TIMEOUT), **kw)
+
+    def post(self, path: str, **kw):
+        return requests.post(self.url + path, timeout=kw.pop("timeout", REQUEST_TIMEOUT), **kw)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def unlabeled(self) -> list[str]:
+        return sorted(Path(k).stem for k, v in self.studies["images"].items() if not v["labeled"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not BUNDLE.is_dir():
+        pytest.skip(f"{BUNDLE} not in this checkout (the DAC bundles branch)")
+    root = tmp_path_factory.mktemp("label_server")
+    demo = root / "demo"
+    write_demo_data(demo, datasets=["fundus"], size="small", seed=0)
+    studies = write_studies(demo / "fundus", root / "studies", "fundus", labeled_per_domain=2,
+                            unlabeled_per_domain=2, domains=["Domain1", "Domain2", "Domain3"])
+    app = root / "app"
+    app.mkdir()
+    shutil.copyfile(ROOT / "apps" / "medfound_label" / "main.py", app / "main.py")
+    port = _free_port()
+    log = root / "server.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app),
+               "--studies", str(root / "studies"), "--host", "127.0.0.1", "--port", str(port),
+               "--conf", "models", MODEL, "--conf", "bundle_overlay", "demo.json",
+               "--conf", "bundles", str(BUNDLE.parent), "--conf", "device", "cpu"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                start_new_session=True)
+    srv = Server(f"http://127.0.0.1:{port}", root, log, studies, app / "model")
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited ({proc.returncode}):\n{srv.log_text()[-4000:]}")
+            try:
+                if srv.get("/info/", timeout=10).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not answer within {START_TIMEOUT} s:\n{srv.log_text()[-4000:]}")
+            time.sleep(1.0)
+        yield srv
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and any train subprocess
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def _png(content: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(content)))
+
+
+def test_info_lists_models_trainers_and_strategies(server):
+    info = server.get("/info/").json()
+    assert MODEL in info["trainers"]
+    assert {"random", "first", f"{MODEL}_disagreement", f"{MODEL}_epistemic"} <= set(info["strategies"])
+    assert f"{MODEL}_disagreement" in info["scoring"]
+    # before any training the model has no weights: /info lists only usable infer models
+    assert MODEL not in info["models"]
+    assert info["name"] == "medfound"
+
+
+def test_infer_before_training_is_a_conflict_with_the_reason(server):
+    image = server.unlabeled[0]
+    r = server.post(f"/infer/{MODEL}", params={"image": image, "output": "image"})
+    assert r.status_code == 409, r.text
+    assert "no weights" in r.json()["detail"] and "POST /train" in r.json()["detail"]
+
+
+def test_train_uses_the_unlabelled_images_and_publishes_the_model(server):
+    r = server.post(f"/train/{MODEL}", params={"run_sync": "true"}, json=TRAIN, timeout=TRAIN_TIMEOUT)
+    assert r.status_code == 200, r.text
+    runs = sorted((server.model_dir / MODEL / "runs").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    split = json.loads((run / "split.json").read_text())
+    stats = json.loads((run / "train_stats.json").read_text())
+    # the datastore's images without a label are DAC's unlabelled set, the labelled ones its labelled set
+    assert sorted(it["case_id"] for it in split["unlabeled"]) == server.unlabeled
+    assert all("label" not in it for it in split["unlabeled"])
+    assert split["counts"] == {"labeled": 5, "validation": 1, "unlabeled": 6, "test": 0}
+    assert split["unlabeled_domains"] == ["Domain1", "Domain2", "Domain3"]
+    assert stats["iterations"] == TRAIN["max_epochs"] * TRAIN["iterations_per_epoch"]
+    assert stats["unlabeled_images"] == server.unlabeled
+    # the train log shows the unlabelled images going into DAC, and the epoch summary a non-zero
+    # cross pseudo supervision loss ("pseudo"), the term computed on the unlabelled batches
+    log = server.log_text()
+    assert "5 labelled + 6 unlabelled images" in log
+    pseudo = [float(v) for v in re.findall(r"epoch 1: .*\bpseudo (\d+\.\d+)", log)]
+    assert pseudo and pseudo[-1] > 0
+    # a co-training checkpoint (A and B) and the published network the infer task serves
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    assert {"network"} <= set(state)
+    assert (server.model_dir / MODEL / "model.pt").is_file()
+    assert MODEL in server.get("/info/").json()["models"]
+
+
+def test_infer_returns_a_mask_of_the_image_size_with_the_bundle_labels(server):
+    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
+    image = server.unlabeled[0]
+    source = np.asarray(Image.open(server.root / "studies" / f"{image}.png"))
+    r = server.post(f"/infer/{MODEL}", params={"image": image, "output": "image"})
+    assert r.status_code == 200, r.text
+    mask = _png(r.content)
+    assert mask.shape == source.shape[:2]
+    assert set(np.unique(mask).tolist()) <= set(range(len(bundle.class_names)))
+    r = server.post(f"/infer/{MODEL}", params={"image": image, "output": "json"})
+    meta = r.json()
+    assert meta["format"] == ".png"
+    assert meta["label_names"] == {name: k for k, name in enumerate(bundle.class_names) if k > 0}
+    assert set(meta["classes_present"]) == set(np.unique(mask).tolist())
+
+
+def test_infer_on_an_uploaded_png_gives_a_png_of_its_size(server):
+    path = server.root / "studies" / f"{server.unlabeled[1]}.png"
+    with open(path, "rb") as f:
+        r = server.post(f"/infer/{MODEL}", params={"output": "image"}, files={"file": ("up.png", f, "image/png")})
+    assert r.status_code == 200, r.text
+    assert _png(r.content).shape == np.asarray(Image.open(path)).shape[:2]
+
+
+def _measured_disagreement(server, image_ids: list[str]) -> dict[str, float]:
+    """A/B disagreement recomputed here from the run's checkpoint (A and B loaded separately)."""
+    from medfound.dac.evaluation import load_trained_network
+
+    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
+    checkpoint = next((server.model_dir / MODEL / "runs").iterdir()) / "last.pt"
+    a = load_trained_network(bundle.network(), checkpoint, sub_model="a")
+    b = load_trained_network(bundle.network(), checkpoint, sub_model="b")
+    pre = bundle.preprocessing()
+    out = {}
+    with torch.no_grad():
+        for image in image_ids:
+            x = torch.as_tensor(pre({"image": str(server.root / "studies" / f"{image}.png")})["image"])[None]
+            out[image] = float((a(x).argmax(1) != b(x).argmax(1)).double().mean())
+    return out
+
+
+def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server):
+    r = server.post(f"/activelearning/{MODEL}_disagreement", json={})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["id"] in server.unlabeled
+    ranking = answer["ranking"]
+    assert sorted(i for i, _ in ranking) == server.unlabeled
+    measured = _measured_disagreement(server, server.unlabeled)
+    for image, score in ranking:
+        assert score == pytest.approx(measured[image], abs=1e-6)
+    expected = sorted(server.unlabeled, key=lambda i: (-measured[i], i))
+    assert [i for i, _ in ranking] == expected
+    assert answer["id"] == expected[0]
+
+
+@pytest.mark.parametrize("strategy", ["random", "first"])
+def test_standard_strategies_return_an_unlabelled_image(server, strategy):
+    r = server.post(f"/activelearning/{strategy}", json={})
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] in server.unlabeled
+
+
+def test_malformed_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(server):
+    r = server.post("/infer/no_such_model", params={"image": server.unlabeled[0]})
+    assert r.status_code == 404 and "no_such_model" in r.json()["detail"]
+    r = server.post(f"/infer/{MODEL}", params={"image": "no_such_image"})
+    assert r.status_code == 404 and "no_such_image" in r.json()["detail"]
+    r = server.post(f"/infer/{MODEL}", files={"file": ("broken.png", b"not a png at all", "image/png")})
+    assert r.status_code == 422 and "cannot be read" in r.json()["detail"]
+    r = server.post("/activelearning/no_such_strategy", json={})
+    assert r.status_code == 404 and "no_such_strategy" in r.json()["detail"]
+    assert server.get("/info/").status_code == 200
+    r = server.post(f"/infer/{MODEL}", params={"image": server.unlabeled[0], "output": "image"})
+    assert r.status_code == 200
+
+
+def test_eight_concurrent_inferences_all_succeed(server):
+    images = [server.unlabeled[k % len(server.unlabeled)] for k in range(8)]
+
+    def infer(image: str) -> tuple[int, tuple[int, ...]]:
+        r = server.post(f"/infer/{MODEL}", params={"image": image, "output": "image"})
+        return r.status_code, _png(r.content).shape if r.status_code == 200 else ()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(infer, images))
+    for image, (status, shape) in zip(images, results, strict=True):
+        assert status == 200
+        assert shape == np.asarray(Image.open(server.root / "studies" / f"{image}.png")).shape[:2]
