@@ -21,6 +21,7 @@ Needs the ``label`` extra (pydicom-seg, pydicom < 3); medfound's core does not i
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,7 +102,14 @@ def write_dicom_seg(
     writer = pydicom_seg.MultiClassWriter(template=segment_template(class_names, algorithm),
                                           inplane_cropping=False, skip_empty_slices=False,
                                           skip_missing_segment=False)
-    dataset = writer.write(mask, sources)
+    frame_of_reference = sources[0].get("FrameOfReferenceUID")
+    # pydicom-seg 0.4.1 shares data elements between the source datasets and the SEG, then mints
+    # a new FrameOfReferenceUID (overwriting the sources' too): it gets copies, and the SEG gets
+    # the source's frame of reference back, since viewers overlay a SEG on a series only when
+    # the two match (the round-trip test in tests/test_label_dicom_seg.py failed on both)
+    dataset = writer.write(mask, [copy.deepcopy(s) for s in sources])
+    if frame_of_reference:
+        dataset.FrameOfReferenceUID = frame_of_reference
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(str(out), write_like_original=False)
