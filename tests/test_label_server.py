@@ -46,6 +46,9 @@ MODEL = "dac_fundus"
 START_TIMEOUT = 240  # seconds for the server to answer /info/ (imports on a shared 2-core machine)
 REQUEST_TIMEOUT = 120
 TRAIN_TIMEOUT = 420
+UMEDPT_TASK = "fundus_seg"
+UMEDPT_ARGS = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4,
+               "squeezer_channels": 16, "det_channels": 8, "seg_hidden_channels": 8}
 TRAIN = {"max_epochs": 1, "iterations_per_epoch": 2, "device": "cpu", "val_split": 0.2}
 
 
@@ -73,6 +76,22 @@ class Server:
         return sorted(Path(k).stem for k, v in self.studies["images"].items() if not v["labeled"])
 
 
+def _umedpt_network():
+    from medfound.networks.umedpt import UMedPT
+
+    torch.manual_seed(0)
+    return UMedPT(**UMEDPT_ARGS, tasks=[{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3}])
+
+
+def _umedpt_folder(folder: Path) -> Path:
+    """A UMedPT folder as pre-training writes it (small network, seeded weights): network.json + model.pt."""
+    folder.mkdir()
+    (folder / "network.json").write_text(json.dumps({
+        "umedpt": UMEDPT_ARGS, "tasks": [{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3}]}))
+    torch.save(_umedpt_network().state_dict(), folder / "model.pt")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not BUNDLE.is_dir():
@@ -82,6 +101,7 @@ def server(tmp_path_factory):
     write_demo_data(demo, datasets=["fundus"], size="small", seed=0)
     studies = write_studies(demo / "fundus", root / "studies", "fundus", labeled_per_domain=2,
                             unlabeled_per_domain=2, domains=["Domain1", "Domain2", "Domain3"])
+    umedpt = _umedpt_folder(root / "umedpt")
     app = root / "app"
     app.mkdir()
     shutil.copyfile(ROOT / "apps" / "medfound_label" / "main.py", app / "main.py")
@@ -92,7 +112,8 @@ def server(tmp_path_factory):
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app),
                "--studies", str(root / "studies"), "--host", "127.0.0.1", "--port", str(port),
                "--conf", "models", MODEL, "--conf", "bundle_overlay", "demo.json",
-               "--conf", "bundles", str(BUNDLE.parent), "--conf", "device", "cpu"]
+               "--conf", "bundles", str(BUNDLE.parent), "--conf", "device", "cpu",
+               "--conf", "umedpt_model", str(umedpt), "--conf", "umedpt_task", UMEDPT_TASK]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
                                 start_new_session=True)
@@ -132,6 +153,7 @@ def test_info_lists_models_trainers_and_strategies(server):
     assert f"{MODEL}_disagreement" in info["scoring"]
     # before any training the model has no weights: /info lists only usable infer models
     assert MODEL not in info["models"]
+    assert info["models"][f"umedpt_{UMEDPT_TASK}"]["labels"] == {"class_1": 1, "class_2": 2}
     assert info["name"] == "medfound"
 
 
@@ -259,3 +281,20 @@ def test_eight_concurrent_inferences_all_succeed(server):
     for image, (status, shape) in zip(images, results, strict=True):
         assert status == 200
         assert shape == np.asarray(Image.open(server.root / "studies" / f"{image}.png")).shape[:2]
+
+
+def test_umedpt_head_on_the_foundation_encoder_gives_the_network_s_mask(server):
+    """The served UMedPT model's mask equals the network's arg-max computed here from the PNG
+    (MONAI reads photographs as (C, W, H): the network sees that layout in both)."""
+    from medfound.networks.umedpt import UMedPTTaskOutput
+
+    image = server.unlabeled[0]
+    pixels = np.array(Image.open(server.root / "studies" / f"{image}.png").convert("RGB"))
+    r = server.post(f"/infer/umedpt_{UMEDPT_TASK}", params={"image": image, "output": "image"})
+    assert r.status_code == 200, r.text
+    mask = _png(r.content)
+    x = torch.as_tensor(pixels, dtype=torch.float32).permute(2, 1, 0)[None] / 255.0  # (1, 3, W, H)
+    with torch.no_grad():
+        expected = UMedPTTaskOutput(_umedpt_network().eval(), UMEDPT_TASK)(x).argmax(1)[0].T.numpy()
+    assert mask.shape == pixels.shape[:2]
+    np.testing.assert_array_equal(mask, expected)

@@ -17,7 +17,10 @@ Options (``--conf KEY VALUE``):
                        domain when the field is absent (default: the id up to the first ``_``)
 ``ab_checkpoint``      co-training checkpoint for the disagreement strategy (default: the newest
                        run's ``last.pt``)
-``umedpt_weights``     a UMedPT encoder state dict: adds the ``umedpt_features`` model
+``umedpt_model``       a UMedPT folder (``network.json`` + ``model.pt``, as medfound's pre-training
+                       writes it): adds the model ``umedpt_<task>``
+                       (:class:`~medfound.label.umedpt.UMedPTSegmentation`)
+``umedpt_task``        its segmentation task to serve (default ``segmentation``)
 =====================  ============================================================================
 
 Per model ``<m>`` it registers: the infer task ``<m>``
@@ -54,6 +57,7 @@ from medfound.label.bundle import InferenceBundle
 from medfound.label.datastore import SeriesDatastore
 from medfound.label.infer import BundleSegmentation
 from medfound.label.train import DEFAULT_DOMAIN_PATTERN, DACDatastoreTrainTask, domain_rule
+from medfound.label.umedpt import UMedPTSegmentation
 
 __all__ = ["MODELS", "MedfoundLabelApp", "default_bundles_dir"]
 
@@ -123,10 +127,9 @@ class MedfoundLabelApp(MONAILabelApp):
                 logger.warning("model %s has no weights yet (%s or %s): train the bundle or POST /train/%s",
                                name, task.path[0], task.path[1], name)
             infers[name] = task
-        if self.conf.get("umedpt_weights"):
-            from medfound.label.umedpt import UMedPTFeatures
-
-            infers["umedpt_features"] = UMedPTFeatures(self.conf["umedpt_weights"])
+        if self.conf.get("umedpt_model"):
+            task = self.conf.get("umedpt_task") or "segmentation"
+            infers[f"umedpt_{task}"] = UMedPTSegmentation(self.conf["umedpt_model"], task)
         return infers
 
     def init_trainers(self) -> dict[str, Any]:
