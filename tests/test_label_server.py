@@ -13,6 +13,7 @@ concurrency tests come after it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -92,17 +93,10 @@ def _umedpt_folder(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not BUNDLE.is_dir():
-        pytest.skip(f"{BUNDLE} not in this checkout (the DAC bundles branch)")
-    root = tmp_path_factory.mktemp("label_server")
-    demo = root / "demo"
-    write_demo_data(demo, datasets=["fundus"], size="small", seed=0)
-    studies = write_studies(demo / "fundus", root / "studies", "fundus", labeled_per_domain=2,
-                            unlabeled_per_domain=2, domains=["Domain1", "Domain2", "Domain3"])
-    umedpt = _umedpt_folder(root / "umedpt")
-    app = root / "app"
+@contextlib.contextmanager
+def _serve(root: Path, studies_dir: Path, conf: list[str], studies: dict, model_dir_name: str = "app"):
+    """A real MONAI Label server on loopback in a subprocess (own session), stopped on exit."""
+    app = root / model_dir_name
     app.mkdir()
     shutil.copyfile(ROOT / "apps" / "medfound_label" / "main.py", app / "main.py")
     port = _free_port()
@@ -110,10 +104,9 @@ def server(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app),
-               "--studies", str(root / "studies"), "--host", "127.0.0.1", "--port", str(port),
-               "--conf", "models", MODEL, "--conf", "bundle_overlay", "demo.json",
-               "--conf", "bundles", str(BUNDLE.parent), "--conf", "device", "cpu",
-               "--conf", "umedpt_model", str(umedpt), "--conf", "umedpt_task", UMEDPT_TASK]
+               "--studies", str(studies_dir), "--host", "127.0.0.1", "--port", str(port)]
+    for pair in zip(conf[::2], conf[1::2], strict=True):
+        command += ["--conf", *pair]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
                                 start_new_session=True)
@@ -140,6 +133,22 @@ def server(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not BUNDLE.is_dir():
+        pytest.skip(f"{BUNDLE} not in this checkout (the DAC bundles branch)")
+    root = tmp_path_factory.mktemp("label_server")
+    demo = root / "demo"
+    write_demo_data(demo, datasets=["fundus"], size="small", seed=0)
+    studies = write_studies(demo / "fundus", root / "studies", "fundus", labeled_per_domain=2,
+                            unlabeled_per_domain=2, domains=["Domain1", "Domain2", "Domain3"])
+    umedpt = _umedpt_folder(root / "umedpt")
+    conf = ["models", MODEL, "bundle_overlay", "demo.json", "bundles", str(BUNDLE.parent), "device", "cpu",
+            "umedpt_model", str(umedpt), "umedpt_task", UMEDPT_TASK]
+    with _serve(root, root / "studies", conf, studies) as srv:
+        yield srv
 
 
 def _png(content: bytes) -> np.ndarray:
@@ -298,3 +307,63 @@ def test_umedpt_head_on_the_foundation_encoder_gives_the_network_s_mask(server):
         expected = UMedPTTaskOutput(_umedpt_network().eval(), UMEDPT_TASK)(x).argmax(1)[0].T.numpy()
     assert mask.shape == pixels.shape[:2]
     np.testing.assert_array_equal(mask, expected)
+
+
+SCGM_BUNDLE = ROOT / "bundles" / "dac_scgm_segmentation"
+
+
+def test_dicom_series_in_dicom_seg_out_reads_back_to_the_bundle_mask(tmp_path):
+    """A DICOM series in the studies folder is an image; /infer answers a DICOM-SEG that
+    references it and reads back with pydicom to the mask the bundle's own pipeline gives.
+
+    The spinal-cord bundle's network is served with seeded untrained weights (a copy of the
+    bundle with ``models/model.pt`` written here): what is checked is the DICOM path, not accuracy.
+    """
+    import nibabel as nib
+    import pydicom
+    from monai.transforms import Compose
+
+    from medfound.dac.evaluation import load_trained_network
+    from medfound.io import write_dicom_series
+
+    if not SCGM_BUNDLE.is_dir():
+        pytest.skip(f"{SCGM_BUNDLE} not in this checkout (the DAC bundles branch)")
+    bundles = tmp_path / "bundles"
+    shutil.copytree(SCGM_BUNDLE, bundles / SCGM_BUNDLE.name, ignore=shutil.ignore_patterns("runs", "eval"))
+    bundle = InferenceBundle(bundles / SCGM_BUNDLE.name, overlays=["demo.json"])
+    torch.manual_seed(0)
+    (bundles / SCGM_BUNDLE.name / "models").mkdir(exist_ok=True)
+    torch.save(bundle.network().state_dict(), bundle.model_path)
+    write_demo_data(tmp_path / "demo", datasets=["scgm"], size="small", seed=0)
+    volume_file = sorted((tmp_path / "demo" / "scgm").glob("*-image.nii.gz"))[0]
+    nifti = nib.load(volume_file)
+    files = write_dicom_series(np.asarray(nifti.dataobj, dtype=np.float32), tmp_path / "studies" / "series1",
+                               nifti.affine, modality="MR", series_instance_uid="1.2.826.0.1.3680043.8.498.7")
+
+    # the mask the bundle's own pipeline gives for the series (X, Y, Z as MONAI reads it)
+    network = load_trained_network(bundle.network(), bundle.model_path)
+    data = bundle.preprocessing()({"image": str(tmp_path / "studies" / "series1")})
+    with torch.no_grad():
+        data["pred"] = bundle.inferer()(data["image"][None], network)[0]
+    expected = np.asarray(Compose(bundle.postprocessing())(data)["pred"][0]).astype(np.uint8)
+    assert expected.any()
+
+    conf = ["models", "dac_scgm", "bundle_overlay", "demo.json", "bundles", str(bundles), "device", "cpu"]
+    with _serve(tmp_path, tmp_path / "studies", conf, {"images": {}}) as srv:
+        r = srv.post("/infer/dac_scgm", params={"image": "series1", "output": "image"})
+        assert r.status_code == 200, r.text
+        seg = pydicom.dcmread(io.BytesIO(r.content))
+        meta = srv.post("/infer/dac_scgm", params={"image": "series1", "output": "json"}).json()
+    assert meta["format"] == "dicom_seg"
+    source = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID and seg.StudyInstanceUID == source.StudyInstanceUID
+    # frame by frame from its references: volume[..., k] was written to files[k]
+    slice_of = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: k for k, f in enumerate(files)}
+    decoded = np.zeros(expected.shape, np.uint8)
+    for frame, item in zip(seg.pixel_array.reshape(-1, seg.Rows, seg.Columns), seg.PerFrameFunctionalGroupsSequence,
+                           strict=True):
+        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        k = slice_of[item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+        decoded[:, :, k][frame.T > 0] = segment  # DICOM frames are (row = y, column = x)
+    np.testing.assert_array_equal(decoded, expected)
