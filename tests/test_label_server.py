@@ -201,7 +201,7 @@ def test_train_uses_the_unlabelled_images_and_publishes_the_model(server):
     assert MODEL in server.get("/info/").json()["models"]
 
 
-def test_infer_returns_a_mask_of_the_image_size_with_the_bundle_labels(server):
+def test_infer_serves_the_trained_model_with_a_mask_of_the_image_size(server):
     bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
     image = server.unlabeled[0]
     source = np.asarray(Image.open(server.root / "studies" / f"{image}.png"))
@@ -210,6 +210,18 @@ def test_infer_returns_a_mask_of_the_image_size_with_the_bundle_labels(server):
     mask = _png(r.content)
     assert mask.shape == source.shape[:2]
     assert set(np.unique(mask).tolist()) <= set(range(len(bundle.class_names)))
+    # the served network is the one the datastore training published: the bundle's own pipeline
+    # with that model.pt gives the same mask (MONAI reads a PNG as (C, W, H), hence the transpose)
+    from monai.transforms import Compose
+
+    from medfound.dac.evaluation import load_trained_network
+
+    network = load_trained_network(bundle.network(), server.model_dir / MODEL / "model.pt")
+    data = bundle.preprocessing()({"image": str(server.root / "studies" / f"{image}.png")})
+    with torch.no_grad():
+        data["pred"] = bundle.inferer()(data["image"][None], network)[0]
+    expected = np.asarray(Compose(bundle.postprocessing())(data)["pred"][0]).astype(np.uint8).T
+    np.testing.assert_array_equal(mask, expected)
     r = server.post(f"/infer/{MODEL}", params={"image": image, "output": "json"})
     meta = r.json()
     assert meta["format"] == ".png"
