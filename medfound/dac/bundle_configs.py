@@ -20,7 +20,8 @@ Ids of the train config (MONAI model-zoo style): ``output_dir``, ``split_file``,
 (callable mode: factories the trainer calls), ``strong_augment``, ``train#preprocessing``,
 ``train#augmentation``, ``train#dataset`` (its items under ``train#dataset#data``),
 ``train#unlabeled_*``, ``train#dataloader``, ``train#inferer``, ``train#handlers`` (a list,
-attached in order, as in the MONAI model zoo), ``train#trainer``, ``validate#dataset``,
+attached in order, as in the MONAI model zoo), ``train#trainer``, ``validate#preprocessing``
+(the training one), ``validate#dataset``,
 ``validate#dataloader``, ``validate#inferer``, ``validate#postprocessing``,
 ``validate#key_metric``, ``validate#handlers``, ``validate#evaluator``, ``checkpoint_objects``
 (:func:`checkpoint_objects`), ``checkpoint`` (:class:`~medfound.handlers.AtomicCheckpointSaver`),
@@ -297,8 +298,9 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
 
     if validate:
         bundle["validate"] = {
+            "preprocessing": "@train#preprocessing",
             "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "data": "$@split['validation']",
-                        "transform": "@train#preprocessing", "cache": True, "part": "validation"},
+                        "transform": "@validate#preprocessing", "cache": True, "part": "validation"},
             "dataloader": {"_target_": "torch.utils.data.DataLoader", "dataset": "@validate#dataset",
                            "batch_size": d.batch_size_labeled, "num_workers": 0,
                            "collate_fn": "$monai.data.list_data_collate"},
