@@ -164,6 +164,7 @@ def plot_transfer(result: Mapping[str, Any], path: str | os.PathLike) -> dict[st
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     encoders = list(dict.fromkeys(r["encoder"] for r in result["summary"]))
     colour_of = {enc: colours[i % len(colours)] for i, enc in enumerate(encoders)}
+    clipped = False
     for enc in encoders:
         for mode in dict.fromkeys(r["mode"] for r in result["summary"]):
             rows = sorted(
@@ -177,7 +178,10 @@ def plot_transfer(result: Mapping[str, Any], path: str | os.PathLike) -> dict[st
             high = np.asarray([np.nan if r.get("ci95_high") is None else r["ci95_high"] for r in rows], np.float64)
             colour = colour_of[enc]
             ax.plot(x, y, styles.get(mode, ":"), marker="o", color=colour, label=f"{enc} ({mode})")
-            ax.fill_between(x, low, high, color=colour, alpha=0.12)
+            # the scores (F1, AUC, Dice, mAP) lie in [0, 1]: a t interval of few repeats can reach past
+            # that, the band is drawn clipped to it (the CSV keeps the interval itself)
+            clipped |= bool(np.any(low < 0) or np.any(high > 1))
+            ax.fill_between(x, np.clip(low, 0, 1), np.clip(high, 0, 1), color=colour, alpha=0.12)
     for hit in result.get("baseline_reached") or []:
         ax.axhline(hit["baseline_score"], color=colour_of.get(hit["baseline"], "grey"), ls=":", lw=1)
         if hit["first_fraction"] is not None:
@@ -197,7 +201,8 @@ def plot_transfer(result: Mapping[str, Any], path: str | os.PathLike) -> dict[st
     repeats = sorted({r["repeats"] for r in result["summary"]})
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Patch(color="grey", alpha=0.25))
-    labels.append(f"band: 95 % interval of the mean ({'/'.join(map(str, repeats))} repeats)")
+    labels.append(f"band: 95 % interval of the mean ({'/'.join(map(str, repeats))} repeats)"
+                  + (", clipped to [0, 1]" if clipped else ""))
     data = result.get("data", "unspecified")
     title = f"transfer to {result['task']} ({data.upper() if data == 'synthetic' else data} data)"
     ax.set_title(title + (f"\n{result['note']}" if result.get("note") else ""), fontsize=10)
