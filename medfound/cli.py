@@ -422,11 +422,16 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     config = transfer_config(args.tasks, _parse_encoders(args.encoder), args.output_dir, task_name=args.task,
                              modes=args.modes, fractions=args.fractions, repeats=args.repeats, seed=args.seed,
                              network=_parse_network(args.network), device=args.device,
-                             finetune={k: v for k, v in finetune.items() if v is not None})
+                             finetune={k: v for k, v in finetune.items() if v is not None},
+                             min_per_class=args.min_per_class, baseline=args.baseline)
     with _progress_on_stdout():
         result = run_transfer_config(config)
     print(f"{result['task']}: {result['metric']} per encoder, mode and fraction in {result['files']['csv']}")
     print(f"plot: {result['files']['plot']}; bundle config: {result['files']['config']}")
+    for hit in result["baseline_reached"]:
+        where = "never" if hit["first_fraction"] is None else f"first at {hit['first_fraction']:g} %"
+        print(f"{hit['encoder']} ({hit['mode']}) reaches {hit['baseline']}'s best at {hit['baseline_fraction']:g} % "
+              f"({hit['baseline_score']:.3f}, {result['data']} data): {where}")
     return 0
 
 
@@ -440,8 +445,10 @@ def _add_transfer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", required=True, help="task file (JSON/YAML) holding the target task")
     p.add_argument("--task", default=None, help="target task name (default: the task with role 'transfer')")
     p.add_argument("--encoder", action="append", required=True, metavar="NAME=SOURCE",
-                   help="encoder to compare; SOURCE: random, a pretrain output folder, a UMedPT model.pt, or "
-                   "torchvision:PATH (ImageNet Swin V2 state dict); repeat the option")
+                   help="encoder to compare; SOURCE: random (random initialisation, the baseline), a pretrain "
+                   "output folder, a UMedPT model.pt (e.g. the authors' published encoder converted by "
+                   "'medfound convert-umedpt': the folder it writes), or torchvision:PATH (ImageNet Swin V2 "
+                   "state dict, torchvision format, supplied by the user); repeat the option")
     p.add_argument("-o", "--output-dir", required=True, help="output folder")
     p.add_argument("--modes", nargs="+", choices=modes, default=modes, help="default: linear finetune")
     p.add_argument("--fractions", nargs="+", type=float, default=fractions, metavar="PERCENT",
@@ -455,6 +462,10 @@ def _add_transfer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-init", choices=["linear_probe", "random"], default=None,
                    help="fine-tuned classification heads start from the subset's linear probe (default, LP-FT) "
                    "or at random")
+    p.add_argument("--min-per-class", type=int, default=1,
+                   help="classification: fewest training images per class in a subset (default 1)")
+    p.add_argument("--baseline", default="random",
+                   help="encoder whose best score at 100 %% the frozen probes are compared with (default random)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.set_defaults(func=_cmd_transfer)
 

@@ -46,7 +46,7 @@ def test_yaml_task_file_with_defaults(tmp_path, multitask_demo):
     (task,) = load_tasks(tmp_path / "tasks.yaml")
     assert task.batch_size == 3 and task.primary_metric == "auc_macro"
     assert task.build_loss().label_smoothing == 0.1
-    assert len(task.load_split("val")) == 16
+    assert len(task.load_split("val")) == 32
 
 
 @pytest.mark.parametrize(
@@ -237,3 +237,36 @@ def test_unknown_task_keys_warn_but_informational_ones_do_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_tasks([entry])
+
+
+def test_demo_pretraining_task_options(multitask_demo):
+    # the options the demo's pre-training needs (see medfound.demos.umedpt.demo_pretrain_config)
+    tasks = {t.name: t for t in load_tasks(multitask_demo / "tasks.json")}
+    for t in tasks.values():
+        if t.role == "pretrain" and t.kind in ("classification", "multilabel"):
+            assert t.head == {"standardize": "batch"}
+    assert tasks["microscopy_nuclei_phenotype_cls"].head == {}  # the held-out task keeps a plain head
+    assert tasks["ct_abdomen_organs_seg"].intensity == {"a_min": -160.0, "a_max": 240.0}
+    item = tasks["ct_abdomen_organs_seg"].load_split("val")[0]
+    hu = nib.load(item["image"]).get_fdata()
+    label = nib.load(item["label"]).get_fdata()
+    if (label == 1).any():  # contrast-enhanced liver against soft tissue
+        assert hu[label == 1].mean() - np.median(hu[(label == 0) & (hu > 0) & (hu < 80)]) > 40
+
+
+def test_demo_xray_nodules_have_fcos_positives(multitask_demo):
+    # boxes smaller than the finest FCOS stride (8) get no positive location; the demo's must
+    from medfound.multitask.fcos_targets import FCOSTargetAssigner
+
+    (task,) = load_tasks(multitask_demo / "tasks.json", names=["xray_chest_nodule_det"])
+    side = task.extra["image_size"][0]
+    sizes = [(-(-side // s), -(-side // s)) for s in (8, 16, 32, 64, 128)]
+    assigner, positives = FCOSTargetAssigner(), []
+    for item in task.load_split("train"):
+        boxes = torch.tensor(item["box"], dtype=torch.float32).reshape(-1, 4)
+        if len(boxes):
+            target = {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.long)}
+            matched = assigner(sizes, [target], image_size=(side, side))["matched"][0]
+            positives += [int((matched == g).sum()) for g in range(len(boxes))]
+    assert len(positives) >= 30
+    assert np.mean([p > 0 for p in positives]) >= 0.95 and np.mean(positives) >= 2.0

@@ -223,3 +223,54 @@ def test_linear_probe_head_reproduces_the_probe_and_lp_ft_starts_from_it(tmp_pat
     res = run_transfer(task, {"r": "random"}, tmp_path / "lpft", finetune=ft, **common)
     scores = {r["mode"]: r["score"] for r in res["runs"]}
     assert scores["finetune"] == pytest.approx(scores["linear"], abs=1e-6)
+
+
+def test_summary_interval_counts_and_baseline_reached(tmp_path):
+    from medfound.evaluation.statistics import mean_interval
+    from medfound.multitask.transfer import baseline_reached, plot_transfer, summarise_runs
+
+    runs = [{"encoder": "umedpt", "mode": "linear", "fraction": 1, "n_train": n, "score": s}
+            for n, s in ((4, 0.70), (5, 0.72), (4, 0.74))]
+    runs += [{"encoder": "random", "mode": m, "fraction": f, "n_train": n, "score": s}
+             for m, f, n, s in (("linear", 1, 4, 0.5), ("linear", 100, 40, 0.71), ("finetune", 100, 40, 0.73))]
+    runs += [{"encoder": "umedpt", "mode": "linear", "fraction": 100, "n_train": 40, "score": 0.9}]
+    summary = summarise_runs(runs)
+    row = next(r for r in summary if r["encoder"] == "umedpt" and r["fraction"] == 1.0)
+    expected = mean_interval([0.70, 0.72, 0.74])
+    assert row["ci95_low"] == pytest.approx(expected["low"]) and row["ci95_high"] == pytest.approx(expected["high"])
+    assert round(row["ci95_low"], 3) == 0.67 and round(row["ci95_high"], 3) == 0.77
+    assert (row["n_train_min"], row["n_train_max"], row["repeats"]) == (4, 5, 3)
+    single = next(r for r in summary if r["encoder"] == "random" and r["mode"] == "finetune")
+    assert single["ci95_low"] is None and single["std"] == 0.0  # one repeat: no interval
+    # the baseline is random's BEST mode at 100 % (fine-tuning, 0.73): umedpt's 1 % mean 0.72 is below it
+    (hit,) = baseline_reached(summary, "random")
+    assert (hit["baseline_mode"], hit["baseline_score"]) == ("finetune", 0.73)
+    assert (hit["first_fraction"], hit["score"]) == (100.0, 0.9)
+    summary_low = [dict(r, mean=0.6) if r["encoder"] == "umedpt" else r for r in summary]
+    assert baseline_reached(summary_low, "random")[0]["first_fraction"] is None
+    assert baseline_reached(summary, "imagenet") == []
+    result = {"task": "t", "metric": "f1_macro", "summary": summary, "data": "real",
+              "baseline_reached": [hit], "note": None}
+    texts = plot_transfer(result, tmp_path / "plot.png")
+    assert texts["title"] == "transfer to t (real data)"
+    assert texts["xticklabels"] == ["1 %\nn=4-5", "100 %\nn=40"]
+    assert "band: 95 % interval of the mean (1/3 repeats)" in texts["legend"]
+    assert any("first >= random 100 %" in t for t in texts["legend"])
+    assert plot_transfer({**result, "data": "synthetic"}, tmp_path / "p2.png")["title"].endswith("(SYNTHETIC data)")
+
+
+def test_min_per_class_subsets_and_data_label(tmp_path):
+    labels = np.array([0] * 90 + [1] * 10)
+    for seed in range(3):
+        idx = stratified_subset(labels, 1, seed, "classification", min_per_class=3)
+        assert (labels[idx] == 0).sum() == 3 and (labels[idx] == 1).sum() == 3
+    assert len(stratified_subset(np.array([0, 0, 1]), 1, 0, min_per_class=5)) == 3  # all of a small class
+    with pytest.raises(ConfigError, match="min_per_class"):
+        stratified_subset(labels, 1, 0, min_per_class=0)
+    task = dict(memory_task("target", "classification", n=20, n_val=8, seed=11), synthetic=False)
+    result = run_transfer(task, {"random": "random"}, tmp_path, modes=["linear"], fractions=[5, 100], repeats=2,
+                          network=TINY, min_per_class=3)
+    assert result["data"] == "real" and result["min_per_class"] == 3
+    n = {r["fraction"]: (r["n_train_min"], r["n_train_max"]) for r in result["summary"]}
+    assert n[5.0] == (6, 6) and n[100.0] == (20, 20)
+    assert result["baseline_reached"] == []  # no other encoder to compare

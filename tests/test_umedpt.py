@@ -348,3 +348,34 @@ def test_bad_arguments():
 def test_docstring_examples():
     result = doctest.testmod(umedpt_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_classification_head_batch_standardisation():
+    from medfound.networks.umedpt import ClassificationHead
+
+    torch.manual_seed(0)
+    # an embedding whose between-image spread is ~1 % of its per-channel offset (what multi-task
+    # pre-training produced on the demo): batch standardisation restores unit spread
+    offset, spread = torch.randn(6) * 5.0, torch.randn(8, 6) * 0.05
+    x = offset + spread
+    head = ClassificationHead(6, 3, dropout=0.0, standardize="batch")
+    assert sorted(head.state_dict()) == [
+        "batch_norm.num_batches_tracked", "batch_norm.running_mean", "batch_norm.running_var", "fc.bias", "fc.weight"
+    ]
+    head.train()
+    out = head(x)
+    z = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(out, head.fc(z), atol=1e-3)  # float32 cancellation of the large offset
+    # evaluation uses the running estimates (momentum 0.1 from 0 / 1 after one batch)
+    head.eval()
+    mean = 0.1 * x.mean(0)
+    var = 0.9 + 0.1 * x.var(0, unbiased=True)
+    assert torch.allclose(head(x), head.fc((x - mean) / torch.sqrt(var + 1e-5)), atol=1e-3)
+    # the plain head is unchanged: no norm, no extra state
+    assert sorted(ClassificationHead(6, 3).state_dict()) == ["fc.bias", "fc.weight"]
+    with pytest.raises(ConfigError, match="standardize"):
+        ClassificationHead(6, 3, standardize="running")
+    net = UMedPT(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
+                 squeezer_channels=16, seg_hidden_channels=16, det_channels=16)
+    head = net.add_task("finding", "multilabel", 2, standardize="batch")
+    assert isinstance(head.batch_norm, nn.BatchNorm1d) and net.tasks[0]["standardize"] == "batch"

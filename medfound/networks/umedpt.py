@@ -323,17 +323,26 @@ class ClassificationHead(nn.Module):
     in_channels : embedding channels.
     num_classes : outputs (classes, or labels for multi-label).
     dropout : dropout probability on the (standardised) embedding.
-    standardize : subtract the fixed buffers ``input_mean`` and divide by ``input_std`` first
-        (zeros and ones until set, e.g. from a linear probe's training features by the transfer
-        protocol). A pre-trained embedding can vary across the images of a new task by a small
-        fraction of its per-channel offset; without standardisation dropout noise on that offset
-        then drowns the signal and a freshly initialised head trains poorly. The buffers are part
-        of the state dict only when ``standardize`` is set, so plain heads keep their keys.
+    standardize : ``True``: subtract the fixed buffers ``input_mean`` and divide by ``input_std``
+        first (zeros and ones until set, e.g. from a linear probe's training features by the
+        transfer protocol). ``"batch"``: standardise each channel with the statistics of the
+        task's own batches (``BatchNorm1d`` without affine parameters; running estimates in
+        evaluation), for heads trained from scratch during multi-task pre-training. A batch holds
+        one task, so these statistics are the task's. An embedding can vary across the images of a
+        task by a small fraction of its per-channel offset (measured in the demo's pre-training:
+        between-image std / mean 0.006 after 450 iterations); without standardisation dropout noise
+        on that offset drowns the signal and the head predicts the class prior. The buffers are
+        part of the state dict only when ``standardize`` is set, so plain heads keep their keys.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2, standardize: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, dropout: float = 0.2, standardize: bool | str = False
+    ) -> None:
         super().__init__()
-        self.standardize = bool(standardize)
+        if standardize not in (False, True, "batch"):
+            raise ConfigError(f"standardize must be False, True or 'batch', got {standardize!r}")
+        self.batch_norm = nn.BatchNorm1d(in_channels, affine=False) if standardize == "batch" else None
+        self.standardize = standardize is True
         # always present (TorchScript compiles both branches of forward), saved only when used
         self.register_buffer("input_mean", torch.zeros(in_channels), persistent=self.standardize)
         self.register_buffer("input_std", torch.ones(in_channels), persistent=self.standardize)
@@ -343,6 +352,8 @@ class ClassificationHead(nn.Module):
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         if self.standardize:
             embedding = (embedding - self.input_mean) / self.input_std
+        if self.batch_norm is not None:
+            embedding = self.batch_norm(embedding)
         return self.fc(self.dropout(embedding))
 
 

@@ -28,5 +28,11 @@ from medfound.multitask.transfer.protocol import (  # noqa: F401
     select_target_task,
     transfer_config,
 )
-from medfound.multitask.transfer.results import plot_transfer, summarise_runs, write_transfer_outputs  # noqa: F401
+from medfound.multitask.transfer.results import (  # noqa: F401
+    baseline_reached,
+    data_label,
+    plot_transfer,
+    summarise_runs,
+    write_transfer_outputs,
+)
 from medfound.multitask.transfer.subsets import stratified_subset, task_targets  # noqa: F401

@@ -62,7 +62,7 @@ from medfound.multitask.tasks import TaskSpec, load_tasks
 from medfound.multitask.transfer.encoders import build_encoder_model, encoder_network_args
 from medfound.multitask.transfer.finetune import check_finetune_options, train_and_score
 from medfound.multitask.transfer.linear_probe import PROBE_KINDS, ProbeFeatures, fit_linear_probe, probe_features
-from medfound.multitask.transfer.results import summarise_runs, write_transfer_outputs
+from medfound.multitask.transfer.results import baseline_reached, data_label, summarise_runs, write_transfer_outputs
 from medfound.multitask.transfer.subsets import stratified_subset, task_targets
 from medfound.utils import atomic_write_json, check_choice, check_float, check_int, check_mapping, resolve_device
 
@@ -185,6 +185,8 @@ def run_transfer(
     linear: Mapping[str, Any] | None = None,
     finetune: Mapping[str, Any] | None = None,
     note: str | None = None,
+    min_per_class: int = 1,
+    baseline: str | None = "random",
 ) -> dict[str, Any]:
     """Run the transfer protocol and write the JSON, CSV and PNG outputs; returns the results dict.
 
@@ -206,10 +208,19 @@ def run_transfer(
         ``epochs``, ``min_iterations``, ``max_iterations``, ``batch_size``, ``optimizer``,
         ``head_lr_factor``, ``scheduler``, ``grad_clip``, ``amp``, ``head_init``), also used to
         train the heads of frozen segmentation/detection probes.
-    note : a remark carried into the JSON and the plot's title (e.g. ``"SYNTHETIC data"``).
+    note : a remark carried into the JSON and the plot's title (e.g. ``"SYNTHETIC data"``). The
+        title also says whether the task's data are synthetic or real (its ``synthetic`` flag in
+        the task file; ``result["data"]``).
+    min_per_class : classification: the fewest training images of each class in a subset
+        (:func:`~medfound.multitask.transfer.subsets.stratified_subset`); every run records the
+        number it used (``n_train``), the summary its mean, min and max.
+    baseline : the encoder whose best score at the largest fraction the others' frozen probes are
+        compared with (``result["baseline_reached"]``,
+        :func:`~medfound.multitask.transfer.results.baseline_reached`); ``None``: no comparison.
     """
     spec = select_target_task(task, task_name)
     modes, fractions, repeats, seed, lin = _check_options(modes, fractions, repeats, seed, linear)
+    min_per_class = check_int(min_per_class, "min_per_class", low=1)
     ft = check_finetune_options(finetune)
     if not encoders:
         raise ConfigError("give at least one encoder")
@@ -218,7 +229,8 @@ def run_transfer(
     if not test_items:
         raise ConfigError(f"task {spec.name!r} has no validation items to score the transfer on")
     labels = task_targets(train_items, spec.kind)
-    subsets = {(f, r): stratified_subset(labels, f, seed + r, spec.kind) for f in fractions for r in range(repeats)}
+    subsets = {(f, r): stratified_subset(labels, f, seed + r, spec.kind, min_per_class)
+               for f in fractions for r in range(repeats)}
     base_network = encoder_network_args(encoders, network)
     runs: list[dict[str, Any]] = []
     started = time.time()
@@ -245,9 +257,13 @@ def run_transfer(
         "device": str(device),
         "seconds": round(time.time() - started, 1),
         "note": note,
+        "data": data_label(spec.extra.get("synthetic")),
+        "min_per_class": min_per_class,
         "runs": runs,
         "summary": summarise_runs(runs),
     }
+    result["baseline"] = baseline if baseline in encoders else None
+    result["baseline_reached"] = baseline_reached(result["summary"], baseline) if result["baseline"] else []
     result["files"] = write_transfer_outputs(result, output_dir)
     return result
 
@@ -297,6 +313,8 @@ def transfer_config(
             "linear": dict(args["linear"] or {}),
             "finetune": dict(args["finetune"] or {}),
             "note": args["note"],
+            "min_per_class": check_int(args["min_per_class"], "min_per_class", low=1),
+            "baseline": args["baseline"],
         },
         "run": ["@transfer"],
     }

@@ -6,6 +6,8 @@ Example
 >>> idx = stratified_subset(np.array([0] * 90 + [1] * 10), fraction=5, seed=0, kind="classification")
 >>> len(idx), int((np.array([0] * 90 + [1] * 10)[idx] == 1).sum())
 (5, 1)
+>>> len(stratified_subset(np.array([0] * 90 + [1] * 10), fraction=5, seed=0, min_per_class=3))
+7
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medfound.errors import ConfigError
-from medfound.utils import check_float, make_rng
+from medfound.utils import check_float, check_int, make_rng
 
 __all__ = ["task_targets", "stratified_subset"]
 
@@ -31,15 +33,20 @@ def task_targets(items: Sequence[Mapping[str, Any]], kind: str) -> np.ndarray:
     return np.zeros(len(items))
 
 
-def stratified_subset(labels: np.ndarray, fraction: float, seed: int, kind: str = "classification") -> np.ndarray:
-    """Indices of a ``fraction`` % subset: classes keep their share, at least one sample per class.
+def stratified_subset(
+    labels: np.ndarray, fraction: float, seed: int, kind: str = "classification", min_per_class: int = 1
+) -> np.ndarray:
+    """Indices of a ``fraction`` % subset: classes keep their share, at least ``min_per_class`` per class.
 
-    Classification: ``max(1, round(f * N_c))`` of each class ``c`` (unlabelled -1 samples
-    are never drawn). Multi-label: one positive sample for each label that has positives,
+    Classification: ``max(min_per_class, round(f * N_c))`` of each class ``c`` (all of it if
+    smaller; unlabelled -1 samples are never drawn): a small fraction of a small task then still
+    has enough images per class to mean something, and the count actually used is what the
+    protocol reports. Multi-label: one positive sample for each label that has positives,
     then random samples up to ``max(1, round(f * N))``. Other kinds: ``max(1, round(f * N))``
     random samples. The same ``seed`` gives the same subset (:func:`medfound.utils.make_rng`).
     """
     f = check_float(fraction, "fraction (percent)", low=0.0, high=100.0, low_open=True) / 100.0
+    min_per_class = check_int(min_per_class, "min_per_class", low=1)
     rng = make_rng(int(seed))
     labels = np.asarray(labels)
     n = len(labels)
@@ -49,7 +56,7 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int, kind: str 
         chosen = []
         for c in np.unique(labels[labels >= 0]):
             members = np.nonzero(labels == c)[0]
-            k = min(len(members), max(1, int(round(f * len(members)))))
+            k = min(len(members), max(min_per_class, int(round(f * len(members)))))
             chosen.append(rng.choice(members, size=k, replace=False))
         return np.sort(np.concatenate(chosen))
     target = min(n, max(1, int(round(f * n))))
