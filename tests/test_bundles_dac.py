@@ -265,7 +265,12 @@ class RankRecord:
 
 def _torchrun(root: Path, configs: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
     files = "[" + ",".join(repr(c) for c in configs) + "]"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", "."]
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
@@ -287,7 +292,10 @@ def test_multi_gpu_train_under_torchrun_gloo(tmp_path):
     weights; only rank 0 writes (one ``last.pt``, no temporaries); a run stopped after iteration 2
     and started again resumes from ``last.pt`` to the same weights as an uninterrupted run.
     """
+    from medfound.dac.bundle_data import demo_folder
+
     cache = tmp_path / "cache"
+    demo_folder("fundus", cache)  # the demo data once, before the three runs
 
     def run(name: str, stop_at: int) -> tuple[Path, list[dict]]:
         root = _copy_bundle("dac_fundus_segmentation", tmp_path / name)
@@ -358,3 +366,22 @@ def test_scgm_inference_restacks_volumes_with_input_affine(tmp_path):
         assert mask.shape == image.shape
         np.testing.assert_allclose(mask.affine, image.affine, atol=1e-4)
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+
+
+def test_readme_main_job_names_this_bundle():
+    """The README's first set-up command runs the DAC fundus bundle (train, then evaluate) with
+    config files that exist and merge into configs MONAI's parser reads."""
+    import re
+
+    from monai.bundle import ConfigParser
+
+    setup = (ROOT / "README.md").read_text(encoding="utf-8").split("```bash\n", 1)[1].split("```", 1)[0]
+    first = setup.strip().splitlines()[0]
+    lists = re.findall(r'python -m monai\.bundle run --config_file "(\[[^"]+\])"', first)
+    assert len(lists) == 2 and "evaluate.json" in lists[1]
+    for files in lists:
+        paths = [ROOT / f.strip("'") for f in files.strip("[]").split(",")]
+        assert all(p.is_file() for p in paths), paths
+        parser = ConfigParser()
+        parser.read_config([str(p) for p in paths])
+        assert parser["network_def"]["backbone"] == "resnet18" and parser["max_epochs"] <= 4
