@@ -298,7 +298,9 @@ def test_multi_gpu_train_under_torchrun_gloo(tmp_path):
     demo_folder("fundus", cache)  # the demo data once, before the three runs
 
     def run(name: str, stop_at: int) -> tuple[Path, list[dict]]:
-        root = _copy_bundle("dac_fundus_segmentation", tmp_path / name)
+        root = tmp_path / name / "dac_fundus_segmentation"
+        if not root.is_dir():  # the second "killed" run starts again in the same bundle folder
+            _copy_bundle("dac_fundus_segmentation", tmp_path / name)
         record = str(tmp_path / name / "record")
         override = {**TINY_TRAIN, "max_epochs": 2, "checkpoint_interval": 2, "cache_dir": str(cache),
                     "record": {"_target_": "test_bundles_dac.RankRecord", "path": record,
