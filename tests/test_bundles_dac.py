@@ -56,7 +56,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _bundle_run(root: Path, configs: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+def _bundle_run(root: Path, configs: list[str], timeout: int = 1800) -> subprocess.CompletedProcess:
     files = "[" + ",".join(repr(c) for c in configs) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", "."]
     done = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=timeout)
@@ -216,7 +216,7 @@ def test_inference_refuses_to_run_without_weights(tmp_path):
     files = "['configs/inference.json']"
     done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
                            "--bundle_root", "."], cwd=root, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1800)
     assert done.returncode != 0
     assert "configs/train.json" in done.stderr and "model.pt" in done.stderr
 
