@@ -1,0 +1,389 @@
+"""The DAC bundles pass the MONAI model zoo's own checks, and run end to end on the demo data.
+
+What the zoo's CI (``ci/verify_bundle.py``) checks, done here with MONAI's own functions:
+``verify_metadata`` against the schema (the offline copy ``bundles/meta_schema_20240725.json``),
+``verify_net_in_out`` on ``network_def`` (``network_data_format.inputs.image`` in,
+``outputs.pred`` out), ``ckpt_export`` (TorchScript that reproduces the eager outputs) and
+``ConfigWorkflow.check_properties`` for the train and inference workflows. The slow tests train
+for two iterations with ``python -m monai.bundle run`` on the synthetic demo data, then evaluate
+and infer from the files training wrote, and run ``multi_gpu_train.json`` under a real
+``torchrun --nproc_per_node 2`` (gloo, CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = ROOT / "bundles"
+SCHEMA = BUNDLES / "meta_schema_20240725.json"
+NAMES = ["dac_fundus_segmentation", "dac_polyp_segmentation", "dac_scgm_segmentation"]
+
+#: a small network for the checks that run it (the bundles' defaults are ResNet-50 at 256 px)
+SMALL_NET = {"network_def#backbone": "resnet18", "network_def#base_channels": 8,
+             "network_def#decoder_channels": 16, "network_def#low_level_channels": 8}
+#: two iterations on 64 px images: a real run, in seconds
+TINY_TRAIN = {"max_epochs": 1, "iterations_per_epoch": 2, "checkpoint_interval": 2, "log_interval": 1,
+              "spatial_size": [64, 64], "batch_size_labeled": 2, "batch_size_unlabeled": 2,
+              "num_workers": 0, **SMALL_NET}
+TINY_INFER = {"spatial_size": [64, 64], **SMALL_NET}
+
+
+def _copy_bundle(name: str, tmp_path: Path) -> Path:
+    root = tmp_path / name
+    shutil.copytree(BUNDLES / name, root, ignore=shutil.ignore_patterns("models", "runs", "cache", "eval"))
+    (root / "models").mkdir()
+    return root
+
+
+def _write(path: Path, data: dict) -> str:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _bundle_run(root: Path, configs: list[str], timeout: int = 1800) -> subprocess.CompletedProcess:
+    files = "[" + ",".join(repr(c) for c in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", "."]
+    done = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metadata_valid_against_schema(name, tmp_path):
+    """``verify_metadata`` (jsonschema) passes offline; the files the zoo asks for exist."""
+    from monai.bundle import verify_metadata
+
+    root = BUNDLES / name
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    assert meta["version"] in meta["changelog"] and "medfound" in meta["required_packages_version"]
+    fmt = meta["network_data_format"]
+    assert set(fmt["inputs"]) == {"image"} and set(fmt["outputs"]) == {"pred"}
+    for part in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):
+        assert (root / "configs" / part).is_file(), part
+    assert (root / "docs" / "README.md").is_file() and (root / "LICENSE").is_file()
+    assert not list((root / "models").glob("*.pt")), "weights are never committed"
+
+
+def test_metadata_rejected_without_required_key(tmp_path):
+    """The schema check can fail: a metadata file without ``network_data_format`` is rejected."""
+    from monai.bundle import verify_metadata
+
+    meta = json.loads((BUNDLES / NAMES[0] / "configs" / "metadata.json").read_text())
+    del meta["network_data_format"]
+    with pytest.raises(Exception, match="network_data_format"):
+        verify_metadata(meta_file=_write(tmp_path / "metadata.json", meta), filepath=str(SCHEMA))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_verify_net_in_out(name):
+    """The zoo's shape check: ``network_def`` maps ``inputs.image`` to ``outputs.pred`` (one tensor)."""
+    from monai.bundle import verify_net_in_out
+
+    configs = BUNDLES / name / "configs"
+    verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"),
+                      config_file=str(configs / "inference.json"), device="cpu", **SMALL_NET)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ckpt_export_scripts_and_reproduces(name, tmp_path):
+    """``ckpt_export`` scripts ``network_def`` from a state dict; the TorchScript equals eager."""
+    from monai.bundle import ConfigParser, ckpt_export
+
+    root = _copy_bundle(name, tmp_path)
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update(SMALL_NET)
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def").eval()
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    ckpt_export(net_id="network_def", filepath=str(root / "models" / "model.ts"),
+                ckpt_file=str(root / "models" / "model.pt"),
+                meta_file=str(root / "configs" / "metadata.json"),
+                config_file=str(root / "configs" / "inference.json"), **SMALL_NET)
+    scripted = torch.jit.load(str(root / "models" / "model.ts"))
+    x = torch.randn(1, parser.get_parsed_content("in_channels"), 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory) -> Path:
+    """One cache folder (synthetic demo data, splits) shared by the tests that instantiate a bundle."""
+    return tmp_path_factory.mktemp("dac_bundle_cache")
+
+
+@pytest.mark.parametrize("name", [
+    "dac_fundus_segmentation",
+    pytest.param("dac_polyp_segmentation", marks=pytest.mark.slow),
+    pytest.param("dac_scgm_segmentation", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("workflow_type, configs", [
+    ("train", ["train.json"]), ("train", ["train.json", "multi_gpu_train.json"]),
+    ("infer", ["inference.json"])])
+def test_check_properties(name, workflow_type, configs, tmp_path, demo_cache):
+    """As the zoo's CI: ``ConfigWorkflow.initialize()`` then ``check_properties()`` finds every
+    required property (``bundle_root``, ``device``, ``network_def``, ``inferer``, ``dataset_dir``,
+    ``train#trainer``, ``train#handlers``, ``val_interval``, ...) and no misnamed optional one."""
+    from monai.bundle import ConfigWorkflow
+
+    root = _copy_bundle(name, tmp_path)
+    if configs == ["inference.json"]:  # inference needs weights: an untrained network's
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config(str(root / "configs" / "inference.json"))
+        parser.update(TINY_INFER)
+        torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    files = [str(root / "configs" / c) for c in configs]
+    overrides = {**(TINY_INFER if configs == ["inference.json"] else TINY_TRAIN),
+                 "bundle_root": str(root), "cache_dir": str(demo_cache)}
+    if "multi_gpu_train.json" in configs:  # initialize would start a process group: torchrun's test does
+        overrides["initialize"] = ["$@checkpoint.attach(@train#trainer)"]
+    workflow = ConfigWorkflow(config_file=files if len(files) > 1 else files[0],
+                              meta_file=str(root / "configs" / "metadata.json"),
+                              logging_file=str(root / "configs" / "logging.conf"),
+                              workflow_type=workflow_type, **overrides)
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_inference_without_weights_says_how_to_get_them(tmp_path):
+    """Inference with no ``models/model.pt`` stops with an error naming the train command."""
+    from medfound.dac.bundle_outputs import require_weights
+
+    with pytest.raises(Exception, match="configs/train.json") as info:
+        require_weights(tmp_path / "models" / "model.pt",
+                        train_command="python -m monai.bundle run --config_file configs/train.json")
+    assert "model.pt" in str(info.value)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+@pytest.mark.slow
+def test_fundus_train_evaluate_infer_chain(tmp_path):
+    """Train 2 iterations on the demo data, evaluate on the held-out domain, infer: masks at input size."""
+    root = _copy_bundle("dac_fundus_segmentation", tmp_path)
+    tiny = _write(tmp_path / "tiny.json", TINY_TRAIN)
+    _bundle_run(root, ["configs/train.json", tiny])
+    run_dir = root / "runs" / "demo_dac_test-Domain4"
+    for produced in ("last.pt", "model.pt", "curves.png", "training_log.jsonl"):
+        assert (run_dir / produced).is_file(), produced
+    assert (root / "models" / "model.pt").is_file()
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+    done = _bundle_run(root, ["configs/train.json", "configs/evaluate.json", tiny])
+    assert "held-out domain Domain4" in done.stdout and "Domain4 (n=" in done.stdout
+    summary = json.loads((run_dir / "evaluation" / "test.json").read_text())
+    assert summary  # per-domain Dice written next to the run
+
+    tiny_infer = _write(tmp_path / "tiny_infer.json", TINY_INFER)
+    _bundle_run(root, ["configs/inference.json", tiny_infer])
+    inputs = sorted((root / "cache").glob("demo_small_seed0/fundus/Domain4/test/ROIs/image/*.png"))
+    outputs = sorted((root / "eval").glob("*_seg.png"))
+    assert inputs and len(outputs) == len(inputs)
+    for image, mask in zip(inputs, outputs):
+        assert mask.name == image.stem + "_seg.png" and _png_size(mask) == _png_size(image)
+        from PIL import Image
+
+        assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_inference_refuses_to_run_without_weights(tmp_path):
+    """The real inference config, with no weights, fails with the train command in the message."""
+    root = _copy_bundle("dac_polyp_segmentation", tmp_path)
+    files = "['configs/inference.json']"
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
+                           "--bundle_root", "."], cwd=root, env=_env(), capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode != 0
+    assert "configs/train.json" in done.stderr and "model.pt" in done.stderr
+
+
+class RankRecord:
+    """Test instrument run inside each ``torchrun`` process: records what this rank trained on.
+
+    Per iteration, a fingerprint of each labelled image of the batch this rank drew (its sum); at
+    the end, this rank's id, the world size, the loader's shard and a hash of the network's state,
+    written to ``<path>_rank<r>.json``. ``stop_at`` ends training after that iteration (as a kill).
+    """
+
+    def __init__(self, path: str, network: torch.nn.Module, loader, stop_at: int = 0) -> None:
+        self.path, self.network, self.loader, self.stop_at = path, network, loader, int(stop_at)
+        self.fingerprints: list[list[float]] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_STARTED, self._batch)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._stop)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+        engine.add_event_handler(Events.TERMINATE, self._write)
+
+    def _batch(self, engine) -> None:
+        images = engine.state.batch["labeled"]["image"]
+        self.fingerprints.append([round(float(x.sum()), 3) for x in images])
+
+    def _stop(self, engine) -> None:
+        if self.stop_at and engine.state.iteration == self.stop_at:
+            engine.terminate()
+
+    def _write(self, engine) -> None:
+        import hashlib
+
+        from medfound.utils.devices import rank, world_size
+
+        digest = hashlib.sha256()
+        for name, value in sorted(self.network.state_dict().items()):
+            digest.update(name.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+        record = {"rank": rank(), "world_size": world_size(), "loader_rank": self.loader.rank,
+                  "loader_world_size": self.loader.world_size, "iteration": engine.state.iteration,
+                  "fingerprints": self.fingerprints, "state_sha256": digest.hexdigest()}
+        Path(f"{self.path}_rank{rank()}.json").write_text(json.dumps(record))
+
+
+def _torchrun(root: Path, configs: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    files = "[" + ",".join(repr(c) for c in configs) + "]"
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", "."]
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+def _network_state(path: Path, key: str | None = "network") -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    return state[key] if key else state
+
+
+@pytest.mark.slow
+def test_multi_gpu_train_under_torchrun_gloo(tmp_path):
+    """``multi_gpu_train.json`` under a real ``torchrun --nproc_per_node 2`` (gloo, CPU).
+
+    Both ranks train, each on its own shard of every global batch; they end with identical
+    weights; only rank 0 writes (one ``last.pt``, no temporaries); a run stopped after iteration 2
+    and started again resumes from ``last.pt`` to the same weights as an uninterrupted run.
+    """
+    from medfound.dac.bundle_data import demo_folder
+
+    cache = tmp_path / "cache"
+    demo_folder("fundus", cache)  # the demo data once, before the three runs
+
+    def run(name: str, stop_at: int) -> tuple[Path, list[dict]]:
+        root = tmp_path / name / "dac_fundus_segmentation"
+        if not root.is_dir():  # the second "killed" run starts again in the same bundle folder
+            _copy_bundle("dac_fundus_segmentation", tmp_path / name)
+        record = str(tmp_path / name / "record")
+        override = {**TINY_TRAIN, "max_epochs": 2, "checkpoint_interval": 2, "cache_dir": str(cache),
+                    "record": {"_target_": "test_bundles_dac.RankRecord", "path": record,
+                               "network": "@network", "loader": "@train#dataloader", "stop_at": stop_at},
+                    "run": ["$@record.attach(@train#trainer)", "$@train#trainer.run()"]}
+        _torchrun(root, ["configs/train.json", "configs/multi_gpu_train.json",
+                         _write(tmp_path / name / "tiny.json", override)])
+        records = [json.loads(Path(f"{record}_rank{r}.json").read_text()) for r in (0, 1)]
+        return root / "runs" / "demo_dac_test-Domain4", records
+
+    full_dir, full = run("uninterrupted", 0)
+    assert [(r["rank"], r["world_size"], r["loader_rank"], r["loader_world_size"]) for r in full] == [
+        (0, 2, 0, 2), (1, 2, 1, 2)]
+    assert full[0]["iteration"] == full[1]["iteration"] == 4
+    # sharded: at every iteration the two ranks drew different labelled images
+    for a, b in zip(full[0]["fingerprints"], full[1]["fingerprints"], strict=True):
+        assert len(a) == len(b) == TINY_TRAIN["batch_size_labeled"] and a != b
+    assert full[0]["state_sha256"] == full[1]["state_sha256"]  # DDP kept the ranks identical
+    assert sorted(p.name for p in full_dir.glob("*.pt")) == ["best_model.pt", "last.pt", "model.pt"]
+    assert not [p for p in full_dir.rglob("*") if ".tmp" in p.name]
+    assert len(list((full_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0's only
+
+    # stopped after iteration 2 (checkpoint at 2), then run again: resumes to iteration 4
+    run("killed", 2)
+    killed_dir, resumed = run("killed", 0)
+    assert resumed[0]["iteration"] == 4 and resumed[0]["fingerprints"] == full[0]["fingerprints"][2:]
+    assert resumed[0]["state_sha256"] == resumed[1]["state_sha256"] == full[0]["state_sha256"]
+    a, b = _network_state(full_dir / "last.pt"), _network_state(killed_dir / "last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _untrained_weights(root: Path) -> None:
+    """``models/model.pt`` from an untrained ``network_def`` (geometry checks need no training)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update(TINY_INFER)
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+
+
+@pytest.mark.slow
+def test_scgm_inference_restacks_volumes_with_input_affine(tmp_path):
+    """SCGM inference on NIfTI volumes: one mask volume per input, segmented slice by slice,
+    re-stacked with the input's shape and affine."""
+    import nibabel as nib
+
+    from medfound.data.synthetic import write_scgm_demo
+
+    root = _copy_bundle("dac_scgm_segmentation", tmp_path)
+    _untrained_weights(root)
+    data = tmp_path / "volumes"
+    write_scgm_demo(data, size="small", seed=0)
+    volumes = sorted(data.glob("site4-sc*-image.nii.gz"))[:2]
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for v in volumes:
+        shutil.copy(v, inputs / v.name)
+    override = {**TINY_INFER, "dataset_dir": str(inputs), "cache_dir": str(tmp_path / "cache")}
+    _bundle_run(root, ["configs/inference.json", _write(tmp_path / "o.json", override)])
+    for v in volumes:
+        out = root / "eval" / v.name.replace(".nii.gz", "_seg.nii.gz")
+        image, mask = nib.load(v), nib.load(out)
+        assert mask.shape == image.shape
+        np.testing.assert_allclose(mask.affine, image.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+
+
+def test_readme_main_job_names_this_bundle():
+    """The README's first set-up command runs the DAC fundus bundle (train, then evaluate) with
+    config files that exist and merge into configs MONAI's parser reads."""
+    import re
+
+    from monai.bundle import ConfigParser
+
+    setup = (ROOT / "README.md").read_text(encoding="utf-8").split("```bash\n", 1)[1].split("```", 1)[0]
+    first = setup.strip().splitlines()[0]
+    lists = re.findall(r'python -m monai\.bundle run --config_file "(\[[^"]+\])"', first)
+    assert len(lists) == 2 and "evaluate.json" in lists[1]
+    for files in lists:
+        paths = [ROOT / f.strip("'") for f in files.strip("[]").split(",")]
+        assert all(p.is_file() for p in paths), paths
+        parser = ConfigParser()
+        parser.read_config([str(p) for p in paths])
+        assert parser["network_def"]["backbone"] == "resnet18" and parser["max_epochs"] <= 4
