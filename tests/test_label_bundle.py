@@ -30,14 +30,14 @@ def test_inference_bundle_pieces(name):
     bundle = InferenceBundle(root, overlays=["demo.json"])
     assert bundle.class_names == CLASSES[name]
     assert bundle.model_path == str(root.resolve() / "models" / "model.pt")
-    assert bundle.spatial_size == [96, 96]  # demo.json over the full-size 256 x 256
+    assert bundle.spatial_size == [64, 64]  # demo.json over the full-size 256 x 256
     post = bundle.postprocessing()
     assert post and not any(isinstance(t, SaveImaged) for t in post)
     network = bundle.network().eval()
     in_channels = int(bundle.get("in_channels"))
     with torch.no_grad():
-        out = network(torch.zeros(1, in_channels, 96, 96))
-    assert out.shape == (1, len(CLASSES[name]), 96, 96)
+        out = network(torch.zeros(1, in_channels, 64, 64))
+    assert out.shape == (1, len(CLASSES[name]), 64, 64)
     # a new instance each time (the app keeps one per task and loads weights into copies)
     assert bundle.network() is not network
 
@@ -50,7 +50,7 @@ def test_fundus_preprocessing_reads_a_photograph_at_the_working_size(tmp_path):
         pytest.skip(f"{root} not in this checkout (the DAC bundles branch)")
     Image.fromarray(np.full((50, 70, 3), 128, np.uint8)).save(tmp_path / "x.png")
     image = InferenceBundle(root, overlays=["demo.json"]).preprocessing()({"image": str(tmp_path / "x.png")})["image"]
-    assert tuple(image.shape) == (3, 96, 96)
+    assert tuple(image.shape) == (3, 64, 64)
 
 
 def test_training_parser_takes_the_app_overrides(tmp_path):
@@ -62,7 +62,7 @@ def test_training_parser_takes_the_app_overrides(tmp_path):
     assert parser.get_parsed_content("output_dir") == str(tmp_path / "run")
     assert parser.get_parsed_content("split_file") == str(tmp_path / "split.json")
     assert parser.get_parsed_content("max_epochs") == 1
-    assert parser.get_parsed_content("iterations_per_epoch") == 50  # demo.json's
+    assert parser.get_parsed_content("iterations_per_epoch") == 40  # demo.json's
 
 
 def test_missing_overlay_names_the_file(tmp_path):
