@@ -81,6 +81,7 @@ __all__ = [
     "ClassificationHead",
     "SegmentationHead",
     "UMedPTEmbedding",
+    "UMedPTFeatureNet",
     "UMedPTTaskOutput",
     "batchnorm_to_groupnorm",
     "detection_points",
@@ -634,6 +635,30 @@ class UMedPTEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
+
+
+class UMedPTFeatureNet(UMedPT):
+    """A :class:`UMedPT` whose ``forward(x)`` is the image embedding: a bundle's ``network_def``.
+
+    MONAI bundles need a ``network_def`` that returns one tensor and loads ``models/model.pt``
+    as its own state dict. This subclass has exactly :class:`UMedPT`'s parameters and state
+    dict (a ``model.pt`` written by ``medfound convert-umedpt`` or by a pre-training run loads
+    with ``strict=True``), so unlike :class:`UMedPTEmbedding` (whose keys carry ``model.``) it
+    needs no key mapping. ``forward(x, task=name)`` is still one task's output.
+
+    Example
+    -------
+    >>> import torch
+    >>> net = UMedPTFeatureNet(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
+    ...                        squeezer_channels=16, seg_hidden_channels=16, det_channels=16)
+    >>> net(torch.rand(2, 3, 32, 32)).shape, sorted(net.state_dict()) == sorted(UMedPT.state_dict(net))
+    (torch.Size([2, 16]), True)
+    """
+
+    def forward(self, x: torch.Tensor, task: str | None = None) -> Any:  # type: ignore[override]
+        if task is None:
+            return self.forward_features(x)
+        return super().forward(x, task)
 
 
 class UMedPTTaskOutput(nn.Module):
