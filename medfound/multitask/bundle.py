@@ -352,7 +352,7 @@ def bundle_transfer_config(**options: Any) -> dict[str, Any]:
     -------
     >>> cfg = bundle_transfer_config(fractions=[10, 100], repeats=1)
     >>> cfg["transfer"]["fractions"], cfg["encoders"]["umedpt"]
-    ([10.0, 100.0], '$@bundle_root + '/models'')
+    ([10.0, 100.0], "$@bundle_root + '/models'")
     """
     from medfound.multitask.transfer.protocol import transfer_config
 
