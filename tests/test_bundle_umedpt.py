@@ -69,7 +69,10 @@ def test_generated_configs_are_the_committed_ones_and_agree_with_training_config
     assert train["validate"]["dataloader"] == base["val_loader"]
     for key in ("optimizer", "head_optimizer", "lr_scheduler", "run_plan", "max_iterations", "seed", "device"):
         assert train[key] == base[key], key
-    assert train["network_def"] == "$medfound.networks.UMedPTFeatureNet(**@network_args)"
+    assert train["network_def"] == {"_target_": "medfound.networks.UMedPTFeatureNet.from_arguments",
+                                    "arguments": "@network_args", "dropout": 0.0}
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    assert inference["network_def"] == train["network_def"]  # the same network, read from models/ at inference
     assert train["train"]["handlers"][0]["interval"] == "@val_interval" and train["val_interval"] == 1
 
 

@@ -278,8 +278,8 @@ def bundle_train_config(
     demo, written into ``cache_dir``); ``output_dir`` (``<bundle_root>/models``: ``last.pt``,
     ``model.pt``, ``encoder.pt``, ``network.json``, ``history.json``, ``curves.png``,
     ``tensorboard/``); ``network_args`` (UMedPT arguments) and ``network_def``
-    (:class:`~medfound.networks.UMedPTFeatureNet` of them); ``train#dataset#data`` (the task
-    file), ``train#dataset#roles`` / ``#names``; ``tasks``; ``train#dataloader``,
+    (:class:`~medfound.networks.UMedPTFeatureNet` of them, with ``network_def#dropout``);
+    ``train#dataset#data`` (the task file), ``train#dataset#roles`` / ``#names``; ``tasks``; ``train#dataloader``,
     ``train#inferer``, ``train#handlers``, ``train#trainer`` (``#max_epochs`` or
     ``#max_iterations``); ``validate#dataloader``, ``validate#inferer``, ``validate#handlers``,
     ``validate#evaluator``; ``val_interval`` (epochs); the others as :func:`training_config`
@@ -307,7 +307,8 @@ def bundle_train_config(
         "cache_dir": "$@bundle_root + '/cache'",
         "output_dir": "$@bundle_root + '/models'",
         "network_args": network_args,
-        "network_def": "$medfound.networks.UMedPTFeatureNet(**@network_args)",
+        "network_def": {"_target_": "medfound.networks.UMedPTFeatureNet.from_arguments",
+                        "arguments": "@network_args", "dropout": 0.0},
         "tasks": tasks,
         "train": {
             "dataset": {"data": "$medfound.multitask.bundle.tasks_file(@dataset_dir, @cache_dir)",
