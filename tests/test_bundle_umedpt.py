@@ -161,6 +161,18 @@ def test_inference_json_writes_embeddings_and_task_outputs_of_images_and_a_volum
     assert probs.shape == (4, 40, 48, 5)  # background + 3 organs, input size, every slice
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
     assert np.load(out / "img1_task_ct_abdomen_organs_seg.npy").shape == (4, *png_shape)
+    mask = nib.load(str(out / "vol_mask_ct_abdomen_organs_seg.nii.gz"))  # the input's geometry
+    np.testing.assert_allclose(mask.affine, nib.load(str(inputs / "vol.nii.gz")).affine)
+    np.testing.assert_array_equal(np.asarray(mask.dataobj), probs.argmax(0))
+
+    # without a task: embeddings only
+    plain = tmp_path / "plain"
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), meta_file=META, workflow_type="infer",
+                              bundle_root=str(trained_bundle), dataset_dir=str(inputs), output_dir=str(plain))
+    workflow.initialize()
+    workflow.run()
+    assert sorted(p.name for p in plain.iterdir()) == ["img0_embedding.npy", "img1_embedding.npy", "vol_embedding.npy"]
+    np.testing.assert_array_equal(np.load(plain / "vol_embedding.npy"), np.load(out / "vol_embedding.npy"))
 
     # the volume's embeddings are the network's on each preprocessed slice, with the trained weights
     parser = workflow.parser

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
@@ -205,7 +206,10 @@ class SliceStackInferer(Inferer):
         slices = plain.permute(0, 4, 1, 2, 3).reshape(b * depth, *inputs.shape[1:4])
         step = self.slice_batch
         out = torch.cat([network(slices[i : i + step], *args, **kwargs) for i in range(0, len(slices), step)])
-        return out.reshape(b, depth, *out.shape[1:]).movedim(1, -1)
+        out = out.reshape(b, depth, *out.shape[1:]).movedim(1, -1)
+        if isinstance(inputs, MetaTensor) and out.shape[2:] == inputs.shape[2:]:  # spatial: keep the geometry
+            out = MetaTensor(out, meta=inputs.meta, applied_operations=inputs.applied_operations)
+        return out
 
 
 class SaveArrayd(MapTransform):
