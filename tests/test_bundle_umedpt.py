@@ -277,3 +277,21 @@ def test_multi_gpu_train_json_under_torchrun_two_gloo_processes(multitask_demo, 
     saved = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(saved[k], r0[k]) for k in r0)  # rank 0 wrote the final weights
     assert (tmp_path / "models" / "last.pt").is_file()
+
+
+def test_inference_json_reads_a_dicom_series_folder(trained_bundle, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    from medfound.io import write_dicom_series
+
+    volume = np.random.default_rng(1).normal(0, 200, (40, 48, 5)).astype(np.int16)
+    write_dicom_series(volume, tmp_path / "dicom" / "series1")
+    out = tmp_path / "out"
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), meta_file=META, workflow_type="infer",
+                              bundle_root=str(trained_bundle), dataset_dir=str(tmp_path / "dicom"),
+                              output_dir=str(out), task="ct_abdomen_organs_seg",
+                              image_reader={"_target_": "medfound.io.DicomSeriesReader"})
+    workflow.initialize()
+    workflow.run()
+    assert np.load(out / "series1_embedding.npy").shape == (16, 5)
+    assert nib.load(str(out / "series1_mask_ct_abdomen_organs_seg.nii.gz")).shape == (40, 48, 5)
