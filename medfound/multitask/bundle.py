@@ -327,6 +327,11 @@ def bundle_train_config(
             (cfg[section] if section else cfg)[key] = base.pop(old)
     cfg.update(base)
     cfg["train"]["trainer"]["inferer"] = "@train#inferer"
+    # the model zoo sets the run length with train#trainer#max_epochs: epochs given there (or as
+    # max_epochs) replace the default iteration count, and the schedule follows the trainer's length
+    cfg["train"]["trainer"]["max_iterations"] = "$None if @train#trainer#max_epochs else @max_iterations"
+    cfg["run_plan"] = ("$plan_run(@train#dataloader, @train#trainer#max_epochs, @train#trainer#max_iterations, "
+                       "@epoch_length, @window)")
     if cfg["validate"]:
         cfg["validate"]["inferer"] = {"_target_": "SimpleInferer"}
         cfg["validate"]["evaluator"]["inferer"] = "@validate#inferer"
