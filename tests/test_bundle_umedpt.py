@@ -298,3 +298,16 @@ def test_inference_json_reads_a_dicom_series_folder(trained_bundle, tmp_path):
     workflow.run()
     assert np.load(out / "series1_embedding.npy").shape == (16, 5)
     assert nib.load(str(out / "series1_mask_ct_abdomen_organs_seg.nii.gz")).shape == (40, 48, 5)
+
+
+def test_zoo_max_epochs_override_replaces_the_iteration_count():
+    from monai.bundle import ConfigParser
+
+    lengths = []
+    for override in ({}, {"train#trainer#max_epochs": 2}, {"max_epochs": 3}):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.json"))
+        parser.update(override)
+        lengths.append((parser.get_parsed_content("train#trainer#max_epochs"),
+                        parser.get_parsed_content("train#trainer#max_iterations")))
+    assert lengths == [(None, 100000), (2, None), (3, None)]
