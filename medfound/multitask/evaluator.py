@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
 from medfound.errors import ConfigError
@@ -66,6 +67,8 @@ class MultiTaskEvaluator(Evaluator):
     offload_heads : keep heads on the CPU except while their task runs (as in training).
     amp : autocast on CUDA.
     detection_postprocessing : options of ``FCOSPostprocessor`` (``score_thresh``, ``nms_thresh``, ...).
+    inferer : how the network is called, ``inferer(images, network, task=name)`` (MONAI's
+        ``SimpleInferer`` by default, i.e. ``network(images, task=name)``).
     val_handlers, additional_metrics, non_blocking, amp_kwargs : as MONAI's evaluators.
     """
 
@@ -79,6 +82,7 @@ class MultiTaskEvaluator(Evaluator):
         amp: bool = False,
         detection_postprocessing: Mapping[str, Any] | None = None,
         val_handlers: Sequence | None = None,
+        inferer: Inferer | None = None,
         additional_metrics: dict | None = None,
         non_blocking: bool = False,
         amp_kwargs: dict | None = None,
@@ -95,6 +99,7 @@ class MultiTaskEvaluator(Evaluator):
             raise ConfigError(f"val_loader has tasks {unknown} that are not among the evaluator's {list(self.specs)}")
         ensure_heads(network, specs)
         self.network = network
+        self.inferer = inferer if inferer is not None else SimpleInferer()
         self.offload_heads = check_bool(offload_heads, "offload_heads")
         self.amp_enabled = check_bool(amp, "amp") and device.type == "cuda"
         self.postprocessor = FCOSPostprocessor(**dict(detection_postprocessing or {}))
@@ -120,7 +125,7 @@ class MultiTaskEvaluator(Evaluator):
             move_head(self.network, name, engine.state.device)
         self.network.eval()
         with torch.no_grad(), torch.autocast(engine.state.device.type, enabled=self.amp_enabled, **engine.amp_kwargs):
-            pred = self.network(images, task=name)
+            pred = self.inferer(images, self.network, task=name)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         if spec.kind == "detection":
             sizes = [tuple(int(v) for v in s) for s in batch["image_size"]]

@@ -60,6 +60,7 @@ import torch
 from ignite.engine import EventEnum, Events
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
 from medfound.errors import ConfigError, WeightsError
@@ -214,6 +215,8 @@ class MultiTaskTrainer(Trainer):
     offload_heads : keep heads and their optimiser state on the CPU except while their task runs.
     frozen_shared : train the heads only: shared parameters get no gradients and the shared
         modules stay in eval mode (no dropout or stochastic depth), e.g. for frozen-encoder transfer.
+    inferer : how the network is called, ``inferer(images, network, task=name)`` (MONAI's
+        ``SimpleInferer`` by default, i.e. ``network(images, task=name)``).
     train_handlers, key_train_metric, additional_metrics, non_blocking, amp_kwargs : as MONAI's ``Trainer``.
     """
 
@@ -238,6 +241,7 @@ class MultiTaskTrainer(Trainer):
         offload_heads: bool = False,
         frozen_shared: bool = False,
         train_handlers: Sequence | None = None,
+        inferer: Inferer | None = None,
         key_train_metric: dict | None = None,
         additional_metrics: dict | None = None,
         non_blocking: bool = False,
@@ -268,6 +272,7 @@ class MultiTaskTrainer(Trainer):
                 move_head(network, name, self.offload_device)
         broadcast_module(network)
         self.network = network
+        self.inferer = inferer if inferer is not None else SimpleInferer()
         self.size_divisor = int(getattr(network, "size_divisor", 32))
         self.shared_params, head_params = split_parameters(network)
         self.frozen_shared = check_bool(frozen_shared, "frozen_shared")
@@ -368,7 +373,7 @@ class MultiTaskTrainer(Trainer):
                 if child_name != "heads":
                     child.eval()
         with torch.autocast(engine.state.device.type, enabled=self.amp_enabled, **engine.amp_kwargs):
-            pred = self.network(images, task=name)
+            pred = self.inferer(images, self.network, task=name)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             loss = task_loss(spec.kind, self.loss_functions[name], pred, target, images, self.size_divisor)
         engine.state.output["pred"] = pred

@@ -13,4 +13,4 @@ from medfound.networks.deeplabv3plus import DeepLabV3Plus  # noqa: F401
 from medfound.networks.fcos import FCOSHead, FCOSPostprocessor  # noqa: F401
 from medfound.networks.resnet import ResNet, build_resnet  # noqa: F401
 from medfound.networks.swin_v2 import SwinTransformerV2, swin_v2_b, swin_v2_s, swin_v2_t  # noqa: F401
-from medfound.networks.umedpt import UMedPT, UMedPTEmbedding, UMedPTTaskOutput, batchnorm_to_groupnorm  # noqa: F401
+from medfound.networks.umedpt import UMedPT, UMedPTEmbedding, UMedPTFeatureNet, UMedPTTaskOutput, batchnorm_to_groupnorm  # noqa: F401

@@ -66,7 +66,7 @@ from torch import nn
 from medfound.errors import ConfigError, ShapeError, WeightsError
 from medfound.networks.fcos import DEFAULT_STRIDES, FCOSHead, fcos_locations
 from medfound.networks.swin_v2 import SWIN_V2_VARIANTS, SwinTransformerV2, strip_classifier
-from medfound.utils.checks import check_choice, check_int
+from medfound.utils.checks import check_choice, check_float, check_int
 from medfound.utils.files import load_torch_file
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "ClassificationHead",
     "SegmentationHead",
     "UMedPTEmbedding",
+    "UMedPTFeatureNet",
     "UMedPTTaskOutput",
     "batchnorm_to_groupnorm",
     "detection_points",
@@ -645,6 +646,45 @@ class UMedPTEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
+
+
+class UMedPTFeatureNet(UMedPT):
+    """A :class:`UMedPT` whose ``forward(x)`` is the image embedding: a bundle's ``network_def``.
+
+    MONAI bundles need a ``network_def`` that returns one tensor and loads ``models/model.pt``
+    as its own state dict. This subclass has exactly :class:`UMedPT`'s parameters and state
+    dict (a ``model.pt`` written by ``medfound convert-umedpt`` or by a pre-training run loads
+    with ``strict=True``), so unlike :class:`UMedPTEmbedding` (whose keys carry ``model.``) it
+    needs no key mapping. ``forward(x, task=name)`` is still one task's output.
+
+    ``dropout`` (default 0: off) is applied to the embedding, for Monte Carlo dropout (MONAI
+    Label's epistemic scoring sets a bundle's ``network_def#dropout``); it has no parameters.
+    :meth:`from_arguments` builds the network from a dict of UMedPT arguments, so a bundle
+    config keeps them in one entry and still names ``dropout`` on its own.
+
+    Example
+    -------
+    >>> import torch
+    >>> args = dict(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
+    ...             squeezer_channels=16, seg_hidden_channels=16, det_channels=16)
+    >>> net = UMedPTFeatureNet.from_arguments(args, dropout=0.1)
+    >>> net(torch.rand(2, 3, 32, 32)).shape, sorted(net.state_dict()) == sorted(UMedPT(**args).state_dict())
+    (torch.Size([2, 16]), True)
+    """
+
+    def __init__(self, *args: Any, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dropout = nn.Dropout(check_float(dropout, "dropout", low=0.0, high=1.0, high_open=True))
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any] | None = None, dropout: float = 0.0) -> UMedPTFeatureNet:
+        """``cls(**arguments, dropout=dropout)``."""
+        return cls(**dict(arguments or {}), dropout=dropout)
+
+    def forward(self, x: torch.Tensor, task: str | None = None) -> Any:  # type: ignore[override]
+        if task is None:
+            return self.dropout(self.forward_features(x))
+        return super().forward(x, task)
 
 
 class UMedPTTaskOutput(nn.Module):
