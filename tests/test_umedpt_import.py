@@ -421,6 +421,7 @@ def test_convert_round_trip(archive, tmp_path):
         "squeezer_channels": 24,
         "pixel_embedding_channels": 4,
         "seg_hidden_channels": 12,
+        "pixel_embedding_stride": 1,
     }
     assert report["imported"] == ["encoder", "seg_decoder", "squeezer"]
     assert report["initialised"] == ["det_decoder"] and report["skipped_members"] == ["some_task.pt"]

@@ -22,7 +22,10 @@ state-dict names and mapped onto medfound's UMedPT:
 - ``squeezer.pt`` (``Squeezer``: ``conv`` 1x1 if ``out_channels`` was set, ``norm`` =
   GroupNorm(1, C), GELU, average pooling) -> :class:`~medfound.networks.umedpt.Squeezer`;
 - ``decoder.pt`` if present (``PyramidDecoder`` > ``SMPUnetDecoder`` > smp ``UnetDecoder``)
-  -> :class:`~medfound.networks.umedpt.UNetDecoder`.
+  -> :class:`~medfound.networks.umedpt.UNetDecoder`, with the geometry of the smp version
+  that wrote it (:data:`UNET_DECODER_GEOMETRY`: mmm 1.0.4's smp 0.3.x ``DecoderBlock`` ends
+  at stride 2, smp 0.5's ``UnetDecoderBlock`` at full size), recorded as
+  ``pixel_embedding_stride`` in the converted config.
 
 Other members (task heads) are listed and skipped. The published weights must not be
 redistributed (their licence): the importer works on the user's own download.
@@ -63,6 +66,7 @@ from medfound.utils import atomic_torch_save, atomic_write_json
 
 __all__ = [
     "ALLOWED_CLASSES",
+    "UNET_DECODER_GEOMETRY",
     "PickledObject",
     "read_archive_member",
     "module_state_dict",
@@ -99,7 +103,8 @@ ALLOWED_CLASSES: frozenset[str] = frozenset(
         "mmm.neural.modules.smp_modules.SMPUnetDecoder",
         "mmm.neural.modules.smp_modules.SMPUnetDecoder.Config",
         f"{_SMP}.decoders.unet.decoder.UnetDecoder",
-        f"{_SMP}.decoders.unet.decoder.UnetDecoderBlock",
+        f"{_SMP}.decoders.unet.decoder.DecoderBlock",  # segmentation-models-pytorch 0.3.x (mmm 1.0.4)
+        f"{_SMP}.decoders.unet.decoder.UnetDecoderBlock",  # segmentation-models-pytorch 0.5
         f"{_SMP}.base.modules.Conv2dReLU",
         f"{_SMP}.base.modules.Attention",
         *(
@@ -125,6 +130,18 @@ ALLOWED_CLASSES: frozenset[str] = frozenset(
         ),
     }
 )
+
+#: U-Net decoder block class of each published segmentation-models-pytorch version -> the
+#: decoder's geometry. With mmm's pyramid (input, strides 4-32) the decoder has 4 blocks after
+#: the deepest map. smp 0.3.x's ``DecoderBlock`` doubles the size in every block
+#: (``scale_factor=2``), so its last, skip-less block ends at stride 2 (the published
+#: encoder-1.0.4 gives a 112x128 pixel embedding for a 224x256 input); smp 0.5's
+#: ``UnetDecoderBlock`` interpolates to the next level's size and its last block to the input's,
+#: i.e. full size. Recorded in the converted config as ``pixel_embedding_stride``.
+UNET_DECODER_GEOMETRY: dict[str, dict[str, Any]] = {
+    f"{_SMP}.decoders.unet.decoder.DecoderBlock": {"smp": "0.3.x", "pixel_embedding_stride": 2},
+    f"{_SMP}.decoders.unet.decoder.UnetDecoderBlock": {"smp": "0.5", "pixel_embedding_stride": 1},
+}
 
 _STORAGE_DTYPES: dict[str, torch.dtype] = {
     "FloatStorage": torch.float32,
@@ -451,7 +468,14 @@ def _decoder_state(state, classes, root: PickledObject, member: str) -> tuple[di
         hidden = max(int(v.shape[0]) for k, v in ours.items() if re.match(r"blocks\.\d+\.conv1\.0\.weight", k))
     except (KeyError, ValueError):
         raise WeightsError(f"{member}: not an SMP U-Net decoder with final_conv") from None
-    return ours, {"pixel_embedding_channels": pixel, "seg_hidden_channels": hidden}
+    block_classes = {c for k, c in classes.items() if re.fullmatch(r"model\.decoder\.blocks\.\d+", k)}
+    if len(block_classes) != 1 or next(iter(block_classes)) not in UNET_DECODER_GEOMETRY:
+        raise WeightsError(
+            f"{member}: U-Net decoder blocks of class {sorted(block_classes)}; known: one of "
+            f"{sorted(UNET_DECODER_GEOMETRY)} (segmentation-models-pytorch 0.3.x or 0.5)"
+        )
+    stride = UNET_DECODER_GEOMETRY[next(iter(block_classes))]["pixel_embedding_stride"]
+    return ours, {"pixel_embedding_channels": pixel, "seg_hidden_channels": hidden, "pixel_embedding_stride": stride}
 
 
 def _sha256(path: Path) -> str:

@@ -92,6 +92,10 @@ class MultiTaskEvents(EventEnum):
     SHARED_STEP_COMPLETED = "shared_step_completed"
     #: a head's optimiser has stepped
     HEAD_STEP_COMPLETED = "head_step_completed"
+    #: with ``offload_heads``: a head and its optimiser state have moved;
+    #: ``engine.state.head_move`` is ``(task, device)`` (before its forward: to the training
+    #: device, after its step: back to ``offload_device``)
+    HEAD_MOVED = "head_moved"
 
 
 class RunPlan(NamedTuple):
@@ -162,8 +166,9 @@ def _make_optimizer(arg: Any, params: list[nn.Parameter], what: str) -> torch.op
             raise ConfigError(f"{what} does not hold exactly the parameters it is for; give a factory instead")
         return arg
     if not callable(arg):
-        raise ConfigError(f"{what} must be an optimiser or a factory of one ('_mode_': 'callable'), "
-                          f"got {type(arg).__name__}")
+        raise ConfigError(
+            f"{what} must be an optimiser or a factory of one ('_mode_': 'callable'), got {type(arg).__name__}"
+        )
     optimizer = arg(list(params))
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(f"{what} factory returned a {type(optimizer).__name__}, not a torch.optim.Optimizer")
@@ -178,8 +183,9 @@ def _make_scheduler(arg: Any, optimizer: torch.optim.Optimizer, what: str) -> An
             raise ConfigError(f"{what} schedules another optimiser; give a factory instead")
         return arg
     if not callable(arg):
-        raise ConfigError(f"{what} must be a scheduler or a factory of one ('_mode_': 'callable'), "
-                          f"got {type(arg).__name__}")
+        raise ConfigError(
+            f"{what} must be a scheduler or a factory of one ('_mode_': 'callable'), got {type(arg).__name__}"
+        )
     return arg(optimizer)
 
 
@@ -213,6 +219,8 @@ class MultiTaskTrainer(Trainer):
         (``None`` or 0: no clipping; ``head_grad_clip=None`` takes ``grad_clip``, 0 turns it off).
     amp : mixed precision (autocast + gradient scaling) when the device is CUDA; ignored on CPU.
     offload_heads : keep heads and their optimiser state on the CPU except while their task runs.
+    offload_device : where offloaded heads wait (``"cpu"``). Every move of a head fires
+        ``MultiTaskEvents.HEAD_MOVED``.
     frozen_shared : train the heads only: shared parameters get no gradients and the shared
         modules stay in eval mode (no dropout or stochastic depth), e.g. for frozen-encoder transfer.
     inferer : how the network is called, ``inferer(images, network, task=name)`` (MONAI's
@@ -239,6 +247,7 @@ class MultiTaskTrainer(Trainer):
         head_grad_clip: float | None = None,
         amp: bool = False,
         offload_heads: bool = False,
+        offload_device: str | torch.device = "cpu",
         frozen_shared: bool = False,
         train_handlers: Sequence | None = None,
         inferer: Inferer | None = None,
@@ -262,7 +271,7 @@ class MultiTaskTrainer(Trainer):
         self.window, self.total_iterations = self.plan.window, self.plan.iterations
         self.world_size, self.rank = world_size(), rank()
         self.offload_heads = check_bool(offload_heads, "offload_heads")
-        self.offload_device = torch.device("cpu")
+        self.offload_device = torch.device(offload_device)
 
         # network: heads for every task, on the right devices, equal on every process
         ensure_heads(network, specs)
@@ -349,11 +358,16 @@ class MultiTaskTrainer(Trainer):
     # -- one iteration -------------------------------------------------------------------------
     def _activate(self, name: str) -> None:
         if self.offload_heads:
-            move_head(self.network, name, self.state.device, self.head_optimizers[name])
+            self._move_head(name, self.state.device)
 
     def _deactivate(self, name: str) -> None:
         if self.offload_heads:
-            move_head(self.network, name, self.offload_device, self.head_optimizers[name])
+            self._move_head(name, self.offload_device)
+
+    def _move_head(self, name: str, device: torch.device) -> None:
+        move_head(self.network, name, device, self.head_optimizers[name])
+        self.state.head_move = (name, device)
+        self.fire_event(MultiTaskEvents.HEAD_MOVED)
 
     def _iteration(self, engine: MultiTaskTrainer, batchdata: tuple[str, Any]) -> dict[str, Any]:
         if batchdata is None or len(batchdata) != 2:

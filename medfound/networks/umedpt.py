@@ -12,7 +12,8 @@ code (MedicalMultitaskModeling), so imported weights reproduce it:
 - ``shared["seg_decoder"]``: :class:`UNetDecoder`, U-Net over strides 32/16/8/4 with encoder
   skips (conv-GroupNorm(1, C)-ReLU pairs as segmentation-models-pytorch's ``UnetDecoder``),
   then a 3x3 conv, ``GroupNorm(1, 16)`` and GELU: a 16-channel pixel embedding at full
-  input resolution;
+  input resolution (``pixel_embedding_stride=2``: at half resolution, the geometry of the
+  published encoder-1.0.4, whose segmentation-models-pytorch 0.3 decoder ends at stride 2);
 - ``shared["det_decoder"]``: :class:`FPNDecoder`, FPN over strides 8/16/32 plus two extra
   levels (64, 128) and one classification and one box tower of 4 conv-GroupNorm-GELU layers
   shared by all levels;
@@ -188,8 +189,10 @@ class UNetDecoder(nn.Module):
     """U-Net decoder from the stride-32 map up to a pixel embedding at full resolution.
 
     Blocks upsample (nearest) to the next skip's size (strides 16, 8, 4), concatenate the
-    skip and apply two conv-GroupNorm(1, C)-ReLU layers; the last block goes to the input
-    size without a skip. Then a 3x3 conv, ``GroupNorm(1, C)`` and GELU give the pixel
+    skip and apply two conv-GroupNorm(1, C)-ReLU layers; the last block goes without a skip
+    to the input size (``output_stride=1``, segmentation-models-pytorch 0.5's geometry) or
+    doubles the stride-4 map (``output_stride=2``, smp 0.3.x's ``scale_factor=2`` blocks, as
+    in the published encoder-1.0.4). Then a 3x3 conv, ``GroupNorm(1, C)`` and GELU give the pixel
     embedding. Block widths follow the published decoder: ``min(2**i * pixel_channels,
     hidden_channels)`` from the deepest block down, i.e. 96, 64, 32, 16.
 
@@ -199,12 +202,20 @@ class UNetDecoder(nn.Module):
         squeezer's feature map).
     pixel_embedding_channels : channels of the output.
     hidden_channels : the widest block.
+    output_stride : 1 (output at the input size) or 2 (at half of it, rounded as the stride-4
+        map doubled).
     """
 
     def __init__(
-        self, encoder_channels: Sequence[int], pixel_embedding_channels: int = 16, hidden_channels: int = 96
+        self,
+        encoder_channels: Sequence[int],
+        pixel_embedding_channels: int = 16,
+        hidden_channels: int = 96,
+        output_stride: int = 1,
     ) -> None:
         super().__init__()
+        check_choice(output_stride, (1, 2), "UNetDecoder output_stride")
+        self.output_stride = int(output_stride)
         encoder_channels = [int(c) for c in encoder_channels]
         if len(encoder_channels) < 2:
             raise ConfigError(f"UNetDecoder needs at least 2 encoder levels, got {encoder_channels}")
@@ -219,12 +230,17 @@ class UNetDecoder(nn.Module):
         self.out_channels = int(pixel_embedding_channels)
 
     def forward(self, features: Sequence[torch.Tensor], output_size: Sequence[int]) -> torch.Tensor:
-        """``features``: maps at strides 4, 8, 16, 32; returns ``(B, C_pix, *output_size)``."""
+        """``features``: maps at strides 4, 8, 16, 32; returns ``(B, C_pix, *output_size)``
+        (``output_stride=2``: twice the stride-4 map's size)."""
         x = features[-1]
         skips = list(reversed(features[:-1]))
         for i, block in enumerate(self.blocks):
             skip = skips[i] if i < len(skips) else None
-            x = block(x, skip.shape[-2:] if skip is not None else output_size, skip)
+            if skip is not None:
+                size = skip.shape[-2:]
+            else:
+                size = output_size if self.output_stride == 1 else [2 * d for d in x.shape[-2:]]
+            x = block(x, size, skip)
         return self.act(self.norm(self.final_conv(x)))
 
 
@@ -422,6 +438,9 @@ class UMedPT(nn.Module):
     embed_dim, depths, num_heads, window_size, stochastic_depth_prob : override the
         variant's encoder configuration (small test models).
     seg_hidden_channels : widest segmentation decoder block (96 as published).
+    pixel_embedding_stride : 1 (pixel embedding at the input size) or 2 (at half size, as the
+        published encoder-1.0.4's decoder; segmentation logits are then upsampled bilinearly
+        to the input size after the head).
     input_normalization : ``None`` (inputs in [0, 1] as the published model takes them) or
         ``"imagenet"`` (mean/std normalisation, for torchvision ImageNet encoder weights).
     size_divisor : sides are zero-padded to multiples of it (32: five halvings).
@@ -458,6 +477,7 @@ class UMedPT(nn.Module):
         window_size: int | Sequence[int] = 8,
         stochastic_depth_prob: float | None = None,
         seg_hidden_channels: int = 96,
+        pixel_embedding_stride: int = 1,
         input_normalization: str | None = None,
         size_divisor: int = 32,
         fused_attention: bool = True,
@@ -487,7 +507,10 @@ class UMedPT(nn.Module):
                 "encoder": encoder,
                 "squeezer": squeezer,
                 "seg_decoder": UNetDecoder(
-                    [c4, c8, c16, squeezer.out_channels], pixel_embedding_channels, seg_hidden_channels
+                    [c4, c8, c16, squeezer.out_channels],
+                    pixel_embedding_channels,
+                    seg_hidden_channels,
+                    output_stride=pixel_embedding_stride,
                 ),
                 "det_decoder": FPNDecoder(
                     [c8, c16, squeezer.out_channels], det_channels, len(DETECTION_STRIDES), det_num_convs
@@ -596,9 +619,13 @@ class UMedPT(nn.Module):
         return self.shared["seg_decoder"]([*pyramid[:3], deep], xp.shape[-2:])
 
     def pixel_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """The segmentation decoder's ``(B, pixel_embedding_channels, H, W)`` output, cropped to the input."""
+        """The segmentation decoder's ``(B, pixel_embedding_channels, H, W)`` output, cropped to the input.
+
+        With ``pixel_embedding_stride=2`` it is ``(B, C, ceil(H / 2), ceil(W / 2))``.
+        """
+        s = self.shared["seg_decoder"].output_stride
         h, w = x.shape[-2:]
-        return self._padded_pixel_embedding(x)[..., :h, :w]
+        return self._padded_pixel_embedding(x)[..., : -(-h // s), : -(-w // s)]
 
     def detection_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The detection towers' per-level outputs ``(cls_feats, reg_feats)`` at strides 8-128 (padded input)."""
@@ -620,7 +647,11 @@ class UMedPT(nn.Module):
             return head(self.forward_features(x))
         if kind == "segmentation":  # crop after the head, so its kernel sees the padded embedding
             h, w = x.shape[-2:]
-            return head(self._padded_pixel_embedding(x))[..., :h, :w]
+            logits = head(self._padded_pixel_embedding(x))
+            if self.shared["seg_decoder"].output_stride != 1:  # half-size embedding: logits to the padded size
+                padded = [d + (-d) % self.size_divisor for d in (h, w)]
+                logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+            return logits[..., :h, :w]
         return head(*self.detection_features(x))
 
 
