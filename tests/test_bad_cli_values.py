@@ -1,0 +1,78 @@
+"""Command-line values and configs that used to escape, vanish or end in a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medfound.cli import main
+from medfound.dac.config import DACConfig, check_network
+from medfound.errors import ConfigError
+
+
+def _datalist(tmp_path: Path, domains) -> Path:
+    items = [{"image": f"/d/{d}_{i}.png", "label": f"/d/{d}_{i}_l.png", "domain": d, "case_id": f"{d}/{i}"}
+             for d in domains for i in range(4)]
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"name": "x", "data": items}))
+    return path
+
+
+def test_split_file_names_never_leave_the_output_folder(tmp_path, capsys):
+    evil = "x/../../../../elsewhere/ESCAPED"
+    datalist = _datalist(tmp_path, ["A", evil])
+    out = tmp_path / "deep" / "out"
+    assert main(["dac", "split", str(datalist), "-o", str(out)]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json") if p != datalist)
+    assert len(written) == 2 and all(w.startswith("deep/out/") and w.count("/") == 2 for w in written)
+    assert not list(tmp_path.rglob("ESCAPED*")) or all("deep/out" in str(p) for p in tmp_path.rglob("ESCAPED*"))
+
+
+@pytest.mark.parametrize(
+    ("domains", "extra", "message"),
+    [([], [], "no items"), (["A"], [], "at least 2 domains"),
+     (["A", "B"], ["--test-domain", "A", "--labeled-domain", "A"], "must differ from the test domain")],
+)
+def test_splits_that_make_nothing_are_errors(tmp_path, capsys, domains, extra, message):
+    datalist = _datalist(tmp_path, domains)
+    out = tmp_path / "out"
+    assert main(["dac", "split", str(datalist), "-o", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medfound: error:") and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_dac_network_must_be_registered_unless_allowed():
+    assert check_network(DACConfig.from_dict({"network": {"target": "deeplabv3plus"}})).endswith("DeepLabV3Plus")
+    cfg = DACConfig.from_dict({"network": {"target": "collections.OrderedDict"}})
+    with pytest.raises(ConfigError, match=r"not a registered network.*--allow-any-network"):
+        check_network(cfg)
+    assert check_network(cfg, allow_any_network=True) == "collections.OrderedDict"
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [({"data": {"intensity": "$__import__('os').system('true')"}}, "data.intensity"),
+     ({"network": {"kwargs": {"backbone": {"_target_": "os.system"}}}}, "network.kwargs.backbone._target_"),
+     ({"data": {"on_error": "ignore"}}, "data.on_error")],
+)
+def test_dac_config_is_plain_data(values, where):
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        DACConfig.from_dict(values)
+
+
+def test_set_can_repeat_and_leaves_the_config_path_alone(tmp_path, capsys):
+    from medfound.cli import build_parser
+
+    args = build_parser().parse_args(["dac", "train", "--set", "train.max_epochs=5", "--set", "data.seed=1",
+                                      str(tmp_path / "cfg.json")])
+    assert args.config == str(tmp_path / "cfg.json") and args.set == ["train.max_epochs=5", "data.seed=1"]
+
+
+def test_help_says_configs_are_code(capsys):
+    with pytest.raises(SystemExit):
+        main(["dac", "train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "run only configs you wrote" in out and "--allow-any-network" in out
