@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 
 from medfound.demos.umedpt import run_umedpt_demo
 
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("--synthetic-only", action="store_true", help="leave out the two small real nuclei tasks")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("medfound").setLevel(logging.INFO)  # the demo's progress, the trainer's losses and metrics
     run_umedpt_demo(
         args.out, quick=args.quick, seed=args.seed, synthetic_only=args.synthetic_only, threads=args.threads
     )

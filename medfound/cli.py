@@ -17,9 +17,10 @@ Example
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import medfound
 from medfound.errors import MedfoundError
@@ -339,20 +340,58 @@ COMMANDS.append(_add_dac)
 # ---------------------------------------------------------------- multitask: pre-training, transfer, demo
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Log records as plain lines on the current ``sys.stdout`` (looked up at each record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+@contextlib.contextmanager
+def _progress_on_stdout() -> Iterator[None]:
+    """While a long command runs (pretrain, transfer, demo), medfound's INFO log lines go to stdout."""
+    log = logging.getLogger("medfound")
+    handler, level = _StdoutHandler(), log.level
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _positive(value: int | None, option: str) -> int | None:
+    """An optional count from the command line: ``None`` (not given) or an integer >= 1, never silently dropped."""
+    from medfound.utils import check_int
+
+    return None if value is None else check_int(value, option, low=1)
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from medfound.multitask.pretrain import pretrain
 
-    overrides = {k: v for k, v in (("max_iterations", args.max_iterations), ("max_epochs", args.max_epochs)) if v}
-    summary = pretrain(args.config, output_dir=args.output_dir, overrides=overrides, device=args.device, log=print)
-    print(f"weights: {summary['model']}")
+    lengths = (("max_iterations", "--max-iterations"), ("max_epochs", "--max-epochs"))
+    overrides = {k: _positive(getattr(args, k), opt) for k, opt in lengths if getattr(args, k) is not None}
+    if len(overrides) > 1:
+        from medfound.errors import ConfigError
+
+        raise ConfigError("give one of --max-iterations and --max-epochs, not both")
+    with _progress_on_stdout():
+        summary = pretrain(args.config, output_dir=args.output_dir, overrides=overrides, device=args.device)
+    print(f"weights: {summary['model']} (seed {summary['seed']}; bundle config {summary['config']})")
     return 0
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="UMedPT multi-task pre-training from a JSON/YAML config",
                        description="Pre-train a UMedPT on the tasks of a config file (tasks, network, trainer, "
-                       "validation sections; see medfound.multitask.pretrain). Resumes from OUTPUT_DIR/checkpoints "
-                       "when a previous run was stopped.")
+                       "validation sections; see medfound.multitask.pretrain). The run is composed as a MONAI "
+                       "bundle config, written to OUTPUT_DIR/train.json; it resumes from OUTPUT_DIR/last.pt "
+                       "when a previous run was stopped. Configs are code (a _target_ imports and runs it): run "
+                       "only your own.")
     p.add_argument("config", help="pre-training config (JSON or YAML)")
     p.add_argument("-o", "--output-dir", default=None, help="output folder (default: the config's output_dir)")
     p.add_argument("--max-iterations", type=int, default=None, help="override the run length in iterations")
@@ -370,31 +409,45 @@ def _parse_encoders(values: Sequence[str]) -> dict[str, str]:
         if not sep or not name or not source:
             raise ConfigError(f"--encoder takes NAME=SOURCE (SOURCE: random, a pretrain folder, a model.pt, or "
                               f"torchvision:PATH), got {value!r}")
+        if name in encoders:
+            raise ConfigError(f"--encoder name {name!r} is given twice ({encoders[name]!r} and {source!r})")
         encoders[name] = source
     return encoders
 
 
-def _cmd_transfer(args: argparse.Namespace) -> int:
+def _parse_network(value: str | None) -> dict | None:
+    """``--network``: UMedPT arguments as JSON text (starting with '{') or a JSON/YAML file."""
     import json
 
-    from medfound.evaluation.transfer import run_transfer
+    from medfound.errors import ConfigError
+    from medfound.utils import read_config_file
 
-    network = None
-    if args.network:
-        from medfound.multitask.tasks import read_config_file
+    if value is None:
+        return None
+    if not value.lstrip().startswith("{"):
+        return read_config_file(value, expect=dict, what="--network file")
+    try:
+        network = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--network is not valid JSON ({err.msg} at character {err.pos}): {value!r}") from None
+    if not isinstance(network, dict):
+        raise ConfigError(f"--network must be a JSON object of UMedPT arguments, got {value!r}")
+    return network
 
-        network = read_config_file(args.network) if not args.network.lstrip().startswith("{") else json.loads(
-            args.network)
-    finetune = {
-        k: v
-        for k, v in (("epochs", args.finetune_epochs), ("batch_size", args.batch_size), ("head_init", args.head_init))
-        if v
-    }
-    result = run_transfer(args.tasks, _parse_encoders(args.encoder), args.output_dir, task_name=args.task,
-                          modes=args.modes, fractions=args.fractions, repeats=args.repeats, seed=args.seed,
-                          network=network, device=args.device, finetune=finetune, log=print)
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from medfound.multitask.transfer import run_transfer_config, transfer_config
+
+    finetune = {"epochs": _positive(args.finetune_epochs, "--finetune-epochs"),
+                "batch_size": _positive(args.batch_size, "--batch-size"), "head_init": args.head_init}
+    config = transfer_config(args.tasks, _parse_encoders(args.encoder), args.output_dir, task_name=args.task,
+                             modes=args.modes, fractions=args.fractions, repeats=args.repeats, seed=args.seed,
+                             network=_parse_network(args.network), device=args.device,
+                             finetune={k: v for k, v in finetune.items() if v is not None})
+    with _progress_on_stdout():
+        result = run_transfer_config(config)
     print(f"{result['task']}: {result['metric']} per encoder, mode and fraction in {result['files']['csv']}")
-    print(f"plot: {result['files']['plot']}")
+    print(f"plot: {result['files']['plot']}; bundle config: {result['files']['config']}")
     return 0
 
 
@@ -402,8 +455,9 @@ def _add_transfer(sub: argparse._SubParsersAction) -> None:
     modes, fractions = ["linear", "finetune"], [1.0, 5.0, 10.0, 25.0, 50.0, 100.0]  # the paper's protocol
     p = sub.add_parser("transfer", help="transfer protocol: frozen probe and fine-tuning at data fractions",
                        description="For one target task: frozen-encoder linear probe and fine-tuning at "
-                       "training-data fractions with fixed seeds, for each encoder; writes transfer_results.json, "
-                       "transfer_summary.csv and transfer_plot.png.")
+                       "training-data fractions with fixed seeds, for each encoder; writes transfer.json (the "
+                       "protocol as a MONAI bundle config), transfer_results.json, transfer_summary.csv and "
+                       "transfer_plot.png.")
     p.add_argument("--tasks", required=True, help="task file (JSON/YAML) holding the target task")
     p.add_argument("--task", default=None, help="target task name (default: the task with role 'transfer')")
     p.add_argument("--encoder", action="append", required=True, metavar="NAME=SOURCE",
@@ -434,8 +488,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     module, func = DEMOS[args.name].split(":")
     options = {"synthetic_only": True} if args.synthetic_only else {}
     if args.threads is not None:
-        options["threads"] = args.threads
-    getattr(importlib.import_module(module), func)(out_dir=args.out, quick=args.quick, log=print, **options)
+        from medfound.utils import check_int
+
+        options["threads"] = check_int(args.threads, "--threads", low=0)
+    with _progress_on_stdout():
+        getattr(importlib.import_module(module), func)(out_dir=args.out, quick=args.quick, **options)
     return 0
 
 

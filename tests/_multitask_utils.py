@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 TINY = dict(
@@ -89,3 +91,40 @@ def four_tasks(n: int = 8, side: int = 32) -> list[dict]:
         memory_task("mlc", "multilabel", n, side, 3),
         memory_task("det", "detection", n, side, 4),
     ]
+
+
+def adamw(lr: float = 1e-4, weight_decay: float = 0.05):
+    """The default optimiser as a factory (what a ``"_mode_": "callable"`` config entry gives)."""
+    import functools
+
+    return functools.partial(torch.optim.AdamW, lr=lr, weight_decay=weight_decay)
+
+
+def trainer_for(net, tasks, batch_size: int = 8, seed: int = 0, task_order: str = "fixed", optimizer=None,
+                device: str = "cpu", **kwargs):
+    """A MultiTaskTrainer of ready objects: task specs, their loader, an optimiser factory (AdamW 1e-4 by default)."""
+    from medfound.multitask import CyclicTaskLoader, MultiTaskTrainer, load_tasks
+
+    specs = load_tasks(tasks)
+    loader = CyclicTaskLoader.from_tasks(specs, batch_size=batch_size, seed=seed, order=task_order)
+    return MultiTaskTrainer(device, net, loader, specs, optimizer or adamw(), **kwargs)
+
+
+def evaluator_for(net, tasks, batch_size: int = 8, max_batches_per_task=None, device: str = "cpu", **kwargs):
+    """A MultiTaskEvaluator of ready objects: task specs and their validation loader."""
+    from medfound.multitask import BalancedValidationLoader, MultiTaskEvaluator, load_tasks
+
+    specs = load_tasks(tasks)
+    loader = BalancedValidationLoader.from_tasks(specs, batch_size, max_batches_per_task)
+    return MultiTaskEvaluator(device, net, loader, specs, **kwargs)
+
+
+class LogCollector(logging.Handler):
+    """Keeps the messages of the loggers it is added to (MONAI's StatsHandler loggers do not propagate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

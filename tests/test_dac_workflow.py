@@ -229,7 +229,7 @@ def test_a_run_written_as_a_bundle_config_trains_like_the_python_entry_point(tmp
 
     split = tmp_path / "split.json"
     assert main(["dac", "split", str(demo_root / "fundus"), "--dataset", "fundus", "--test-domain", "Domain4",
-                 "-o", str(split)]) == 0
+                 "--cache-dir", str(tmp_path / "cache"), "-o", str(split)]) == 0  # demo_root is shared: no cache in it
     python_cfg = {
         "data": {"split": str(split), "spatial_size": [32, 32], "batch_size_labeled": 2, "batch_size_unlabeled": 2,
                  "num_workers": 0},

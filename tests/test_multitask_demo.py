@@ -8,8 +8,8 @@ import numpy as np
 import tifffile
 
 from medfound.demos.real_nuclei import DATA_DIR, boxes_from_instances, write_real_nuclei_tasks
+from medfound.multitask.datasets import build_task_datasets
 from medfound.multitask.tasks import load_tasks
-from medfound.multitask.trainer import build_task_datasets
 
 
 def test_real_nuclei_tiles_masks_and_boxes(tmp_path):

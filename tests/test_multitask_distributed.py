@@ -36,7 +36,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_total_batch(tmp_path
     one = torch.load(tmp_path / "single.pt", weights_only=True)
     for k in one:
         assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"  # identical across ranks
-        assert torch.allclose(r0[k], one[k], atol=2e-5, rtol=1e-4), f"{k}: {(r0[k] - one[k]).abs().max()}"
+        assert torch.allclose(r0[k], one[k], atol=1e-6, rtol=1e-5), f"{k}: {(r0[k] - one[k]).abs().max()}"
     init = __import__("_multitask_utils").tiny_umedpt(seed=0).state_dict()
     assert any(not torch.allclose(init[k], one[k]) for k in init)  # training did move the shared weights
 
@@ -50,7 +50,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     killed = _run([str(WORKER), "checkpointed", str(cut), "5"])
     assert killed.returncode == -signal.SIGKILL
     assert (cut / "ckpt" / "last.pt").is_file() and not (cut / "checkpointed.pt").exists()
-    assert not [p for p in (cut / "ckpt").iterdir() if p.name.startswith(".tmp")]  # no half-written files left
+    assert [p.name for p in (cut / "ckpt").iterdir()] == ["last.pt"]  # no half-written files left
     resumed = _run([str(WORKER), "checkpointed", str(cut)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(full / "checkpointed.pt", weights_only=True)

@@ -10,7 +10,7 @@ from _multitask_utils import four_tasks, tiny_umedpt
 from monai.losses import DiceLoss
 
 from medfound.errors import ConfigError, LabelMismatchError, ShapeError
-from medfound.multitask.data import collate_task_batch, prepare_task_batch
+from medfound.multitask.batches import collate_task_batch, prepare_task_batch
 from medfound.multitask.losses import (
     NormalizedBCELoss,
     NormalizedCrossEntropyLoss,
@@ -19,8 +19,8 @@ from medfound.multitask.losses import (
     build_task_loss,
     uniform_dice_loss,
 )
-from medfound.multitask.steps import task_loss
 from medfound.multitask.tasks import TaskSpec
+from medfound.multitask.trainer import task_loss
 
 
 @pytest.mark.parametrize("c", [2, 3, 7])

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from medfound.errors import ConfigError
-from medfound.multitask.data import TaskBatchSampler, TaskDataset, sample_seed
-from medfound.multitask.sampling import BalancedValidationLoader, CyclicTaskLoader
+from medfound.multitask.datasets import TaskDataset
+from medfound.multitask.sampling import BalancedValidationLoader, CyclicTaskLoader, TaskBatchSampler
+from medfound.utils import derive_seed, make_rng
 
 
 def _indexed(n: int, tag: int) -> list[dict]:
@@ -56,6 +57,8 @@ def test_shuffled_order_is_a_permutation_per_cycle_and_deterministic():
     for c in range(10):
         assert sorted(seq[3 * c : 3 * c + 3]) == ["long", "mid", "short"]
     assert len({tuple(seq[3 * c : 3 * c + 3]) for c in range(10)}) > 1
+    names = ["long", "short", "mid"]
+    assert seq[6:9] == [names[i] for i in make_rng(3, "task_order", 2).permutation(3)]  # cycle 2 of seed 3
     with pytest.raises(ConfigError):
         _loader("random")
 
@@ -89,14 +92,17 @@ def test_loader_does_not_touch_the_global_torch_rng():
 
 
 def test_rank_slices_equal_the_single_process_global_batch():
-    single = TaskBatchSampler(20, batch_size=6, seed=1, task_index=2, epoch=3)
-    ranks = [TaskBatchSampler(20, batch_size=3, seed=1, task_index=2, epoch=3, rank=r, world_size=2) for r in range(2)]
+    single = TaskBatchSampler(20, batch_size=6, seed=1, task="t", epoch=3)
+    ranks = [TaskBatchSampler(20, batch_size=3, seed=1, task="t", epoch=3, rank=r, world_size=2) for r in range(2)]
     assert len(single) == len(ranks[0]) == len(ranks[1]) == 3
     for whole, r0, r1 in zip(single, *ranks):
         assert whole == r0 + r1
-    resumed = list(TaskBatchSampler(20, batch_size=6, seed=1, task_index=2, epoch=3, start_batch=2))
+    resumed = list(TaskBatchSampler(20, batch_size=6, seed=1, task="t", epoch=3, start_batch=2))
     assert resumed == list(single)[2:]
-    assert list(single)[0][0][1] == sample_seed(1, 2, 3, list(single)[0][0][0])
+    # the one seeding scheme: the permutation and each sample's augmentation seed come from (seed, task, epoch[, index])
+    first = list(single)[0]
+    assert [i for i, _ in first] == make_rng(1, "task_permutation", "t", 3).permutation(20)[:6].tolist()
+    assert first[0][1] == derive_seed(1, "sample", "t", 3, first[0][0])
     assert TaskBatchSampler(5, batch_size=8).batch_size == 5
 
 

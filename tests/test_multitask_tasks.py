@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, LabelMismatchError
-from medfound.multitask.data import TaskDataset, collate_task_batch, prepare_task_batch, task_transforms
+from medfound.multitask.batches import collate_task_batch, prepare_task_batch
+from medfound.multitask.datasets import TaskDataset, build_task_datasets
+from medfound.multitask.task_transforms import task_transforms
 from medfound.multitask.tasks import TaskSpec, load_tasks
-from medfound.multitask.trainer import build_task_datasets
 
 
 def test_demo_tasks_json_loads_as_is(multitask_demo):
@@ -60,6 +61,22 @@ def test_yaml_task_file_with_defaults(tmp_path, multitask_demo):
             {"name": "a", "kind": "segmentation", "class_names": ["bg", "x"], "training": [], "batch_size": 0},
             ConfigError,
             "batch_size",
+        ),
+        (
+            {"name": "a", "kind": "segmentation", "class_names": ["bg", "x"], "training": [], "spatial_size": -5},
+            ConfigError,
+            r"task 'a': spatial_size must be an integer >= 1, got -5",
+        ),
+        (
+            {"name": "a", "kind": "segmentation", "class_names": ["bg", "x"], "training": [],
+             "spatial_size": [64, 0]},
+            ConfigError,
+            r"task 'a': spatial_size\[1\] must be an integer >= 1, got 0",
+        ),
+        (
+            {"name": "a", "kind": "multilabel", "class_names": ["x"], "training": [], "weight": "2"},
+            ConfigError,
+            r"task 'a': weight must be a number > 0, got '2'",
         ),
     ],
 )

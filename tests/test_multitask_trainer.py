@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
 import torch
-from _multitask_utils import four_tasks, memory_task, tiny_umedpt
+from _multitask_utils import (
+    LogCollector,
+    adamw,
+    evaluator_for,
+    four_tasks,
+    memory_task,
+    tiny_umedpt,
+    trainer_for,
+)
 from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.handlers import (
@@ -19,10 +28,20 @@ from monai.handlers import (
 )
 
 from medfound.errors import ConfigError, WeightsError
-from medfound.multitask import MultiTaskEvaluator, MultiTaskEvents, MultiTaskTrainer
-from medfound.multitask.data import prepare_task_batch
-from medfound.multitask.steps import split_parameters, task_loss
+from medfound.handlers import AtomicCheckpointSaver, CheckpointResume
+from medfound.multitask import (
+    CyclicTaskLoader,
+    FinalValidation,
+    MultiTaskEvents,
+    MultiTaskTrainer,
+    TrainingHistory,
+    WarmupCosineLR,
+    load_tasks,
+)
+from medfound.multitask.batches import prepare_task_batch
+from medfound.multitask.heads import split_parameters
 from medfound.multitask.tasks import TaskSpec
+from medfound.multitask.trainer import task_loss
 
 
 def _state(net):
@@ -39,9 +58,8 @@ def test_window_gradients_equal_the_sum_of_per_task_gradients():
     tasks = four_tasks(n=4)
     tasks[2]["weight"] = 2.0  # task weights scale their contribution
     net = tiny_umedpt()
-    trainer = MultiTaskTrainer(
-        "cpu", net, tasks, max_iterations=4, batch_size=2, grad_clip=None, optimizer={"name": "SGD", "lr": 0.05}
-    )
+    sgd = functools.partial(torch.optim.SGD, lr=0.05)
+    trainer = trainer_for(net, tasks, batch_size=2, optimizer=sgd, max_iterations=4, grad_clip=None)
     init = _state(net)
     batches, captured, shared_after = [], {}, []
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: batches.append(e.state.batch))
@@ -85,8 +103,13 @@ def test_window_gradients_equal_the_sum_of_per_task_gradients():
 def test_head_optimizers_touch_only_their_heads():
     tasks = four_tasks(n=4)
     net = tiny_umedpt()
-    trainer = MultiTaskTrainer(
-        "cpu", net, tasks, max_iterations=1, batch_size=2, head_lr_factor=10.0, optimizer={"name": "Adam", "lr": 1e-3}
+    trainer = trainer_for(
+        net,
+        tasks,
+        batch_size=2,
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        head_optimizer=functools.partial(torch.optim.Adam, lr=1e-2),
+        max_iterations=1,
     )
     shared, heads = split_parameters(net)
     for name, opt in trainer.head_optimizers.items():
@@ -105,14 +128,14 @@ def test_head_optimizers_touch_only_their_heads():
 def _run_recording_devices(device: str, offload: bool, iterations: int):
     """Train 4 tasks; after every iteration record where the heads and their optimiser states are."""
     net = tiny_umedpt()
-    trainer = MultiTaskTrainer(
-        device,
+    trainer = trainer_for(
         net,
         four_tasks(n=4),
-        max_iterations=iterations,
         batch_size=2,
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        device=device,
+        max_iterations=iterations,
         offload_heads=offload,
-        optimizer={"name": "Adam", "lr": 1e-3},
     )
     seen = []
 
@@ -151,7 +174,7 @@ def test_offloaded_heads_live_on_the_cpu_between_their_iterations_cuda():
 
 def test_frozen_shared_blocks_stay_fixed_while_heads_learn():
     net = tiny_umedpt(stochastic_depth_prob=0.2)
-    trainer = MultiTaskTrainer("cpu", net, four_tasks(n=4)[:2], max_iterations=4, batch_size=2, frozen_shared=True)
+    trainer = trainer_for(net, four_tasks(n=4)[:2], batch_size=2, max_iterations=4, frozen_shared=True)
     before = _state(net)
     trainer.run()
     after = _state(net)
@@ -161,37 +184,71 @@ def test_frozen_shared_blocks_stay_fixed_while_heads_learn():
 
 
 def test_amp_is_ignored_on_cpu_and_bad_configs_fail_clearly():
-    trainer = MultiTaskTrainer("cpu", tiny_umedpt(), [memory_task("c", "classification", 4)], max_epochs=1, amp=True)
+    task = [memory_task("c", "classification", 4)]
+    trainer = trainer_for(tiny_umedpt(), task, max_epochs=1, amp=True)
     assert not trainer.amp_enabled and trainer.window == 1
     with pytest.raises(ConfigError, match="exactly one"):
-        MultiTaskTrainer("cpu", tiny_umedpt(), [memory_task("c", "classification", 4)])
+        trainer_for(tiny_umedpt(), task)
     net = tiny_umedpt(tasks=[{"name": "c", "kind": "segmentation", "num_classes": 2}])
     with pytest.raises(ConfigError, match="head is for segmentation"):
-        MultiTaskTrainer("cpu", net, [memory_task("c", "classification", 4)], max_epochs=1)
-    with pytest.raises(ConfigError, match="window"):
-        MultiTaskTrainer("cpu", tiny_umedpt(), [memory_task("c", "classification", 4)], max_epochs=1, window=0)
+        trainer_for(net, task, max_epochs=1)
+    with pytest.raises(ConfigError, match="window must be an integer >= 1, got 0"):
+        trainer_for(tiny_umedpt(), task, max_epochs=1, window=0)
+    with pytest.raises(ConfigError, match="max_iterations must be an integer >= 1, got 'four'"):
+        trainer_for(tiny_umedpt(), task, max_iterations="four")
+    with pytest.raises(ConfigError, match="grad_clip must be a number >= 0"):
+        trainer_for(tiny_umedpt(), task, max_epochs=1, grad_clip=-1.0)
+    # ready objects must fit: the loader's tasks, the optimiser's parameters
+    specs = load_tasks(task)
+    other = CyclicTaskLoader.from_tasks(load_tasks([memory_task("d", "classification", 4)]))
+    with pytest.raises(ConfigError, match="differ"):
+        MultiTaskTrainer("cpu", tiny_umedpt(), other, specs, adamw(), max_epochs=1)
+    net = tiny_umedpt(tasks=[specs[0].head_config()])
+    wrong = torch.optim.SGD(net.parameters(), lr=0.1)  # the head's parameters too: not the shared blocks alone
+    with pytest.raises(ConfigError, match="exactly the parameters"):
+        MultiTaskTrainer("cpu", net, CyclicTaskLoader.from_tasks(specs), specs, wrong, max_epochs=1,
+                         head_optimizer=adamw())
+    right = torch.optim.SGD(split_parameters(net)[0], lr=0.1)
+    with pytest.raises(ConfigError, match="give head_optimizer"):  # a ready optimiser cannot serve the heads
+        MultiTaskTrainer("cpu", net, CyclicTaskLoader.from_tasks(specs), specs, right, max_epochs=1)
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+def test_ready_optimisers_and_schedules_equal_factories():
+    """A trainer given ready optimisers and schedules trains exactly as one given factories."""
+    tasks = four_tasks(n=4)[:2]
+    sched = functools.partial(WarmupCosineLR, total_steps=3, warmup_steps=1)
+    by_factory = tiny_umedpt(tasks=[TaskSpec.from_dict(t).head_config() for t in tasks])
+    trainer_for(by_factory, tasks, batch_size=2, max_iterations=6, lr_scheduler=sched, head_lr_scheduler=sched).run()
+    ready = tiny_umedpt(tasks=[TaskSpec.from_dict(t).head_config() for t in tasks])
+    shared, heads = split_parameters(ready)
+    optimizer = adamw()(shared)
+    head_optimizers = {n: adamw()(p) for n, p in heads.items()}
+    trainer = trainer_for(
+        ready,
+        tasks,
+        batch_size=2,
+        optimizer=optimizer,
+        head_optimizer=head_optimizers,
+        max_iterations=6,
+        lr_scheduler=sched(optimizer),
+        head_lr_scheduler={n: sched(o) for n, o in head_optimizers.items()},
+    )
+    assert trainer.shared_optimizer is optimizer and trainer.head_optimizers["cls"] is head_optimizers["cls"]
+    trainer.run()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine down to 0 after 3 steps
+    _assert_same(_state(by_factory), _state(ready))
 
 
 def test_monai_handlers_work_with_the_trainer(tmp_path):
     tasks = four_tasks(n=4)
     net = tiny_umedpt()
-    evaluator = MultiTaskEvaluator("cpu", net, tasks, batch_size=4)
-    trainer = MultiTaskTrainer(
-        "cpu",
+    evaluator = evaluator_for(net, tasks, batch_size=4)
+    trainer = trainer_for(
         net,
         tasks,
+        batch_size=2,
         max_epochs=2,
         epoch_length=4,
-        batch_size=2,
         train_handlers=[
             StatsHandler(name="mt_test", tag_name="train_loss", output_transform=from_engine(["loss"], first=True)),
             TensorBoardStatsHandler(log_dir=str(tmp_path / "tb"), output_transform=from_engine(["loss"], first=True)),
@@ -204,7 +261,7 @@ def test_monai_handlers_work_with_the_trainer(tmp_path):
     saver.attach(trainer)
     ProgressBar(persist=False).attach(trainer, output_transform=from_engine(["loss"], first=True))
     StatsHandler(name="mt_val", output_transform=lambda x: None, iteration_log=False).attach(evaluator)
-    collected = _Collect()
+    collected = LogCollector()
     for name in ("mt_test", "mt_val"):
         logging.getLogger(name).addHandler(collected)
     try:
@@ -221,7 +278,7 @@ def test_monai_handlers_work_with_the_trainer(tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
     fresh_net = tiny_umedpt(seed=9)
-    fresh = MultiTaskTrainer("cpu", fresh_net, tasks, max_epochs=2, epoch_length=4, batch_size=2)
+    fresh = trainer_for(fresh_net, tasks, batch_size=2, max_epochs=2, epoch_length=4)
     CheckpointLoader(str(tmp_path / "ckpt" / "final.pt"), load_dict={"trainer": fresh}).attach(fresh)
     fresh.run()  # loads at STARTED; nothing left to run
     assert fresh.state.iteration == 8 and fresh.shared_steps == 2
@@ -237,19 +294,23 @@ def _resume_tasks():
 
 
 def _resume_trainer(net, tmp, **kw):
-    return MultiTaskTrainer(
-        "cpu",
+    sched = functools.partial(WarmupCosineLR, total_steps=4, warmup_steps=1)  # 11 iterations, window 3
+    trainer = trainer_for(
         net,
         _resume_tasks(),
-        max_iterations=11,
         batch_size=2,
         task_order="shuffle",
-        optimizer={"name": "AdamW", "lr": 1e-3},
-        scheduler={"name": "cosine", "warmup_steps": 1},
-        checkpoint_dir=tmp,
-        checkpoint_every=3,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        max_iterations=11,
+        lr_scheduler=sched,
+        head_lr_scheduler=sched,
         **kw,
     )
+    if tmp is not None:  # checkpoints and exact resume are handlers
+        state = {"trainer": trainer}
+        CheckpointResume(tmp / "last.pt", state).attach(trainer)
+        AtomicCheckpointSaver(tmp, state, save_interval=3, final_files={"model.pt": net}).attach(trainer)
+    return trainer
 
 
 def test_stopped_run_resumes_to_the_same_weights(tmp_path):
@@ -265,9 +326,16 @@ def test_stopped_run_resumes_to_the_same_weights(tmp_path):
     assert first.state.iteration == 7
     resumed_net = tiny_umedpt(seed=123, head_dropout=0.3)  # other initial weights: the checkpoint must win
     second = _resume_trainer(resumed_net, tmp_path / "cut")
-    second.run()  # continues from last.pt (iteration 6)
+    second.run()  # continues from last.pt (iteration 7, saved when the first run stopped)
     assert second.state.iteration == 11 and second.shared_steps == 4
     _assert_same(_state(full), _state(resumed_net))
+    done_net = tiny_umedpt(seed=5, head_dropout=0.3)
+    done = _resume_trainer(done_net, tmp_path / "cut")
+    done.run()  # resumed at its end: no iteration, the same weights
+    assert done.state.iteration == 11 and done.shared_steps == 4
+    _assert_same(_state(full), _state(done_net))
+    final = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    _assert_same(_state(full), final)
 
 
 def test_mid_window_state_dict_resumes_exactly(tmp_path):
@@ -291,3 +359,19 @@ def test_mid_window_state_dict_resumes_exactly(tmp_path):
     _assert_same(_state(full), _state(other))
     with pytest.raises(WeightsError, match="format"):
         second.load_state_dict({"format": "x"})
+
+
+@pytest.mark.parametrize("iterations, validated_at, losses_at", [(6, [4, 6], [3, 6]), (8, [4, 8], [3, 6, 8])])
+def test_final_validation_runs_once_when_the_run_ends(iterations, validated_at, losses_at):
+    tasks = four_tasks(n=4)[:2]
+    net = tiny_umedpt()
+    evaluator = evaluator_for(net, tasks, batch_size=4)
+    trainer = trainer_for(net, tasks, batch_size=2, max_iterations=iterations, epoch_length=4,
+                          train_handlers=[ValidationHandler(interval=1, validator=evaluator)])
+    FinalValidation(evaluator).attach(trainer)
+    history = TrainingHistory(log_every=3, evaluator=evaluator)
+    history.attach(trainer)
+    trainer.run()
+    assert [r["iteration"] for r in history.validation] == validated_at  # never twice at one iteration
+    assert [r["iteration"] for r in history.loss] == losses_at  # every 3 iterations and at the end
+    assert history.validation[-1]["mean_score"] == evaluator.state.metrics["mean_score"]

@@ -11,7 +11,7 @@ import torch
 from _multitask_utils import TINY, memory_task, tiny_umedpt
 
 from medfound.errors import ConfigError, WeightsError
-from medfound.evaluation.transfer import (
+from medfound.multitask.transfer import (
     DEFAULT_FRACTIONS,
     build_encoder_model,
     extract_embeddings,
@@ -112,7 +112,6 @@ def test_transfer_protocol_writes_the_full_table_and_plot(tmp_path):
         seed=5,
         network=TINY,
         finetune={"epochs": 1, "min_iterations": 1, "batch_size": 4},
-        log=lambda m: None,
     )
     assert result["metric"] == "f1_macro" and result["n_test"] == 8
     keys = {(r["encoder"], r["mode"], r["fraction"]) for r in result["summary"]}
@@ -139,7 +138,6 @@ def test_transfer_protocol_writes_the_full_table_and_plot(tmp_path):
         repeats=1,
         seed=5,
         network=TINY,
-        log=lambda m: None,
     )
     first = {r["fraction"]: r["mean"] for r in result["summary"] if r["encoder"] == "random" and r["mode"] == "linear"}
     assert {r["fraction"]: r["mean"] for r in again["summary"]} == {10.0: first[10.0], 100.0: first[100.0]}
@@ -156,7 +154,6 @@ def test_frozen_probe_for_segmentation_trains_the_head_only(tmp_path):
         repeats=1,
         network=TINY,
         finetune={"epochs": 1, "min_iterations": 2, "batch_size": 3},
-        log=lambda m: None,
     )
     assert [r["n_train"] for r in result["summary"]] == [3.0, 6.0]
     assert all("dice/fg" in r["metrics"] for r in result["runs"])
@@ -170,6 +167,12 @@ def test_transfer_bad_arguments(tmp_path):
         run_transfer(task, {}, tmp_path, network=TINY)
     with pytest.raises(ConfigError, match="head_init"):
         run_transfer(task, {"r": "random"}, tmp_path, network=TINY, finetune={"head_init": "probe"})
+    with pytest.raises(ConfigError, match=r"finetune.epochs must be an integer >= 1, got 0"):
+        run_transfer(task, {"r": "random"}, tmp_path, network=TINY, finetune={"epochs": 0})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epoch'\] in finetune"):
+        run_transfer(task, {"r": "random"}, tmp_path, network=TINY, finetune={"epoch": 2})
+    with pytest.raises(ConfigError, match="fractions"):
+        run_transfer(task, {"r": "random"}, tmp_path, network=TINY, fractions=[0])
     task["validation"] = []
     with pytest.raises(ConfigError, match="validation"):
         run_transfer(task, {"r": "random"}, tmp_path, network=TINY)
@@ -192,7 +195,7 @@ def test_standardising_head_computes_fc_of_standardised_embedding_and_keeps_plai
 
 
 def test_linear_probe_head_reproduces_the_probe_and_lp_ft_starts_from_it(tmp_path):
-    from medfound.multitask.data import TaskDataset
+    from medfound.multitask.datasets import TaskDataset
     from medfound.multitask.tasks import TaskSpec
 
     task = memory_task("target", "classification", n=12, n_val=6, seed=2)
@@ -215,7 +218,7 @@ def test_linear_probe_head_reproduces_the_probe_and_lp_ft_starts_from_it(tmp_pat
     with pytest.raises(ConfigError, match="classification"):
         linear_probe_head(model, TaskSpec.from_dict(memory_task("seg", "segmentation")), params)
     # LP-FT with a zero learning rate scores exactly what the probe scores
-    common = {"network": TINY, "repeats": 1, "fractions": [100], "seed": 0, "log": lambda m: None}
+    common = {"network": TINY, "repeats": 1, "fractions": [100], "seed": 0}
     ft = {"epochs": 1, "min_iterations": 1, "batch_size": 4, "optimizer": {"name": "SGD", "lr": 0.0}}
     res = run_transfer(task, {"r": "random"}, tmp_path / "lpft", finetune=ft, **common)
     scores = {r["mode"]: r["score"] for r in res["runs"]}

@@ -48,16 +48,7 @@ BLOCK_TIMEOUT_S = 420
 #: (several would train at full size until the time limit); the section test reports XFAIL and names
 #: them. Only blocks of other branches' sections may be listed here, and the list is to be deleted
 #: once those branches are merged.
-EXPECTED_FAILURES: dict[tuple[str, str], str] = {
-    # multitask branch
-    ("UMedPT multi-task pre-training and transfer",
-     "medfound pretrain pretrain.json -o runs/umedpt          # resumable; see medfound.multitask.pretrain"):
-        "pretrain.json, tasks.json, task my_target and swin_v2_t.pth do not exist (no block writes them; "
-        "the demo collection is demo_data/multitask/tasks.json)",
-    ("UMedPT multi-task pre-training and transfer", "from medfound.networks.umedpt import UMedPT"):
-        "tasks.json does not exist; hard-codes \"cuda\" on the CPU build the README installs; full-size "
-        "settings (UMedPT swin_v2_t, batch 32, 100 000 iterations)",
-}
+EXPECTED_FAILURES: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

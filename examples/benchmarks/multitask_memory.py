@@ -65,8 +65,10 @@ def _task(index: int, samples: int, side: int, kinds: tuple[str, ...] = KINDS):
     """
     import torch
 
+    from medfound.utils import torch_generator
+
     kind = kinds[index % len(kinds)]
-    g = torch.Generator().manual_seed(index)
+    g = torch_generator(0, "benchmark_task", index)
     classes = {"classification": 2 + index % 3, "segmentation": 2 + index % 3, "multilabel": 3, "detection": 1}[kind]
     names = (
         ["background", *[f"c{i}" for i in range(1, classes)]]
@@ -103,12 +105,12 @@ class _Render:
         self.side, self.classes = side, classes
 
     def __call__(self, item: dict) -> dict:
-        import zlib
-
         import torch
 
+        from medfound.utils import torch_generator
+
         item = dict(item)
-        g = torch.Generator().manual_seed(zlib.crc32(item["image"].encode()))
+        g = torch_generator(0, item["image"])
         item["image"] = torch.rand(3, self.side, self.side, generator=g)
         if isinstance(item.get("label"), str):
             item["label"] = torch.randint(0, self.classes, (1, self.side, self.side), generator=g, dtype=torch.uint8)
@@ -116,11 +118,11 @@ class _Render:
 
 
 def worker(args: argparse.Namespace) -> dict:
+    import functools
+
     import torch
 
-    from medfound.multitask import MultiTaskTrainer
-    from medfound.multitask.data import collate_task_batch, prepare_task_batch
-    from medfound.multitask.steps import task_loss
+    from medfound.multitask import CyclicTaskLoader, MultiTaskTrainer, collate_task_batch, prepare_task_batch, task_loss
     from medfound.multitask.tasks import TaskSpec
     from medfound.networks.umedpt import UMedPT
 
@@ -138,12 +140,12 @@ def worker(args: argparse.Namespace) -> dict:
         trainer = MultiTaskTrainer(
             device,
             net,
+            CyclicTaskLoader.from_tasks(specs, batch_size=args.batch_size),
             specs,
+            functools.partial(torch.optim.AdamW, lr=1e-4),
             max_iterations=args.windows * args.num_tasks,
-            batch_size=args.batch_size,
             offload_heads=True,
             grad_clip=1.0,
-            optimizer={"name": "AdamW", "lr": 1e-4},
         )
         trainer.run()
     else:
@@ -191,10 +193,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("medfound", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--num-tasks", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.device == "auto":
-        import torch
+    from medfound.utils import resolve_device
 
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(resolve_device(args.device))
     if args.worker:
         if args.threads:
             import torch

@@ -25,12 +25,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
 
 import torch
 from ignite.engine import Events
+
+from medfound.utils import resolve_device, torch_generator
 
 NETWORKS = {
     "small": {"embed_dim": 48, "depths": [2, 2, 2, 2], "num_heads": [2, 4, 6, 12], "window_size": 8,
@@ -45,7 +48,7 @@ def _identity(x):
 
 
 def _items(kind: str, n: int, side: int, classes: int) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
+    g = torch_generator(0, "throughput_items")
     items = []
     for i in range(n):
         item = {"image": torch.rand(3, side, side, generator=g)}
@@ -95,13 +98,12 @@ def main() -> None:
 
     from monai.engines import SupervisedTrainer
 
-    from medfound.multitask import MultiTaskTrainer
-    from medfound.multitask.data import TaskDataset, collate_task_batch
+    from medfound.multitask import CyclicTaskLoader, MultiTaskTrainer, TaskDataset, collate_task_batch
     from medfound.multitask.losses import build_task_loss
     from medfound.multitask.tasks import TaskSpec
     from medfound.networks.umedpt import UMedPT, UMedPTTaskOutput
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     classes = 3
     names = ["background", "a", "b"] if args.kind == "segmentation" else ["a", "b", "c"]
     total = args.warmup + args.iterations
@@ -115,8 +117,9 @@ def main() -> None:
     def run_medfound() -> float:
         net = UMedPT(**NETWORKS[args.network], tasks=[spec.head_config()])
         net.load_state_dict(init)
-        trainer = MultiTaskTrainer(device, net, [spec], max_iterations=total, epoch_length=total,
-                                   batch_size=args.batch_size, grad_clip=None, optimizer=optimizer, amp=True)
+        adamw = functools.partial(torch.optim.AdamW, lr=optimizer["lr"], weight_decay=optimizer["weight_decay"])
+        trainer = MultiTaskTrainer(device, net, CyclicTaskLoader.from_tasks([spec], batch_size=args.batch_size), [spec],
+                                   adamw, max_iterations=total, epoch_length=total, grad_clip=None, amp=True)
         timer = _Timer(trainer, args.warmup, device)
         trainer.run()
         return timer
@@ -127,7 +130,7 @@ def main() -> None:
         model = UMedPTTaskOutput(net, "task").to(device)
         loader = torch.utils.data.DataLoader(TaskDataset(items, _identity), batch_size=args.batch_size, shuffle=True,
                                              collate_fn=collate_task_batch(args.kind), drop_last=True,
-                                             generator=torch.Generator().manual_seed(0))
+                                             generator=torch_generator(0, "supervised_loader"))
         loss = build_task_loss(args.kind, classes).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=optimizer["lr"], weight_decay=optimizer["weight_decay"])
         trainer = SupervisedTrainer(device, max_epochs=1, train_data_loader=loader, network=model, optimizer=opt,

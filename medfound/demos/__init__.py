@@ -1,7 +1,7 @@
 """End-to-end demos on the synthetic demo data (``medfound demo NAME``).
 
-:data:`DEMOS` maps a demo name to ``"module:function"``; the function takes ``out_dir``,
-``quick`` and ``log`` and returns a summary dict.
+:data:`DEMOS` maps a demo name to ``"module:function"``; the function takes ``out_dir``
+and ``quick``, logs its progress (Python ``logging``) and returns a summary dict.
 """
 
 from __future__ import annotations

@@ -17,12 +17,13 @@ Example
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
+
+from medfound.utils import atomic_path, atomic_write_json
 
 __all__ = ["DATA_DIR", "write_real_nuclei_tasks", "boxes_from_instances"]
 
@@ -59,8 +60,8 @@ def write_real_nuclei_tasks(out_dir: str | Path, tile: int = 64, val_rows: int =
             window = (slice(r * tile, (r + 1) * tile), slice(c * tile, (c + 1) * tile))
             stem = f"tile_r{r}_c{c}.tif"
             for sub, array in (("images", image[window]), ("labels", (instances[window] > 0).astype(np.uint8))):
-                (out / sub).mkdir(parents=True, exist_ok=True)
-                tifffile.imwrite(out / sub / stem, np.ascontiguousarray(array), compression="zlib")
+                with atomic_path(out / sub / stem) as tmp:
+                    tifffile.imwrite(tmp, np.ascontiguousarray(array), compression="zlib")
             seg[split].append({"image": f"images/{stem}", "label": f"labels/{stem}"})
             boxes = boxes_from_instances(instances[window])
             det[split].append({"image": f"images/{stem}", "box": boxes, "label": [0] * len(boxes)})
@@ -75,7 +76,7 @@ def write_real_nuclei_tasks(out_dir: str | Path, tile: int = 64, val_rows: int =
         ("real_nuclei_seg", "segmentation", ["background", "nucleus"], seg),
         ("real_nuclei_det", "detection", ["nucleus"], det),
     ):
-        (out / f"{name}_datalist.json").write_text(json.dumps({"name": name, "kind": kind, **lists}, indent=1))
+        atomic_write_json(out / f"{name}_datalist.json", {"name": name, "kind": kind, **lists}, indent=1)
         tasks.append(
             {
                 "name": name,

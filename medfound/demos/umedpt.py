@@ -6,10 +6,14 @@
    one fluorescence nuclei image that ships with medfound (:mod:`medfound.demos.real_nuclei`);
 2. pre-trains a small UMedPT on the tasks with role ``"pretrain"`` with the
    gradient-accumulating multi-task trainer (:func:`medfound.multitask.pretrain.pretrain`);
-3. runs the transfer protocol (:func:`medfound.evaluation.transfer.run_transfer`) on the
-   held-out task (role ``"transfer"``: nuclei phenotype classification): frozen-encoder
-   linear probe and fine-tuning at 1-100 % of its training data, the pre-trained encoder
-   against random initialisation.
+3. runs the transfer protocol (:func:`medfound.multitask.transfer.run_transfer`, composed as a
+   bundle config by :func:`~medfound.multitask.transfer.transfer_config`) on the held-out task
+   (role ``"transfer"``: nuclei phenotype classification): frozen-encoder linear probe and
+   fine-tuning at 1-100 % of its training data, the pre-trained encoder against random
+   initialisation.
+
+Progress and the result table go to the ``medfound.demos.umedpt`` logger (``medfound demo``
+shows them on stdout); :func:`demo_pretrain_config` is the pre-training config it runs.
 
 Everything is small enough for a laptop CPU (a few minutes on 2 cores); the numbers say
 whether multi-task pre-training helps on this synthetic data, nothing about real images.
@@ -24,13 +28,20 @@ Example
 
 from __future__ import annotations
 
-import json
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_NETWORK", "run_umedpt_demo"]
+from medfound.data.synthetic.multitask import write_multitask_demo
+from medfound.demos.real_nuclei import write_real_nuclei_tasks
+from medfound.multitask.pretrain import pretrain
+from medfound.multitask.transfer import run_transfer_config, transfer_config
+from medfound.utils import atomic_write_json, check_int
+
+__all__ = ["DEMO_NETWORK", "demo_pretrain_config", "run_umedpt_demo"]
+
+logger = logging.getLogger(__name__)
 
 #: the demo's small UMedPT (the published model is variant "tiny" with the defaults)
 DEMO_NETWORK: dict[str, Any] = {
@@ -53,7 +64,6 @@ def run_umedpt_demo(
     seed: int = 0,
     synthetic_only: bool = False,
     threads: int | None = 1,
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write the data, pre-train, run the transfer protocol; returns a summary.
 
@@ -66,21 +76,43 @@ def run_umedpt_demo(
     """
     import torch
 
+    threads = check_int(threads, "threads", low=0, allow_none=True)
     previous = torch.get_num_threads()
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     try:
-        return _run(out_dir, quick, seed, synthetic_only, log)
+        return _run(out_dir, quick, check_int(seed, "seed", low=0), synthetic_only)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(out_dir: str | Path, quick: bool, seed: int, synthetic_only: bool, log: Callable[[str], None]) -> dict:
-    from medfound.data.synthetic.multitask import write_multitask_demo
-    from medfound.demos.real_nuclei import write_real_nuclei_tasks
-    from medfound.evaluation.transfer import run_transfer
-    from medfound.multitask.pretrain import pretrain
+def demo_pretrain_config(tasks_file: str | Path, n_pretrain: int, quick: bool, seed: int) -> dict[str, Any]:
+    """The demo's pre-training config (:mod:`medfound.multitask.pretrain`) for ``n_pretrain`` tasks."""
+    return {
+        "tasks": str(tasks_file),
+        "roles": ["pretrain"],
+        "device": "auto",
+        "seed": seed,
+        "network": DEMO_NETWORK,
+        "trainer": {
+            "max_iterations": (2 if quick else 50) * n_pretrain,
+            "batch_size": 8,
+            "optimizer": {"name": "AdamW", "lr": 1e-3, "weight_decay": 0.05},
+            "scheduler": {"name": "cosine", "warmup_steps": 3},
+            "grad_clip": 1.0,
+            "offload_heads": True,
+            "amp": True,
+            "task_order": "shuffle",
+            "checkpoint_every": 10 * n_pretrain,
+        },
+        "validation": {"interval": 4, "max_batches_per_task": 2},  # every 4 epochs, and at the end
+        "log_every": n_pretrain if quick else 5 * n_pretrain,
+        "progress_bar": False,
+    }
 
+
+def _run(out_dir: str | Path, quick: bool, seed: int, synthetic_only: bool) -> dict:
+    log = logger.info
     started = time.time()
     out = Path(out_dir)
     data = out / "data" / "multitask"
@@ -99,34 +131,15 @@ def _run(out_dir: str | Path, quick: bool, seed: int, synthetic_only: bool, log:
             for t in write_real_nuclei_tasks(out / "data" / "real_nuclei")
         ]
     tasks_file = out / "data" / "tasks.json"
-    tasks_file.write_text(json.dumps({"tasks": tasks}, indent=2) + "\n")
+    atomic_write_json(tasks_file, {"tasks": tasks})
     n_pretrain = sum(t["role"] == "pretrain" for t in tasks)
-    iterations = 2 * n_pretrain if quick else 50 * n_pretrain
-    config = {
-        "tasks": str(tasks_file),
-        "roles": ["pretrain"],
-        "device": "auto",
-        "seed": seed,
-        "network": DEMO_NETWORK,
-        "trainer": {
-            "max_iterations": iterations,
-            "batch_size": 8,
-            "optimizer": {"name": "AdamW", "lr": 1e-3, "weight_decay": 0.05},
-            "scheduler": {"name": "cosine", "warmup_steps": 3},
-            "grad_clip": 1.0,
-            "offload_heads": True,
-            "amp": True,
-            "task_order": "shuffle",
-            "checkpoint_every": 10 * n_pretrain,
-        },
-        "validation": {"interval": 4, "max_batches_per_task": 2},  # every 4 epochs, and at the end
-        "log_every": n_pretrain if quick else 5 * n_pretrain,
-    }
-    log(f"[2/3] pre-training a small UMedPT on {n_pretrain} tasks ({iterations} task-iterations)")
-    summary = pretrain(config, output_dir=out / "pretrain", log=lambda m: log("      " + m))
+    config = demo_pretrain_config(tasks_file, n_pretrain, quick, seed)
+    log(f"[2/3] pre-training a small UMedPT on {n_pretrain} tasks ({config['trainer']['max_iterations']} "
+        "task-iterations)")
+    summary = pretrain(config, output_dir=out / "pretrain")
     log("[3/3] transfer to the held-out task: linear probe and fine-tuning, pre-trained vs random init")
     fractions = (10, 100) if quick else (1, 5, 10, 25, 50, 100)
-    transfer = run_transfer(
+    transfer = run_transfer_config(transfer_config(
         tasks_file,
         {"umedpt": out / "pretrain", "random": "random"},
         out / "transfer",
@@ -142,8 +155,7 @@ def _run(out_dir: str | Path, quick: bool, seed: int, synthetic_only: bool, log:
             "optimizer": {"name": "AdamW", "lr": 1e-4, "weight_decay": 0.05},
             "head_init": "linear_probe",
         },
-        log=lambda m: log("      " + m),
-    )
+    ))
     table = [f"{'encoder':>8} {'mode':>8} " + " ".join(f"{f:>6g}%" for f in fractions)]
     for enc in ("umedpt", "random"):
         for mode in ("linear", "finetune"):
@@ -160,7 +172,7 @@ def _run(out_dir: str | Path, quick: bool, seed: int, synthetic_only: bool, log:
         "transfer_summary": transfer["summary"],
         "files": {**transfer["files"], "model": summary["model"]},
     }
-    (out / "demo_summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out / "demo_summary.json", result)
     log("")
     log(
         f"Transfer to {transfer['task']} ({transfer['metric']} on its {transfer['n_test']} test images, "

@@ -1,4 +1,5 @@
-"""Evaluation: metrics per domain/case, detection mAP, the transfer protocol (frozen probe, fine-tuning).
+"""Evaluation: metrics per domain/case and detection mAP (metrics only: no training code; the transfer
+protocol lives with the training code, :mod:`medfound.multitask.transfer`).
 
 - :mod:`medfound.evaluation.detection`: detection mAP.
 - :mod:`medfound.evaluation.segmentation`: segmentation Dice/HD95 per region, case and domain.

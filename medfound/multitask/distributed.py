@@ -27,20 +27,12 @@ import ignite.distributed as idist
 import torch
 from torch import nn
 
-__all__ = ["world_size", "rank", "all_reduce_gradients", "broadcast_module"]
+from medfound.utils.devices import world_size
+
+__all__ = ["all_reduce_gradients", "broadcast_module"]
 
 #: the largest flat buffer of one all-reduce (in elements)
 BUCKET_ELEMENTS = 25 * 1024 * 1024 // 4
-
-
-def world_size() -> int:
-    """Number of processes (1 without ``torch.distributed``)."""
-    return int(idist.get_world_size())
-
-
-def rank() -> int:
-    """This process's rank (0 without ``torch.distributed``)."""
-    return int(idist.get_rank())
 
 
 def all_reduce_gradients(params: Iterable[nn.Parameter], average: bool = True) -> None:

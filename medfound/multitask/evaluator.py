@@ -16,12 +16,13 @@ Example
 -------
 >>> import torch
 >>> from medfound.networks.umedpt import UMedPT
+>>> from medfound.multitask import BalancedValidationLoader, load_tasks
 >>> net = UMedPT(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
 ...              squeezer_channels=16, seg_hidden_channels=16, det_channels=16)
->>> tasks = [{"name": "a", "kind": "classification", "class_names": ["x", "y"], "training": [],
-...           "validation": [{"image": torch.rand(1, 32, 32), "label": i % 2} for i in range(4)],
-...           "transforms": {"val": lambda d: d}}]
->>> evaluator = MultiTaskEvaluator("cpu", net, tasks, batch_size=2)
+>>> tasks = load_tasks([{"name": "a", "kind": "classification", "class_names": ["x", "y"], "training": [],
+...                      "validation": [{"image": torch.rand(1, 32, 32), "label": i % 2} for i in range(4)],
+...                      "transforms": {"val": lambda d: d}}])
+>>> evaluator = MultiTaskEvaluator("cpu", net, BalancedValidationLoader.from_tasks(tasks, batch_size=2), tasks)
 >>> evaluator.run()
 >>> sorted(k for k in evaluator.state.metrics if k.startswith("a/"))[:3]
 ['a/accuracy', 'a/auc/x', 'a/auc/y']
@@ -38,12 +39,14 @@ from monai.engines.utils import IterationEvents
 from torch import nn
 
 from medfound.errors import ConfigError
-from medfound.multitask.data import prepare_task_batch
+from medfound.multitask.batches import prepare_task_batch
+from medfound.multitask.heads import ensure_heads, move_head
 from medfound.multitask.metrics import MultiTaskMetric
+from medfound.multitask.outputs import to_cpu_targets
 from medfound.multitask.sampling import BalancedValidationLoader
-from medfound.multitask.steps import ensure_heads, move_head, to_cpu_targets
-from medfound.multitask.trainer import _as_device, build_task_datasets, resolve_tasks
+from medfound.multitask.tasks import TaskSpec
 from medfound.networks.fcos import FCOSPostprocessor
+from medfound.utils import check_bool, resolve_device
 
 __all__ = ["MultiTaskEvaluator"]
 
@@ -54,55 +57,46 @@ class MultiTaskEvaluator(Evaluator):
     Parameters
     ----------
     device : ``"cuda"``, ``"cpu"``, a ``torch.device`` or ``"auto"``.
-    network : the UMedPT-like model (shared with the trainer when validating during training).
-    tasks, roles, task_names : as :class:`~medfound.multitask.trainer.MultiTaskTrainer`.
-    batch_size : batch size of tasks without ``val_batch_size`` / ``batch_size``.
-    max_batches_per_task : cap per task (``None``: all validation data).
-    val_loader : a ready :class:`~medfound.multitask.sampling.BalancedValidationLoader`.
+    network : the UMedPT-like model (shared with the trainer when validating during training);
+        heads missing for a task are added as the trainer does.
+    val_loader : the :class:`~medfound.multitask.sampling.BalancedValidationLoader` of the
+        tasks' validation data (e.g. ``BalancedValidationLoader.from_tasks``).
+    tasks : the :class:`~medfound.multitask.tasks.TaskSpec` of the tasks (a superset of the
+        loader's): kinds and metrics.
     offload_heads : keep heads on the CPU except while their task runs (as in training).
     amp : autocast on CUDA.
     detection_postprocessing : options of ``FCOSPostprocessor`` (``score_thresh``, ``nms_thresh``, ...).
-    val_handlers, additional_metrics, num_workers, skip_bad, amp_kwargs : as MONAI's evaluators.
+    val_handlers, additional_metrics, non_blocking, amp_kwargs : as MONAI's evaluators.
     """
 
     def __init__(
         self,
         device: str | torch.device,
         network: nn.Module,
-        tasks: Any,
-        roles: Sequence[str] | str | None = None,
-        task_names: Sequence[str] | None = None,
-        batch_size: int = 8,
-        max_batches_per_task: int | None = None,
-        val_loader: BalancedValidationLoader | None = None,
+        val_loader: BalancedValidationLoader,
+        tasks: Sequence[TaskSpec],
         offload_heads: bool = False,
         amp: bool = False,
         detection_postprocessing: Mapping[str, Any] | None = None,
         val_handlers: Sequence | None = None,
         additional_metrics: dict | None = None,
-        num_workers: int = 0,
-        skip_bad: bool = True,
         non_blocking: bool = False,
         amp_kwargs: dict | None = None,
     ) -> None:
-        device = _as_device(device)
-        self.specs = {s.name: s for s in resolve_tasks(tasks, roles, task_names)}
-        ensure_heads(network, list(self.specs.values()))
-        if val_loader is None:
-            datasets = build_task_datasets(list(self.specs.values()), "val", skip_bad)
-            datasets = {n: d for n, d in datasets.items() if len(d) > 0}
-            if not datasets:
-                raise ConfigError("no task has validation data")
-            val_loader = BalancedValidationLoader(
-                datasets,
-                {n: self.specs[n].val_batch_size or self.specs[n].batch_size or batch_size for n in datasets},
-                kinds={n: self.specs[n].kind for n in datasets},
-                max_batches_per_task=max_batches_per_task,
-                num_workers=num_workers,
-            )
+        device = resolve_device(device)
+        specs = list(tasks.values()) if isinstance(tasks, Mapping) else list(tasks)
+        if not all(isinstance(s, TaskSpec) for s in specs):
+            raise ConfigError("tasks must be TaskSpec objects (medfound.multitask.load_tasks)")
+        self.specs = {s.name: s for s in specs}
+        if not isinstance(val_loader, BalancedValidationLoader):
+            raise ConfigError(f"val_loader must be a BalancedValidationLoader, got {type(val_loader).__name__}")
+        unknown = [n for n in val_loader.names if n not in self.specs]
+        if unknown:
+            raise ConfigError(f"val_loader has tasks {unknown} that are not among the evaluator's {list(self.specs)}")
+        ensure_heads(network, specs)
         self.network = network
-        self.offload_heads = bool(offload_heads)
-        self.amp_enabled = bool(amp) and device.type == "cuda"
+        self.offload_heads = check_bool(offload_heads, "offload_heads")
+        self.amp_enabled = check_bool(amp, "amp") and device.type == "cuda"
         self.postprocessor = FCOSPostprocessor(**dict(detection_postprocessing or {}))
         metric = MultiTaskMetric({n: self.specs[n].build_metric() for n in val_loader.names})
         super().__init__(

@@ -48,6 +48,8 @@ from monai.metrics import compute_dice, compute_iou, compute_roc_auc
 from medfound.errors import ConfigError, ShapeError
 from medfound.evaluation.detection import DetectionMAP
 from medfound.evaluation.statistics import nanmean
+from medfound.multitask.outputs import collate_outputs
+from medfound.utils import check_choice, check_int, check_probability
 
 __all__ = [
     "PRIMARY_METRICS",
@@ -71,7 +73,6 @@ PRIMARY_METRICS = {
 
 def _plain(t: Any) -> Any:
     return t.as_tensor() if hasattr(t, "as_tensor") else t
-
 
 
 def _auc(scores: torch.Tensor, positives: torch.Tensor) -> float:
@@ -161,7 +162,7 @@ class MultiLabelMetric(TaskMetric):
     """Multi-label classification: ``update(logits (B, K), targets (B, K) of 0/1/-1)``."""
 
     def __init__(self, class_names: Sequence[str], primary: str | None = None, threshold: float = 0.5) -> None:
-        self.threshold = float(threshold)
+        self.threshold = check_probability(threshold, "multi-label metric threshold")
         super().__init__(class_names, primary, "multilabel")
 
     def reset(self) -> None:
@@ -202,7 +203,7 @@ class SegmentationMetric(TaskMetric):
     """
 
     def __init__(self, class_names: Sequence[str], primary: str | None = None, ignore_index: int = -1) -> None:
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_int(ignore_index, "segmentation metric ignore_index")
         super().__init__(class_names, primary, "segmentation")
 
     def reset(self) -> None:
@@ -275,8 +276,7 @@ def build_task_metric(kind: str, class_names: Sequence[str], primary: str | None
         "segmentation": SegmentationMetric,
         "detection": DetectionMetric,
     }
-    if kind not in classes:
-        raise ConfigError(f"unknown task kind {kind!r}; kinds: {', '.join(classes)}")
+    check_choice(kind, tuple(classes), "task kind")
     try:
         return classes[kind](class_names, primary, **kwargs)
     except TypeError as err:
@@ -320,8 +320,6 @@ class MultiTaskMetric(Metric):
         if isinstance(output, tuple):
             output = output[0]
         if not isinstance(output, Mapping):  # a decollated trainer output: one dict per sample
-            from medfound.multitask.steps import collate_outputs
-
             output = collate_outputs(output)
         task = output["task"]
         if task not in self.task_metrics:

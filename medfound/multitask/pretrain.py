@@ -1,116 +1,160 @@
 """Multi-task pre-training from one config file: the API behind ``medfound pretrain CONFIG``.
 
-The config (JSON or YAML; MONAI bundle syntax such as ``_target_``, ``@ref`` and ``$expr``
-is understood) has these sections, all but ``tasks`` optional::
+The config (JSON or YAML) has these sections, all but ``tasks`` optional (defaults shown)::
 
     {
       "tasks": "tasks.json",                 # task file (relative to this config) or inline list
       "roles": ["pretrain"],                 # which tasks to train on
+      "task_names": null,                    # or these tasks, in this order
       "device": "auto",
-      "network": {"variant": "tiny"},        # UMedPT arguments, or {"_target_": ..., ...}
-      "trainer": {"max_iterations": 20000, "batch_size": 16, "offload_heads": true, "amp": true,
-                  "optimizer": {"name": "AdamW", "lr": 1e-4}, "scheduler": "cosine"},
-      "validation": {"interval": 1, "max_batches_per_task": null},   # every N epochs and at the end; null: none
+      "seed": 0,                             # network initialisation, task and data order, augmentation
+      "network": {},                         # UMedPT arguments (default: Swin V2 tiny as published),
+                                             # or {"_target_": ..., ...}
+      "trainer": {"max_epochs": 1, "batch_size": 8, "optimizer": {"name": "AdamW", "lr": 1e-4,
+                  "weight_decay": 0.05}, "scheduler": "constant", ...},   # TRAINER_DEFAULTS
+      "validation": {"interval": 1, "max_batches_per_task": null},      # every N epochs and at the end; null: none
       "log_every": 50,
       "tensorboard": false,
-      "output_dir": "runs/umedpt"
+      "progress_bar": true,
+      "output_dir": "umedpt_pretrain"
     }
 
-Written to ``output_dir``: ``checkpoints/last.pt`` (resumable; a second call continues),
+The ``trainer`` and ``validation`` options are those of
+:mod:`medfound.multitask.training_config` (:data:`~medfound.multitask.training_config.TRAINER_DEFAULTS`);
+a misspelt key or a bad value stops the run before anything is built, with one line naming it.
+:func:`pretrain` composes the run as a MONAI bundle config (:func:`pretrain_config`, ``_target_``
+for every object), writes it as ``train.json`` into the output folder and instantiates it with
+``monai.bundle.ConfigParser``: the run can be repeated with MONAI's runner,
+``monai.bundle.run(run_id="run", init_id="initialize", config_file="OUTPUT_DIR/train.json")``.
+
+Written to ``output_dir``: ``train.json`` (the bundle config, with the seed), ``network.json``
+(the UMedPT arguments and the task heads, so the transfer protocol can rebuild the model),
+``last.pt`` (the checkpoint: a second call continues from it, possibly with a longer run),
 ``model.pt`` (the UMedPT state dict, shared blocks and heads), ``encoder.pt`` (the encoder
-alone, torchvision Swin V2 format), ``network.json`` (the UMedPT arguments, so the transfer
-protocol can rebuild the model), ``history.json`` (losses and validation metrics).
+alone, torchvision Swin V2 format), ``history.json`` (losses and validation metrics of the
+whole run, also across resumes), ``tensorboard/`` (with ``"tensorboard": true``).
+Progress goes to the ``medfound.multitask.pretrain`` logger (Python ``logging``); MONAI's
+``StatsHandler`` prints the losses and validation metrics (loggers ``medfound.multitask.train``
+and ``medfound.multitask.validation``, on stdout by MONAI's default).
 
 Example
 -------
->>> cfg = {"tasks": [], "network": {}}
 >>> try:
-...     pretrain(cfg, output_dir="unused")
+...     pretrain({"tasks": "tasks.json", "trainer": {"bach_size": 4}}, output_dir="unused")
 ... except Exception as err:
-...     print(type(err).__name__)
-ConfigError
+...     print(type(err).__name__, str(err).split(";")[0])
+ConfigError unknown key(s) ['bach_size'] in trainer
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from ignite.engine import Events
 from monai.bundle import ConfigParser
-from monai.handlers import TensorBoardStatsHandler, ValidationHandler, from_engine
 
 from medfound.errors import ConfigError
-from medfound.multitask.checkpoint import save_checkpoint
-from medfound.multitask.evaluator import MultiTaskEvaluator
-from medfound.multitask.tasks import read_config_file
-from medfound.multitask.trainer import MultiTaskTrainer, _as_device
+from medfound.multitask.tasks import load_tasks
+from medfound.multitask.training_config import network_config, training_config
+from medfound.utils import (
+    atomic_write_json,
+    check_bool,
+    check_int,
+    check_mapping,
+    read_config_file,
+    resolve_device,
+)
 
-__all__ = ["pretrain", "build_network"]
+__all__ = ["PRETRAIN_DEFAULTS", "pretrain_config", "pretrain"]
 
 logger = logging.getLogger(__name__)
 
-_TOP_KEYS = {
-    "tasks",
-    "roles",
-    "task_names",
-    "device",
-    "network",
-    "trainer",
-    "validation",
-    "log_every",
-    "tensorboard",
-    "output_dir",
-    "seed",
+#: the top-level keys of a pre-training config and their defaults (``tasks`` has none)
+PRETRAIN_DEFAULTS: dict[str, Any] = {
+    "tasks": None,
+    "roles": ["pretrain"],
+    "task_names": None,
+    "device": "auto",
+    "seed": 0,
+    "network": {},
+    "trainer": {},
+    "validation": {"interval": 1},
+    "log_every": 50,
+    "tensorboard": False,
+    "progress_bar": True,
+    "output_dir": "umedpt_pretrain",
 }
+_RUN_LENGTH = ("max_epochs", "max_iterations")
 
 
-def build_network(config: Mapping[str, Any] | torch.nn.Module | None) -> torch.nn.Module:
-    """A UMedPT from plain arguments, a ``_target_`` config, or a ready module."""
-    if isinstance(config, torch.nn.Module):
-        return config
-    config = dict(config or {})
-    if "_target_" in config:
-        return ConfigParser({"network": config}).get_parsed_content("network", instantiate=True)
-    from medfound.networks.umedpt import UMedPT
-
-    try:
-        return UMedPT(**config)
-    except TypeError as err:
-        raise ConfigError(f"bad network option: {err}") from None
-
-
-def _resolve(config: Any) -> tuple[dict[str, Any], Path | None]:
+def _read(config: Any) -> tuple[dict[str, Any], Path | None]:
     base = None
     if isinstance(config, (str, os.PathLike)):
         base = Path(config).resolve().parent
-        config = read_config_file(config)
-    if not isinstance(config, Mapping):
-        raise ConfigError("a pre-training config must be a dict (or a JSON/YAML file holding one)")
-    unknown = set(config) - _TOP_KEYS
+        config = read_config_file(config, expect=dict, what="pre-training config")
+    given = check_mapping(config, "pre-training config")
+    unknown = sorted(set(map(str, given)) - set(PRETRAIN_DEFAULTS))
     if unknown:
-        raise ConfigError(f"unknown pre-training config keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
-    parser = ConfigParser(copy.deepcopy(dict(config)))
-    # resolve @refs / $expressions, but leave _target_ dicts for build_network / the trainer
-    resolved = {k: parser.get_parsed_content(k, instantiate=False) for k in config}
-    return resolved, base
+        raise ConfigError(f"unknown pre-training config keys {unknown}; known: {sorted(PRETRAIN_DEFAULTS)}")
+    return {**copy.deepcopy(PRETRAIN_DEFAULTS), **given}, base
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+def _names(value: Any, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{what} must be a name or a non-empty list of names, got {value!r}")
+    return list(values)
+
+
+def pretrain_config(
+    config: str | os.PathLike | Mapping[str, Any],
+    output_dir: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """The bundle config (:func:`~medfound.multitask.training_config.training_config`) of a
+    pre-training config; arguments as :func:`pretrain`. Checks every value first: a bad one
+    raises :class:`~medfound.errors.ConfigError` naming its key."""
+    cfg, base = _read(config)
+    tasks = cfg["tasks"]
+    if not tasks:
+        raise ConfigError("the pre-training config names no tasks")
+    if isinstance(tasks, (str, os.PathLike)) and base is not None and not os.path.isabs(os.fspath(tasks)):
+        tasks = str(base / tasks)
+    trainer = dict(check_mapping(cfg["trainer"], "trainer"))
+    overrides = dict(check_mapping(overrides or {}, "overrides"))
+    if any(k in overrides for k in _RUN_LENGTH):  # a run length given on the command line replaces the config's
+        for key in _RUN_LENGTH:
+            trainer.pop(key, None)
+    trainer.update(overrides)
+    device = device if device is not None else cfg["device"]
+    resolve_device(device, what="device")  # fails now, naming the option, rather than once the data are read
+    output = Path(output_dir if output_dir is not None else cfg["output_dir"])
+    return training_config(
+        tasks=tasks,
+        network=network_config(cfg["network"]),
+        trainer=trainer,
+        validation=cfg["validation"],
+        device=device,
+        seed=check_int(cfg["seed"], "seed", low=0),
+        roles=_names(cfg["roles"], "roles"),
+        task_names=_names(cfg["task_names"], "task_names"),
+        output_dir=output,
+        log_every=check_int(cfg["log_every"], "log_every", low=1),
+        tensorboard=check_bool(cfg["tensorboard"], "tensorboard"),
+        progress_bar=check_bool(cfg["progress_bar"], "progress_bar"),
+    )
+
+
+def _not_json(value: Any) -> str:
+    return f"<{type(value).__name__}: not JSON>"
 
 
 def pretrain(
@@ -118,132 +162,47 @@ def pretrain(
     output_dir: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
     device: str | None = None,
-    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Pre-train a UMedPT on the config's tasks; returns a summary (paths, steps, last metrics).
+    """Pre-train a UMedPT on the config's tasks; returns a summary (paths, steps, seed, last metrics).
 
     Parameters
     ----------
     config : the config dict or its JSON/YAML file (see the module docstring).
     output_dir : overrides ``config["output_dir"]``.
-    overrides : merged into the ``trainer`` section (e.g. ``{"max_iterations": 10}``).
+    overrides : merged into the ``trainer`` section (e.g. ``{"max_iterations": 10}``; a run
+        length here replaces the config's).
     device : overrides ``config["device"]``.
-    log : where progress lines go (default: the module logger).
     """
-    emit = log or logger.info
-    cfg, base = _resolve(config)
-    tasks = cfg.get("tasks")
-    if not tasks:
-        raise ConfigError("the pre-training config names no tasks")
-    if isinstance(tasks, str) and base is not None and not os.path.isabs(tasks):
-        tasks = str(base / tasks)
-    out = Path(output_dir or cfg.get("output_dir") or "umedpt_pretrain")
+    bundle = pretrain_config(config, output_dir, overrides, device)
+    out = Path(bundle["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    device = _as_device(device or cfg.get("device", "auto"))
-    if "seed" in cfg:
-        torch.manual_seed(int(cfg["seed"]))
-    network_cfg = cfg.get("network") or {}
-    network = build_network(network_cfg)
-    trainer_cfg = {**dict(cfg.get("trainer") or {}), **dict(overrides or {})}
-    if "max_epochs" not in trainer_cfg and "max_iterations" not in trainer_cfg:
-        trainer_cfg["max_epochs"] = 1
-    trainer_cfg.setdefault("checkpoint_dir", str(out / "checkpoints"))
-    trainer_cfg.setdefault("seed", int(cfg.get("seed", 0)))
-    roles = cfg.get("roles", ["pretrain"])
-    trainer = MultiTaskTrainer(device, network, tasks, roles=roles, task_names=cfg.get("task_names"), **trainer_cfg)
-    emit(
-        f"pre-training on {len(trainer.task_names)} tasks ({', '.join(trainer.task_names)}) on {device}: "
-        f"{trainer.total_iterations} iterations, window {trainer.window}, epoch length {trainer.state.epoch_length}"
-    )
-
-    history: dict[str, Any] = {"loss": [], "validation": []}
-    log_every = int(cfg.get("log_every", 50))
-    running: dict[str, list[float]] = {}
+    atomic_write_json(out / "train.json", bundle, default=_not_json)
+    specs = load_tasks(bundle["tasks"]["source"], roles=bundle["tasks"]["roles"], names=bundle["tasks"]["names"])
+    network = bundle["network"]
+    atomic_write_json(out / "network.json", {
+        "umedpt": {k: v for k, v in network.items() if k not in ("_target_", "tasks")},
+        "tasks": [s.head_config() for s in specs],
+    }, default=_not_json)
     started = time.time()
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _log_loss(engine: MultiTaskTrainer) -> None:
-        name, loss = engine.state.output[0]["task"], float(engine.state.output[0]["loss"])
-        running.setdefault(name, []).append(loss)
-        if engine.state.iteration % log_every == 0 or engine.state.iteration == trainer.total_iterations:
-            means = {n: sum(v) / len(v) for n, v in running.items()}
-            history["loss"].append({"iteration": engine.state.iteration, **means})
-            emit(
-                f"  iteration {engine.state.iteration}/{trainer.total_iterations} ({time.time() - started:.0f} s) "
-                f"mean normalised loss {sum(means.values()) / len(means):.3f}"
-            )
-            running.clear()
-
-    validation = cfg.get("validation", {"interval": 1})
-    evaluator = None
-    if validation is not None:
-        validation = dict(validation)
-        interval = int(validation.pop("interval", 1))
-        evaluator = MultiTaskEvaluator(
-            device,
-            network,
-            tasks,
-            roles=roles,
-            task_names=trainer.task_names,
-            offload_heads=trainer.offload_heads,
-            amp=trainer.amp_enabled,
-            batch_size=int(trainer_cfg.get("batch_size", 8)),
-            **validation,
-        )
-
-        @evaluator.on(Events.EPOCH_COMPLETED)
-        def _log_metrics(engine: MultiTaskEvaluator) -> None:
-            metrics = {k: float(v) for k, v in engine.state.metrics.items()}
-            history["validation"].append(
-                {"epoch": trainer.state.epoch, "iteration": trainer.state.iteration, **metrics}
-            )
-            scores = ", ".join(f"{n} {metrics.get(f'{n}/score', float('nan')):.3f}" for n in trainer.task_names)
-            emit(f"  validation after epoch {trainer.state.epoch}: mean score {metrics['mean_score']:.3f} ({scores})")
-
-        ValidationHandler(interval=interval, validator=evaluator, epoch_level=True).attach(trainer)
-
-        @trainer.on(Events.COMPLETED)
-        def _final_validation(engine: MultiTaskTrainer) -> None:
-            done = history["validation"] and history["validation"][-1]["iteration"] == engine.state.iteration
-            if not done:
-                evaluator.run(max(1, engine.state.epoch))
-
-    if cfg.get("tensorboard"):
-        TensorBoardStatsHandler(
-            log_dir=str(out / "tensorboard"),
-            output_transform=from_engine(["loss"], first=True),
-            iteration_log=True,
-            epoch_log=False,
-        ).attach(trainer)
-        if evaluator is not None:
-            TensorBoardStatsHandler(
-                log_dir=str(out / "tensorboard"),
-                output_transform=lambda x: None,
-                global_epoch_transform=lambda _: trainer.state.epoch,
-                iteration_log=False,
-            ).attach(evaluator)
-
-    trainer.run()
-    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    save_checkpoint(state, out / "model.pt")
-    if hasattr(network, "shared") and "encoder" in network.shared:
-        save_checkpoint(
-            {k: v.detach().cpu() for k, v in network.shared["encoder"].state_dict().items()}, out / "encoder.pt"
-        )
-    network_json = {
-        "umedpt": _plain(network_cfg),
-        "tasks": [trainer.specs[n].head_config() for n in trainer.task_names],
-    }
-    (out / "network.json").write_text(json.dumps(network_json, indent=2) + "\n")
-    (out / "history.json").write_text(json.dumps(_plain(history), indent=2) + "\n")
+    parser = ConfigParser(bundle)
+    parser.get_parsed_content("initialize")
+    trainer, history = parser.get_parsed_content("trainer"), parser.get_parsed_content("history")
+    logger.info(
+        "pre-training on %d tasks (%s) on %s: %d iterations, window %d, epoch length %d, seed %d; output in %s",
+        len(trainer.task_names), ", ".join(trainer.task_names), trainer.state.device, trainer.total_iterations,
+        trainer.window, trainer.plan.epoch_length, bundle["seed"], out,
+    )
+    parser.get_parsed_content("run")
     summary = {
         "output_dir": str(out.resolve()),
         "model": str((out / "model.pt").resolve()),
+        "config": str((out / "train.json").resolve()),
+        "seed": bundle["seed"],
         "iterations": trainer.state.iteration,
         "shared_steps": trainer.shared_steps,
         "tasks": trainer.task_names,
         "seconds": round(time.time() - started, 1),
-        "last_validation": history["validation"][-1] if history["validation"] else None,
+        "last_validation": history.validation[-1] if history.validation else None,
     }
-    emit(f"pre-training done in {summary['seconds']} s; weights in {out / 'model.pt'}")
+    logger.info("pre-training done in %s s; weights in %s", summary["seconds"], out / "model.pt")
     return summary

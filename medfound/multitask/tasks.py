@@ -53,47 +53,41 @@ from torch import nn
 from medfound.errors import ConfigError, DatasetLayoutError, LabelMismatchError
 from medfound.multitask.losses import build_task_loss
 from medfound.multitask.metrics import PRIMARY_METRICS, TaskMetric, build_task_metric
+from medfound.utils import check_bool, check_choice, check_float, check_int, check_mapping, read_config_file
 
-__all__ = ["TASK_KINDS", "TaskSpec", "load_tasks", "read_config_file"]
+__all__ = ["TASK_KINDS", "TaskSpec", "load_tasks", "per_task"]
 
 TASK_KINDS = ("classification", "multilabel", "segmentation", "detection")
 #: informational task keys (kept in ``TaskSpec.extra`` without a warning)
 INFO_KEYS = ("description", "image_format", "image_size", "counts", "synthetic", "source", "notes")
 
 
-def read_config_file(path: str | os.PathLike) -> Any:
-    """Read a JSON or YAML file (by suffix; ``.yaml``/``.yml`` need PyYAML, which MONAI bundles use).
+def per_task(value: Any, names: Sequence[str], what: str) -> dict[str, Any]:
+    """``{task: value}`` for every task in ``names``: ``value`` itself for all, or its entries when it is
+    a mapping (which must have every task).
 
-    Raises :class:`~medfound.errors.ConfigError` naming the file when it is missing or malformed.
+    Example
+    -------
+    >>> per_task(8, ["a", "b"], "batch size"), per_task({"a": 4, "b": 2, "c": 1}, ["a", "b"], "batch size")
+    ({'a': 8, 'b': 8}, {'a': 4, 'b': 2})
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
-        raise ConfigError(
-            f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {err}"
-        ) from None
+    if isinstance(value, Mapping):
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ConfigError(f"{what} missing for tasks {missing}")
+        return {n: value[n] for n in names}
+    return dict.fromkeys(names, value)
 
 
 def _as_pair(value: Any, what: str) -> tuple[int, int] | None:
     if value is None:
         return None
-    if isinstance(value, int):
-        return (value, value)
-    try:
-        pair = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be an int or [height, width], got {value!r}") from None
-    if len(pair) != 2 or min(pair) < 1:
-        raise ConfigError(f"{what} must be an int or [height, width] >= 1, got {value!r}")
-    return pair
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ConfigError(f"{what} must be an integer >= 1 or [height, width], got {value!r}")
+        return check_int(value[0], f"{what}[0]", low=1), check_int(value[1], f"{what}[1]", low=1)
+    side = check_int(value, what, low=1)
+    return side, side
 
 
 @dataclass
@@ -102,7 +96,7 @@ class TaskSpec:
 
     ``transforms`` may hold MONAI ``Compose``/callables (Python use) or lists of bundle-style
     ``{"_target_": ...}`` dicts (config use) under ``"train"`` and ``"val"``; ``None`` takes
-    :func:`medfound.multitask.data.default_transforms`.
+    :func:`medfound.multitask.task_transforms.default_transforms`.
     """
 
     name: str
@@ -132,8 +126,7 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "." in self.name or "/" in self.name:
             raise ConfigError(f"task name must be a non-empty string without '.' or '/', got {self.name!r}")
-        if self.kind not in TASK_KINDS:
-            raise ConfigError(f"task {self.name!r}: kind must be one of {TASK_KINDS}, got {self.kind!r}")
+        check_choice(self.kind, TASK_KINDS, f"task {self.name!r}: kind")
         if not isinstance(self.class_names, (list, tuple)) or not self.class_names:
             raise ConfigError(f"task {self.name!r}: class_names must be a non-empty list")
         self.class_names = [str(c) for c in self.class_names]
@@ -146,15 +139,11 @@ class TaskSpec:
             raise ConfigError(f"task {self.name!r}: give a 'datalist' file or an inline 'training' list")
         self.spatial_size = _as_pair(self.spatial_size, f"task {self.name!r}: spatial_size")
         for key in ("batch_size", "val_batch_size"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"task {self.name!r}: {key} must be a positive integer, got {value!r}")
-        if float(self.weight) <= 0:
-            raise ConfigError(f"task {self.name!r}: weight must be > 0, got {self.weight}")
-        self.weight = float(self.weight)
+            setattr(self, key, check_int(getattr(self, key), f"task {self.name!r}: {key}", low=1, allow_none=True))
+        self.weight = check_float(self.weight, f"task {self.name!r}: weight", low=0.0, low_open=True)
+        self.augment = check_bool(self.augment, f"task {self.name!r}: augment")
         for key in ("loss", "head", "metric"):
-            if not isinstance(getattr(self, key), Mapping):
-                raise ConfigError(f"task {self.name!r}: {key} must be a dict of options")
+            setattr(self, key, check_mapping(getattr(self, key), f"task {self.name!r}: {key}"))
         primary = self.metric.get("primary", PRIMARY_METRICS[self.kind])
         self.metric = {**self.metric, "primary": primary}
 
@@ -217,8 +206,7 @@ class TaskSpec:
         split) or :class:`~medfound.errors.LabelMismatchError` (an item's label does not fit
         the task), naming the datalist and the item.
         """
-        if split not in ("train", "val"):
-            raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+        check_choice(split, ("train", "val"), "split")
         inline = self.training if split == "train" else self.validation
         key = self.train_key if split == "train" else self.val_key
         source = f"task {self.name!r} ({key})"
@@ -302,7 +290,7 @@ def load_tasks(
     config: Any = source
     if isinstance(source, (str, os.PathLike)):
         base_dir = os.path.dirname(os.path.abspath(os.fspath(source)))
-        config = read_config_file(source)
+        config = read_config_file(source, what="task file")
     defaults: Mapping[str, Any] = {}
     if isinstance(config, Mapping):
         if "tasks" not in config:

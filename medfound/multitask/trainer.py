@@ -13,33 +13,36 @@ One iteration = one batch of one task:
    once; then every schedule steps.
 
 Peak memory is thus one task's activations plus the shared gradients, whatever the number
-of tasks (with ``offload_heads`` even the heads on the device are one at a time). The
-trainer is a ``monai.engines.Trainer``: MONAI handlers attach as usual (``StatsHandler``
-with ``output_transform=from_engine(["loss"], first=True)``, ``TensorBoardStatsHandler``,
-``CheckpointSaver(save_dict={"trainer": trainer})``, ``CheckpointLoader``,
-``ValidationHandler`` with a :class:`~medfound.multitask.evaluator.MultiTaskEvaluator`),
-and so does ignite's ``ProgressBar``. Its ``state_dict()`` holds everything a resumed run
-needs: the network (shared blocks and heads), every optimiser, schedule and the AMP
-scaler, the task loader's position, the RNG states, and gradients accumulated in an
-unfinished window; ``checkpoint_dir`` makes it save atomically and resume by itself.
+of tasks (with ``offload_heads`` even the heads on the device are one at a time).
 
-Every argument is a plain value or an object a MONAI bundle config builds, e.g.::
-
-    "trainer": {"_target_": "medfound.multitask.MultiTaskTrainer", "device": "$torch.device('cuda')",
-                "network": "@network", "tasks": "/data/tasks.json", "roles": ["pretrain"],
-                "max_iterations": 100000, "batch_size": 32, "optimizer": {"name": "AdamW", "lr": 1e-4},
-                "offload_heads": true, "amp": true, "checkpoint_dir": "$@bundle_root + '/models'"}
+Following MONAI, the trainer receives ready objects: the network, the task loader
+(:class:`~medfound.multitask.sampling.CyclicTaskLoader`), the tasks
+(:class:`~medfound.multitask.tasks.TaskSpec`: kind, weight, head, loss), the optimisers and
+schedules (ready, or factories that it calls with the parameters / the optimiser: a bundle
+config builds them with ``"_mode_": "callable"``), and handlers. Checkpointing and exact resume are
+:class:`medfound.handlers.AtomicCheckpointSaver` / :class:`~medfound.handlers.CheckpointResume`
+with ``save_dict={"trainer": trainer}``: the trainer's ``state_dict()`` holds everything a
+resumed run needs (network, every optimiser, schedule and the AMP scaler, the loader's
+position, the RNG states, gradients accumulated in an unfinished window). Validation
+(``ValidationHandler`` with a :class:`~medfound.multitask.evaluator.MultiTaskEvaluator`),
+logging (``StatsHandler`` with ``output_transform=from_engine(["loss"], first=True)``),
+``TensorBoardStatsHandler`` and ignite's ``ProgressBar`` attach as usual.
+:func:`medfound.multitask.training_config.training_config` composes all of it as a MONAI
+bundle config.
 
 Example
 -------
->>> import torch
+>>> import functools, torch
 >>> from medfound.networks.umedpt import UMedPT
+>>> from medfound.multitask import CyclicTaskLoader, load_tasks
 >>> net = UMedPT(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
 ...              squeezer_channels=16, seg_hidden_channels=16, det_channels=16)
->>> tasks = [{"name": "a", "kind": "classification", "class_names": ["x", "y"],
-...           "training": [{"image": torch.rand(1, 32, 32), "label": i % 2} for i in range(4)],
-...           "transforms": {"train": lambda d: d}}]
->>> trainer = MultiTaskTrainer("cpu", net, tasks, max_iterations=2, batch_size=2)
+>>> tasks = load_tasks([{"name": "a", "kind": "classification", "class_names": ["x", "y"],
+...                      "training": [{"image": torch.rand(1, 32, 32), "label": i % 2} for i in range(4)],
+...                      "transforms": {"train": lambda d: d}}])
+>>> loader = CyclicTaskLoader.from_tasks(tasks, batch_size=2)
+>>> trainer = MultiTaskTrainer("cpu", net, loader, tasks, functools.partial(torch.optim.AdamW, lr=1e-4),
+...                            max_iterations=2)
 >>> trainer.run()
 >>> trainer.state.iteration, trainer.shared_steps
 (2, 2)
@@ -49,12 +52,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
-import ignite.distributed as idist
 import torch
 from ignite.engine import EventEnum, Events
 from monai.engines import Trainer
@@ -62,26 +63,23 @@ from monai.engines.utils import IterationEvents
 from torch import nn
 
 from medfound.errors import ConfigError, WeightsError
-from medfound.multitask.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from medfound.multitask.data import TaskDataset, prepare_task_batch, task_transforms
-from medfound.multitask.distributed import all_reduce_gradients, broadcast_module, rank, world_size
-from medfound.multitask.optim import build_optimizer, build_scheduler
+from medfound.multitask.batches import padded_size, prepare_task_batch
+from medfound.multitask.distributed import all_reduce_gradients, broadcast_module
+from medfound.multitask.heads import ensure_heads, move_head, split_parameters
+from medfound.multitask.outputs import decollate_output, detach_output
 from medfound.multitask.sampling import CyclicTaskLoader
-from medfound.multitask.steps import (
-    decollate_output,
-    detach_output,
-    ensure_heads,
-    move_head,
-    split_parameters,
-    task_loss,
-)
-from medfound.multitask.tasks import TaskSpec, load_tasks
+from medfound.multitask.tasks import TaskSpec, per_task
+from medfound.utils import capture_rng_state, check_bool, check_float, check_int, resolve_device, restore_rng_state
+from medfound.utils.devices import rank, world_size
 
-__all__ = ["MultiTaskEvents", "MultiTaskTrainer", "build_task_datasets", "resolve_tasks"]
+__all__ = ["MultiTaskEvents", "MultiTaskTrainer", "RunPlan", "plan_run", "task_loss"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "medfound.multitask.trainer/1"
+
+#: a ready optimiser, or a factory called with a list of parameters (``functools.partial``; ``"_mode_": "callable"``)
+OptimizerArg = torch.optim.Optimizer | Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
 
 class MultiTaskEvents(EventEnum):
@@ -95,39 +93,93 @@ class MultiTaskEvents(EventEnum):
     HEAD_STEP_COMPLETED = "head_step_completed"
 
 
-def resolve_tasks(
-    tasks: Any, roles: Sequence[str] | str | None = None, names: Sequence[str] | None = None
-) -> list[TaskSpec]:
-    """Task specs from a path, a config dict, or a list of dicts / specs."""
-    if (
-        isinstance(tasks, Sequence)
-        and not isinstance(tasks, (str, bytes))
-        and tasks
-        and all(isinstance(t, TaskSpec) for t in tasks)
-        and roles is None
-        and names is None
-    ):
-        return list(tasks)
-    return load_tasks(tasks, roles=roles, names=names)
+class RunPlan(NamedTuple):
+    """The length of a run: iterations per epoch, epochs, iterations, the window and the shared steps."""
+
+    epoch_length: int
+    max_epochs: int
+    iterations: int
+    window: int
+    shared_steps: int
 
 
-def build_task_datasets(specs: Sequence[TaskSpec], split: str, skip_bad: bool = True) -> dict[str, TaskDataset]:
-    """One :class:`~medfound.multitask.data.TaskDataset` per task for ``"train"`` or ``"val"``."""
-    out = {}
-    for spec in specs:
-        items = spec.load_split(split)
-        example = items[0]["image"] if items and isinstance(items[0].get("image"), (str, os.PathLike)) else None
-        out[spec.name] = TaskDataset(items, task_transforms(spec, split == "train", example), spec.name, skip_bad)
-    return out
+def plan_run(
+    loader: CyclicTaskLoader,
+    max_epochs: int | None = None,
+    max_iterations: int | None = None,
+    epoch_length: int | None = None,
+    window: int | None = None,
+) -> RunPlan:
+    """The run length of a trainer on ``loader`` (give exactly one of ``max_epochs``, ``max_iterations``).
+
+    ``window`` defaults to the number of tasks; ``epoch_length`` to
+    :meth:`CyclicTaskLoader.epoch_length` (every task's largest epoch once, in whole windows: not
+    tied to the run's length, so a resumed run may be longer and its epochs stay the same).
+    ``shared_steps`` is what a schedule's ``total_steps`` should be; a bundle config computes it
+    with ``"imports": ["$from medfound.multitask import plan_run"]`` and
+    ``"$plan_run(@train_loader, @max_epochs, @max_iterations, @epoch_length, @window).shared_steps"``.
+
+    Example
+    -------
+    >>> import torch
+    >>> data = {n: [{"image": torch.zeros(1, 2, 2), "label": 0}] * 4 for n in ("a", "b", "c")}
+    >>> loader = CyclicTaskLoader(data, batch_sizes=2, kinds=dict.fromkeys(data, "classification"))
+    >>> plan_run(loader, max_iterations=10)
+    RunPlan(epoch_length=6, max_epochs=2, iterations=10, window=3, shared_steps=4)
+    """
+    if (max_epochs is None) == (max_iterations is None):
+        raise ConfigError(f"give exactly one of max_epochs and max_iterations, got {max_epochs} and {max_iterations}")
+    window = check_int(len(loader.names) if window is None else window, "window", low=1)
+    if epoch_length is None:
+        epoch_length = loader.epoch_length(window)
+    epoch_length = check_int(epoch_length, "epoch_length", low=1)
+    if max_iterations is not None:
+        iterations = check_int(max_iterations, "max_iterations", low=1)
+        max_epochs = math.ceil(iterations / epoch_length)
+    else:
+        max_epochs = check_int(max_epochs, "max_epochs", low=1)
+        iterations = max_epochs * epoch_length
+    return RunPlan(epoch_length, int(max_epochs), iterations, window, math.ceil(iterations / window))
 
 
-def _as_device(device: Any) -> torch.device:
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = device if isinstance(device, torch.device) else torch.device(device)
-    if device.type == "cuda" and device.index is None and world_size() > 1:
-        device = torch.device("cuda", int(idist.get_local_rank()))  # one GPU per process under torchrun
-    return device
+def task_loss(
+    kind: str, loss_fn: nn.Module, pred: Any, target: Any, images: torch.Tensor, size_divisor: int = 32
+) -> torch.Tensor:
+    """The task's normalised loss; detection gets the padded input size for its target assignment."""
+    if kind == "detection":
+        return loss_fn(pred, target, image_size=padded_size(images.shape[-2], images.shape[-1], size_divisor))
+    return loss_fn(pred, target)
+
+
+def _params_of(optimizer: torch.optim.Optimizer) -> set[int]:
+    return {id(p) for g in optimizer.param_groups for p in g["params"]}
+
+
+def _make_optimizer(arg: Any, params: list[nn.Parameter], what: str) -> torch.optim.Optimizer:
+    if isinstance(arg, torch.optim.Optimizer):
+        if _params_of(arg) != {id(p) for p in params}:
+            raise ConfigError(f"{what} does not hold exactly the parameters it is for; give a factory instead")
+        return arg
+    if not callable(arg):
+        raise ConfigError(f"{what} must be an optimiser or a factory of one ('_mode_': 'callable'), "
+                          f"got {type(arg).__name__}")
+    optimizer = arg(list(params))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"{what} factory returned a {type(optimizer).__name__}, not a torch.optim.Optimizer")
+    return optimizer
+
+
+def _make_scheduler(arg: Any, optimizer: torch.optim.Optimizer, what: str) -> Any:
+    if arg is None:
+        return None
+    if hasattr(arg, "step") and hasattr(arg, "state_dict") and hasattr(arg, "optimizer"):
+        if arg.optimizer is not optimizer:
+            raise ConfigError(f"{what} schedules another optimiser; give a factory instead")
+        return arg
+    if not callable(arg):
+        raise ConfigError(f"{what} must be a scheduler or a factory of one ('_mode_': 'callable'), "
+                          f"got {type(arg).__name__}")
+    return arg(optimizer)
 
 
 class MultiTaskTrainer(Trainer):
@@ -135,87 +187,81 @@ class MultiTaskTrainer(Trainer):
 
     Parameters
     ----------
-    device : ``"cuda"``, ``"cpu"``, a ``torch.device``, or ``"auto"``.
+    device : ``"cuda"``, ``"cpu"``, a ``torch.device``, or ``"auto"`` (:func:`medfound.utils.resolve_device`).
     network : a UMedPT-like model (``heads`` ModuleDict, ``forward(x, task=...)``); heads
         missing for a task are added with ``network.add_task`` (the task's ``head`` options).
-    tasks : a task file (JSON/YAML), a config dict, or a list of task dicts /
-        :class:`~medfound.multitask.tasks.TaskSpec`.
-    roles, task_names : keep the tasks with these roles / names (e.g. ``["pretrain"]``).
-    max_epochs, max_iterations : length of the run (one of them); an epoch is
-        ``epoch_length`` iterations.
-    epoch_length : iterations per epoch; default: number of tasks x the largest task's
-        batches per epoch (rounded up to a whole window).
-    batch_size : per-process batch size of tasks that do not set their own.
-    window : task-iterations per shared optimiser step (default: number of tasks).
-    optimizer : shared optimiser config (``{"name": "AdamW", "lr": 1e-4, "weight_decay": 0.05}``).
-    head_optimizer : head optimiser config (default: the shared one).
-    head_lr_factor : head learning rate = head optimiser's ``lr`` times this.
-    scheduler : ``"constant"``, ``"cosine"`` or ``{"name", "warmup_steps", "min_factor"}``,
-        over shared steps; heads follow the same schedule.
+    train_loader : the :class:`~medfound.multitask.sampling.CyclicTaskLoader` of the tasks'
+        training data (e.g. ``CyclicTaskLoader.from_tasks``).
+    tasks : the :class:`~medfound.multitask.tasks.TaskSpec` of every task of the loader, in its
+        order (:func:`~medfound.multitask.tasks.load_tasks`): kind, weight, head and loss.
+    optimizer : the shared blocks' optimiser, ready (over exactly the shared parameters) or a
+        factory called with them (``functools.partial(torch.optim.AdamW, lr=1e-4)``, a
+        ``"_mode_": "callable"`` config entry).
+    max_epochs, max_iterations, epoch_length, window : the run's length (give one of
+        ``max_epochs``, ``max_iterations``) and the task-iterations per shared optimiser step
+        (default: the number of tasks); see :func:`plan_run`.
+    head_optimizer : a factory called with each head's parameters, or ``{task: ready optimiser}``;
+        default: ``optimizer`` when it is a factory.
+    lr_scheduler : the shared optimiser's schedule, ready or a factory called with the optimiser
+        (e.g. :class:`~medfound.multitask.optim.WarmupCosineLR` with ``"_mode_": "callable"``); it
+        steps once per shared step. ``None``: constant.
+    head_lr_scheduler : each head's schedule (a factory called with the head's optimiser, or
+        ``{task: ready scheduler}``), stepped with the shared one; ``None``: constant.
+    loss_functions : ``{task: loss}``; default: each task's ``build_loss()``.
     grad_clip, head_grad_clip : max gradient norm of the shared blocks / of each head
         (``None`` or 0: no clipping; ``head_grad_clip=None`` takes ``grad_clip``, 0 turns it off).
     amp : mixed precision (autocast + gradient scaling) when the device is CUDA; ignored on CPU.
     offload_heads : keep heads and their optimiser state on the CPU except while their task runs.
     frozen_shared : train the heads only: shared parameters get no gradients and the shared
         modules stay in eval mode (no dropout or stochastic depth), e.g. for frozen-encoder transfer.
-    task_order : ``"fixed"`` or ``"shuffle"`` (a new task order per cycle).
-    seed : fixes task order, data order and augmentation.
-    num_workers : DataLoader workers per task.
-    train_loader : a ready :class:`~medfound.multitask.sampling.CyclicTaskLoader` (else built from the tasks).
-    skip_bad : skip (and report) samples that fail to load instead of stopping.
-    checkpoint_dir : write ``last.pt`` there every ``checkpoint_every`` iterations (default:
-        every epoch; rounded up to whole windows) and at the end, atomically, plus the
-        network's weights as ``model.pt`` at the end; with ``resume`` a run that finds
-        ``last.pt`` continues from it.
-    train_handlers, key_train_metric, additional_metrics, amp_kwargs : as MONAI's ``Trainer``.
+    train_handlers, key_train_metric, additional_metrics, non_blocking, amp_kwargs : as MONAI's ``Trainer``.
     """
 
     def __init__(
         self,
         device: str | torch.device,
         network: nn.Module,
-        tasks: Any,
+        train_loader: CyclicTaskLoader,
+        tasks: Sequence[TaskSpec],
+        optimizer: OptimizerArg,
         max_epochs: int | None = None,
         max_iterations: int | None = None,
         epoch_length: int | None = None,
-        roles: Sequence[str] | str | None = None,
-        task_names: Sequence[str] | None = None,
-        batch_size: int = 8,
         window: int | None = None,
-        optimizer: Mapping[str, Any] | None = None,
-        head_optimizer: Mapping[str, Any] | None = None,
-        head_lr_factor: float = 1.0,
-        scheduler: str | Mapping[str, Any] | None = None,
+        head_optimizer: OptimizerArg | Mapping[str, torch.optim.Optimizer] | None = None,
+        lr_scheduler: Any = None,
+        head_lr_scheduler: Any = None,
+        loss_functions: Mapping[str, nn.Module] | None = None,
         grad_clip: float | None = 1.0,
         head_grad_clip: float | None = None,
         amp: bool = False,
         offload_heads: bool = False,
         frozen_shared: bool = False,
-        task_order: str = "fixed",
-        seed: int = 0,
-        num_workers: int = 0,
-        train_loader: CyclicTaskLoader | None = None,
-        skip_bad: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int | None = None,
-        resume: bool = True,
         train_handlers: Sequence | None = None,
         key_train_metric: dict | None = None,
         additional_metrics: dict | None = None,
         non_blocking: bool = False,
         amp_kwargs: dict | None = None,
     ) -> None:
-        device = _as_device(device)
-        self.specs = {s.name: s for s in resolve_tasks(tasks, roles, task_names)}
+        device = resolve_device(device)
+        if not isinstance(train_loader, CyclicTaskLoader):
+            raise ConfigError(f"train_loader must be a CyclicTaskLoader, got {type(train_loader).__name__}")
+        specs = list(tasks.values()) if isinstance(tasks, Mapping) else list(tasks)
+        if not all(isinstance(s, TaskSpec) for s in specs):
+            raise ConfigError("tasks must be TaskSpec objects (medfound.multitask.load_tasks)")
+        self.specs = {s.name: s for s in specs}
         self.task_names = list(self.specs)
-        if (max_epochs is None) == (max_iterations is None):
-            raise ConfigError("give exactly one of max_epochs and max_iterations")
+        if list(train_loader.names) != self.task_names:
+            raise ConfigError(f"train_loader tasks {train_loader.names} differ from the trainer's {self.task_names}")
+        self.train_loader = train_loader
+        self.plan = plan_run(train_loader, max_epochs, max_iterations, epoch_length, window)
+        self.window, self.total_iterations = self.plan.window, self.plan.iterations
         self.world_size, self.rank = world_size(), rank()
-        self.offload_heads = bool(offload_heads)
+        self.offload_heads = check_bool(offload_heads, "offload_heads")
         self.offload_device = torch.device("cpu")
 
         # network: heads for every task, on the right devices, equal on every process
-        ensure_heads(network, list(self.specs.values()))
+        ensure_heads(network, specs)
         network.to(device)
         if self.offload_heads:
             for name in self.task_names:
@@ -224,70 +270,43 @@ class MultiTaskTrainer(Trainer):
         self.network = network
         self.size_divisor = int(getattr(network, "size_divisor", 32))
         self.shared_params, head_params = split_parameters(network)
-        self.frozen_shared = bool(frozen_shared)
+        self.frozen_shared = check_bool(frozen_shared, "frozen_shared")
         if self.frozen_shared:
             for p in self.shared_params:
                 p.requires_grad_(False)
-        self.loss_functions = {n: s.build_loss().to(device) for n, s in self.specs.items()}
-
-        # data
-        if train_loader is None:
-            datasets = build_task_datasets(list(self.specs.values()), "train", skip_bad)
-            train_loader = CyclicTaskLoader(
-                datasets,
-                {n: s.batch_size or batch_size for n, s in self.specs.items()},
-                kinds={n: s.kind for n, s in self.specs.items()},
-                seed=seed,
-                order=task_order,
-                num_workers=num_workers,
-                pin_memory=device.type == "cuda",
-                rank=self.rank,
-                world_size=self.world_size,
-            )
-        elif list(train_loader.names) != self.task_names:
-            raise ConfigError(f"train_loader tasks {train_loader.names} differ from the trainer's {self.task_names}")
-        self.train_loader = train_loader
-        self.window = int(window) if window is not None else len(self.task_names)
-        if self.window < 1:
-            raise ConfigError(f"window must be >= 1, got {window}")
-        if epoch_length is None:
-            most = max(train_loader.batches_per_epoch(n) for n in self.task_names)
-            epoch_length = len(self.task_names) * max(1, most)
-            epoch_length = self.window * math.ceil(epoch_length / self.window)  # not tied to the run length: a
-            # resumed run may be longer, and its epochs must stay the same
-        epoch_length = int(epoch_length)
-        if max_iterations is not None:
-            self.total_iterations = int(max_iterations)
-            max_epochs = math.ceil(self.total_iterations / epoch_length)
-        else:
-            self.total_iterations = int(max_epochs) * epoch_length
-        if self.total_iterations < 1:
-            raise ConfigError("the run has no iterations")
+        losses = loss_functions if loss_functions is not None else {n: s.build_loss() for n, s in self.specs.items()}
+        losses = per_task(losses, self.task_names, "loss_functions")
+        self.loss_functions = {n: loss.to(device) for n, loss in losses.items()}
 
         # optimisers and schedules
-        total_steps = math.ceil(self.total_iterations / self.window)
-        self.shared_optimizer = build_optimizer(optimizer, self.shared_params)
-        head_cfg = head_optimizer if head_optimizer is not None else optimizer
+        self.shared_optimizer = _make_optimizer(optimizer, self.shared_params, "optimizer")
+        if head_optimizer is None:
+            if isinstance(optimizer, torch.optim.Optimizer):
+                raise ConfigError("give head_optimizer when optimizer is a ready optimiser (it has the shared blocks)")
+            head_optimizer = optimizer
         self.head_optimizers = {
-            n: build_optimizer(head_cfg, head_params[n], lr_factor=head_lr_factor) for n in self.task_names
+            n: _make_optimizer(arg, head_params[n], f"head_optimizer of task {n!r}")
+            for n, arg in per_task(head_optimizer, self.task_names, "head_optimizer").items()
         }
-        self.shared_scheduler = build_scheduler(scheduler, self.shared_optimizer, total_steps)
-        self.head_schedulers = {n: build_scheduler(scheduler, o, total_steps) for n, o in self.head_optimizers.items()}
-        self.grad_clip = None if grad_clip is None or float(grad_clip) <= 0 else float(grad_clip)
-        if head_grad_clip is None:
-            self.head_grad_clip = self.grad_clip
-        else:
-            self.head_grad_clip = None if float(head_grad_clip) <= 0 else float(head_grad_clip)
-        self.amp_enabled = bool(amp) and device.type == "cuda"
+        self.shared_scheduler = _make_scheduler(lr_scheduler, self.shared_optimizer, "lr_scheduler")
+        self.head_schedulers = {}
+        if head_lr_scheduler is not None:
+            self.head_schedulers = {
+                n: _make_scheduler(arg, self.head_optimizers[n], f"head_lr_scheduler of task {n!r}")
+                for n, arg in per_task(head_lr_scheduler, self.task_names, "head_lr_scheduler").items()
+            }
+        self.grad_clip = _clip_norm(grad_clip, "grad_clip")
+        self.head_grad_clip = self.grad_clip if head_grad_clip is None else _clip_norm(head_grad_clip, "head_grad_clip")
+        self.amp_enabled = check_bool(amp, "amp") and device.type == "cuda"
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled)
         self.shared_steps = 0
         self.head_steps = dict.fromkeys(self.task_names, 0)
 
         super().__init__(
             device=device,
-            max_epochs=int(max_epochs),
+            max_epochs=self.plan.max_epochs,
             data_loader=train_loader,
-            epoch_length=epoch_length,
+            epoch_length=self.plan.epoch_length,
             non_blocking=non_blocking,
             key_metric=key_train_metric,
             additional_metrics=additional_metrics,
@@ -297,40 +316,28 @@ class MultiTaskTrainer(Trainer):
             decollate=False,
             amp_kwargs=amp_kwargs,
         )
-        if max_iterations is not None and self.total_iterations % epoch_length:
-            self.add_event_handler(Events.ITERATION_COMPLETED, self._stop_at_max_iterations)
-
-        # checkpoints
-        self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
-        self.resume = bool(resume)
-        if self.checkpoint_dir is not None:
-            every = int(checkpoint_every) if checkpoint_every else epoch_length
-            self.checkpoint_every = self.window * math.ceil(every / self.window)
-            self.add_event_handler(Events.ITERATION_COMPLETED(every=self.checkpoint_every), self._save_last)
-            self.add_event_handler(Events.COMPLETED, self._save_final)
+        if self.total_iterations % self.plan.epoch_length:
+            self.add_event_handler(Events.ITERATION_COMPLETED, self._stop_when_done)
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
     # -- run -----------------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> str | None:
-        """``checkpoint_dir/last.pt`` (``None`` without ``checkpoint_dir``)."""
-        return None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir, "last.pt")
-
     def run(self) -> None:  # type: ignore[override]
-        """Train; with ``checkpoint_dir`` and ``resume``, continue from ``last.pt`` when it exists."""
-        path = self.checkpoint_path
-        if self.resume and path is not None and os.path.isfile(path) and self.state.iteration == 0:
-            self.load_state_dict(load_checkpoint(path))
-            logger.info("resuming from %s at iteration %d", path, self.state.iteration)
-        if self.state.iteration >= self.total_iterations:
-            logger.info("nothing to do: %d of %d iterations done", self.state.iteration, self.total_iterations)
-            return
+        """Train up to ``total_iterations``; a run resumed (``CheckpointResume``) at its end does nothing."""
+        # checked after every STARTED handler attached so far, CheckpointResume included
+        if self.has_event_handler(self._skip_when_done, Events.STARTED):
+            self.remove_event_handler(self._skip_when_done, Events.STARTED)
+        self.add_event_handler(Events.STARTED, self._skip_when_done)
         # the scaler lives in the trainer (its state is checkpointed), not re-created per run as MONAI's Trainer does
         self.scaler = self.grad_scaler
         super(Trainer, self).run()
 
-    def _stop_at_max_iterations(self, engine: MultiTaskTrainer) -> None:
+    def _skip_when_done(self, engine: MultiTaskTrainer) -> None:
+        if engine.state.iteration >= self.total_iterations:
+            logger.info("nothing to do: %d of %d iterations done", engine.state.iteration, self.total_iterations)
+            engine.terminate()
+
+    def _stop_when_done(self, engine: MultiTaskTrainer) -> None:
         if engine.state.iteration >= self.total_iterations:
             engine.terminate()
 
@@ -411,7 +418,8 @@ class MultiTaskTrainer(Trainer):
         self.shared_optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # heads of tasks that have not run yet never stepped: that is fine
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
-            self.shared_scheduler.step()
+            if self.shared_scheduler is not None:
+                self.shared_scheduler.step()
             for sched in self.head_schedulers.values():
                 sched.step()
         self.shared_steps += 1
@@ -433,7 +441,7 @@ class MultiTaskTrainer(Trainer):
             "network": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             "shared_optimizer": self.shared_optimizer.state_dict(),
             "head_optimizers": {n: o.state_dict() for n, o in self.head_optimizers.items()},
-            "shared_scheduler": self.shared_scheduler.state_dict(),
+            "shared_scheduler": None if self.shared_scheduler is None else self.shared_scheduler.state_dict(),
             "head_schedulers": {n: s.state_dict() for n, s in self.head_schedulers.items()},
             "grad_scaler": self.grad_scaler.state_dict(),
             "loader": self.train_loader.state_dict(),
@@ -454,6 +462,10 @@ class MultiTaskTrainer(Trainer):
             raise WeightsError(
                 f"checkpoint epoch_length {engine.get('epoch_length')} differs from this run's {epoch_length}"
             )
+        if (state.get("shared_scheduler") is None) != (self.shared_scheduler is None) or set(
+            state.get("head_schedulers") or {}
+        ) != set(self.head_schedulers):
+            raise WeightsError("checkpoint schedules differ from this run's (one has a schedule the other lacks)")
         super().load_state_dict(engine)
         self.state.max_epochs = max_epochs
         self.state.max_iters = None
@@ -464,10 +476,12 @@ class MultiTaskTrainer(Trainer):
         self.shared_optimizer.load_state_dict(state["shared_optimizer"])
         for n in self.task_names:
             self.head_optimizers[n].load_state_dict(state["head_optimizers"][n])
-            self.head_schedulers[n].load_state_dict(state["head_schedulers"][n])
+            if n in self.head_schedulers:
+                self.head_schedulers[n].load_state_dict(state["head_schedulers"][n])
             if self.offload_heads:  # optimiser state loads onto the parameters' device: keep it off the GPU
                 move_head(self.network, n, self.offload_device, self.head_optimizers[n])
-        self.shared_scheduler.load_state_dict(state["shared_scheduler"])
+        if self.shared_scheduler is not None:
+            self.shared_scheduler.load_state_dict(state["shared_scheduler"])
         if state.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.train_loader.load_state_dict(state["loader"])
@@ -479,15 +493,7 @@ class MultiTaskTrainer(Trainer):
             self.shared_params[int(i)].grad = g.to(self.shared_params[int(i)].device)
         restore_rng_state(state["rng"])
 
-    # -- checkpoint handlers -------------------------------------------------------------------
-    def _save_last(self, engine: MultiTaskTrainer | None = None) -> None:
-        if self.rank == 0 and self.checkpoint_path is not None:
-            save_checkpoint(self.state_dict(), self.checkpoint_path)
 
-    def _save_final(self, engine: MultiTaskTrainer | None = None) -> None:
-        if self.rank == 0 and self.checkpoint_dir is not None:
-            self._save_last()
-            save_checkpoint(
-                {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
-                os.path.join(self.checkpoint_dir, "model.pt"),
-            )
+def _clip_norm(value: Any, what: str) -> float | None:
+    value = check_float(value, what, low=0.0, allow_none=True)
+    return None if value is None or value == 0 else value
