@@ -354,6 +354,9 @@ def _progress_on_stdout() -> Iterator[None]:
     log = logging.getLogger("medfound")
     handler, level = _StdoutHandler(), log.level
     handler.setFormatter(logging.Formatter("%(message)s"))
+    from medfound.handlers.error_echo import quiet_error_echoes
+
+    quiet_error_echoes([handler])  # StatsHandler logs a medfound error's traceback; main() prints its one line
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:

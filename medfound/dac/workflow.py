@@ -58,9 +58,8 @@ from medfound.dac.bundle_configs import (
     train_bundle_config,
 )
 from medfound.dac.config import DACConfig, check_network, load_config
-from medfound.errors import MedfoundError
 from medfound.handlers import HandledErrorEcho, quiet_error_echoes
-from medfound.utils import atomic_write_json
+from medfound.utils import atomic_write_json, parsed_content
 
 __all__ = ["training_parser", "run_workflow", "training_summary", "train", "evaluation_config", "evaluate"]
 
@@ -90,23 +89,6 @@ def _stdout_logging() -> None:
             lg.propagate = False
 
 
-def _parsed(parser: ConfigParser, id: str) -> Any:
-    """``parser.get_parsed_content(id)``, re-raising a medfound error from a component as itself.
-
-    MONAI wraps whatever a ``_target_`` raises in ``RuntimeError("Failed to instantiate ...")``;
-    a bad value or file deserves the one-line error that names it.
-    """
-    try:
-        return parser.get_parsed_content(id)
-    except Exception as err:
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, MedfoundError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        raise cause from None
-
-
 def run_workflow(parser: ConfigParser) -> list[Any]:
     """Evaluate ``initialize``, ``run`` and ``finalize`` in order, as ``monai.bundle run`` does.
 
@@ -115,7 +97,7 @@ def run_workflow(parser: ConfigParser) -> list[Any]:
     results: dict[str, list[Any]] = {}
     for key in ("initialize", "run", "finalize"):
         n = len(parser[key]) if key in parser else 0
-        results[key] = [_parsed(parser, f"{key}#{i}") for i in range(n)]
+        results[key] = [parsed_content(parser, f"{key}#{i}") for i in range(n)]
     return results["run"]
 
 
@@ -143,15 +125,15 @@ def training_parser(config: ConfigLike, overrides: Mapping[str, Any] | None = No
 
 def training_summary(parser: ConfigParser) -> dict[str, Any]:
     """What a finished (or continued) run of a :func:`training_parser` config did and wrote."""
-    trainer = _parsed(parser, "train#trainer")
-    out = Path(_parsed(parser, "output_dir"))
-    best = _parsed(parser, "train#handlers#best_model") if "train#handlers#best_model" in parser else None
-    datasets = [_parsed(parser, i) for i in ("train#dataset", "train#unlabeled_dataset", "validate#dataset")
+    trainer = parsed_content(parser, "train#trainer")
+    out = Path(parsed_content(parser, "output_dir"))
+    best = parsed_content(parser, "train#handlers#best_model") if "train#handlers#best_model" in parser else None
+    datasets = [parsed_content(parser, i) for i in ("train#dataset", "train#unlabeled_dataset", "validate#dataset")
                 if i in parser]
     return {
         "method": trainer.network.method,
         "iterations": int(trainer.state.iteration),
-        "resumed": bool("resume" in parser and _parsed(parser, "resume").resumed),
+        "resumed": bool("resume" in parser and parsed_content(parser, "resume").resumed),
         "best_metric": None if best is None or best.best_iteration < 0 else best.best_metric,
         "best_iteration": -1 if best is None else best.best_iteration,
         "checkpoint": str(out / LAST_CHECKPOINT),

@@ -61,6 +61,9 @@ def batch_sources(batch: Any, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(batch, Mapping):
         for key, value in batch.items():
+            if key == "filename_or_obj" and isinstance(value, (list, tuple)):  # names a collate function kept
+                out["batch" if not prefix or prefix.isdigit() else prefix] = [str(n) for n in value]
+                continue
             out.update(batch_sources(value, f"{prefix}/{key}" if prefix else str(key)))
     elif isinstance(batch, (list, tuple)):
         for i, value in enumerate(batch):
@@ -72,8 +75,16 @@ def batch_sources(batch: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
+def _first(output: Any) -> Any:
+    """MONAI's decollated output (a list of per-sample dicts, the loss replicated): its first dict."""
+    if isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping):
+        return output[0]
+    return output
+
+
 def _loss_values(output: Any) -> dict[str, float]:
     """The numbers of a trainer's output (the loss and its terms, for a dict), or the output itself."""
+    output = _first(output)
     if isinstance(output, Mapping):
         values = {k: v for k, v in output.items()
                   if isinstance(v, (numbers.Number, torch.Tensor)) and not isinstance(v, bool)}
@@ -119,7 +130,8 @@ class StopOnNonFiniteLoss:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if not bad:
             return
-        task = output.get(self.task_key) if isinstance(output, Mapping) else None
+        first = _first(output)
+        task = first.get(self.task_key) if isinstance(first, Mapping) else None
         where = f"iteration {engine.state.iteration}" + (f" (task {task!r})" if task is not None else "")
         shown = ", ".join(f"{k} {v}" for k, v in bad.items())
         sources = self.batch_transform(engine.state.batch) or {}
