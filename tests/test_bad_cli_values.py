@@ -76,3 +76,38 @@ def test_help_says_configs_are_code(capsys):
         main(["dac", "train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "run only configs you wrote" in out and "--allow-any-network" in out
+
+
+def test_convert_umedpt_output_folder_that_cannot_be_created_is_one_line(tmp_path, capsys):
+    import zipfile
+
+    archive = tmp_path / "a.pt.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("readme.txt", "no encoder")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should go")
+    assert main(["convert-umedpt", str(archive), str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medfound: error: cannot create the output folder") and str(blocker / "out") in err
+    assert len(err.splitlines()) == 1
+
+
+def test_evaluate_uses_the_run_as_it_was_trained(tmp_path, caplog):
+    """The run's config.json (with its --set overrides) rebuilds the network; only evaluation keys come from CONFIG."""
+    from medfound.dac.workflow import evaluation_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    split = tmp_path / "s.json"
+    trained = DACConfig.from_dict({"data": {"split": str(split), "spatial_size": [48, 48]},
+                                   "network": {"kwargs": {"backbone": "resnet18"}},
+                                   "train": {"output_dir": str(run), "max_epochs": 7}})
+    (run / "config.json").write_text(json.dumps(trained.to_dict()))
+    given = {"data": {"split": str(split)}, "train": {"output_dir": str(run), "device": "cpu"},
+             "evaluate": {"parts": ["validation"]}}
+    with caplog.at_level("WARNING", logger="medfound.dac"):
+        cfg = evaluation_config(given, {"evaluate.checkpoint": "last"})
+    assert cfg.network.kwargs["backbone"] == "resnet18" and list(cfg.data.spatial_size) == [48, 48]
+    assert cfg.train.max_epochs == 7 and cfg.train.device == "cpu"
+    assert cfg.evaluate.parts == ["validation"] and cfg.evaluate.checkpoint == "last"
+    assert "data.spatial_size" in caplog.text and "network.kwargs" in caplog.text
