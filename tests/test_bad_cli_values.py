@@ -111,3 +111,21 @@ def test_evaluate_uses_the_run_as_it_was_trained(tmp_path, caplog):
     assert cfg.train.max_epochs == 7 and cfg.train.device == "cpu"
     assert cfg.evaluate.parts == ["validation"] and cfg.evaluate.checkpoint == "last"
     assert "data.spatial_size" in caplog.text and "network.kwargs" in caplog.text
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_truncated_last_pt_is_one_line_naming_it(tmp_path, capsys, command):
+    from _dac_helpers import tiny_config, write_tiny_split
+
+    split = write_tiny_split(tmp_path / "data", per_domain=3, n_validation=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    name = "last.pt" if command == "train" else "model.pt"  # evaluate --checkpoint last: the final model
+    (run / name).write_bytes(b"PK\x03\x04 torn in the middle of a write")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config(split, str(run))))
+    extra = ["--checkpoint", "last", "--parts", "validation"] if command == "evaluate" else []
+    assert main(["dac", command, str(config), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medfound: error:") and name in err and len(err.splitlines()) == 1, err

@@ -76,7 +76,10 @@ def default_transforms(spec: TaskSpec, train: bool, example_path: str | None = N
     if reader is None and example_path is not None and _suffix(example_path):
         reader = PILReader(reverse_indexing=False)
     # medfound's LoadImaged: a file's declared size is checked before decoding, errors name the file
-    steps: list[Any] = [SafeLoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True)]
+    # (strict only for the task's own reader: PILReader, chosen here from the first item, may fall back
+    # to MONAI's readers for items of other formats, as LoadImaged does)
+    steps: list[Any] = [SafeLoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True,
+                                       strict=spec.reader is not None)]
     where = f"task {spec.name!r}: intensity"
     intensity = check_mapping(spec.intensity or {}, where, known=("a_min", "a_max", "lower", "upper"))
     if not intensity and (spec.modality or "").upper() == "CT":
