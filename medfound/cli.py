@@ -151,11 +151,13 @@ def _cmd_dac_split(args: argparse.Namespace) -> int:
 
     from medfound.data.datalist import load_datalist
     from medfound.data.splits import all_cdssdg_splits, save_split, split_filename
+    from medfound.utils import resolve_inside
 
     if args.dataset:
         datalist = _run_adapter(args.dataset, args.source, args.cache_dir, args.on_error)
     else:
-        datalist = load_datalist(args.source)
+        load_datalist(args.source)  # a missing or malformed file: its own error, naming it
+        datalist = args.source  # errors about what the file holds name it too
     labeled = [args.labeled_domain] if args.labeled_domain else None
     splits = list(all_cdssdg_splits(
         datalist, test_domains=args.test_domain, labeled_domains=labeled, labeled_ratio=args.labeled_ratio,
@@ -168,7 +170,7 @@ def _cmd_dac_split(args: argparse.Namespace) -> int:
     out = Path(args.output)
     single = len(splits) == 1 and out.suffix == ".json"
     for split in splits:
-        path = out if single else out / split_filename(split)
+        path = out if single else resolve_inside(out, split_filename(split))  # never outside -o
         save_split(path, split)
         counts = ", ".join(f"{k} {v}" for k, v in split["counts"].items())
         print(f"wrote {path}: test {split['test_domain']}, labelled {split['labeled_domain']} "
@@ -241,7 +243,7 @@ def _dac_overrides(args: argparse.Namespace) -> dict:
 def _cmd_dac_train(args: argparse.Namespace) -> int:
     from medfound.dac import train
 
-    summary = train(args.config, _dac_overrides(args), verbose=True)
+    summary = train(args.config, _dac_overrides(args), verbose=True, allow_any_network=args.allow_any_network)
     print(f"done: {summary['method']}, {summary['iterations']} iterations"
           f"{' (resumed)' if summary['resumed'] else ''}; output in {summary['output_dir']}")
     if summary["best_model"]:
@@ -255,6 +257,15 @@ def _cmd_dac_train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what ``medfound dac train/evaluate --help`` says about configs and code
+DAC_CONFIG_SAFETY = (
+    "A DAC config is plain data: values in MONAI config syntax ($ expressions, @ references, _target_) are "
+    "refused, and network.target must be a registered network (deeplabv3plus) unless --allow-any-network. "
+    "The train_config.json written next to a run is a MONAI bundle config, i.e. code: run only configs you wrote "
+    "or checked."
+)
+
+
 def _add_common_dac_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config (JSON or YAML; sections data, network, method, augment, optim, "
                    "train, evaluate; see medfound.dac.config)")
@@ -262,15 +273,22 @@ def _add_common_dac_args(p: argparse.ArgumentParser) -> None:
                    choices=("dac", "dac_no_feat", "dac_no_aux", "cps", "fixmatch", "supervised"),
                    help="override method.name")
     p.add_argument("--output-dir", default=None, help="override train.output_dir")
-    p.add_argument("--set", nargs="+", default=None, metavar="SECTION.KEY=VALUE",
-                   help="override config values (JSON values), e.g. --set train.max_epochs=5 data.split=s.json")
+    p.add_argument("--set", action="append", default=None, metavar="SECTION.KEY=VALUE",
+                   help="override a config value (a JSON value); repeat for several, e.g. "
+                   "--set train.max_epochs=5 --set data.split=s.json")
+    p.add_argument("--allow-any-network", action="store_true",
+                   help="let network.target import any class, not only registered networks: the config then "
+                   "chooses code to run; only for configs you wrote")
 
 
 def _add_dac_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train DAC or a baseline on a split file",
                        description="Train DAC co-training (or a baseline: supervised, cps, fixmatch, dac_no_feat, "
                        "dac_no_aux) on a split JSON from `medfound dac split`. The run is written as a MONAI bundle "
-                       "config, OUTPUT_DIR/train_config.json, and run from it; it resumes from OUTPUT_DIR/last.pt.")
+                       "config, OUTPUT_DIR/train_config.json, and run from it; it resumes from OUTPUT_DIR/last.pt. "
+                       "Bad items are skipped and listed in OUTPUT_DIR/skipped_items.json (data.on_error=raise "
+                       "stops at the first); a NaN/inf loss stops the run, naming the batch's files. "
+                       + DAC_CONFIG_SAFETY)
     _add_common_dac_args(p)
     p.set_defaults(func=_cmd_dac_train)
 
@@ -283,7 +301,7 @@ def _cmd_dac_evaluate(args: argparse.Namespace) -> int:
         overrides["evaluate.checkpoint"] = args.checkpoint
     if args.parts:
         overrides["evaluate.parts"] = args.parts
-    results = evaluate(args.config, overrides, verbose=True)
+    results = evaluate(args.config, overrides, verbose=True, allow_any_network=args.allow_any_network)
     for part, res in results.items():
         print(f"{part}: {len(res.cases)} cases, {len(res.skipped)} skipped; Dice per domain (mean ± std)")
         print(res.format_table("dice"))
@@ -295,7 +313,10 @@ def _cmd_dac_evaluate(args: argparse.Namespace) -> int:
 def _add_dac_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="Dice per region, case and domain of a trained model",
                        description="Evaluate the model trained with CONFIG on parts of its split (default: test) at "
-                       "the labels' native resolution; writes CSV and JSON under OUTPUT_DIR/evaluation.")
+                       "the labels' native resolution; writes CSV and JSON under OUTPUT_DIR/evaluation. The run is "
+                       "evaluated as it was trained: its OUTPUT_DIR/config.json (with the training's --set "
+                       "overrides) gives everything but the evaluate section, the device and this command's own "
+                       "overrides. " + DAC_CONFIG_SAFETY)
     _add_common_dac_args(p)
     p.add_argument("--checkpoint", default=None, help="'best' (default), 'last' or a model file")
     p.add_argument("--parts", nargs="+", default=None, help="split parts to evaluate (default: test)")
@@ -333,6 +354,9 @@ def _progress_on_stdout() -> Iterator[None]:
     log = logging.getLogger("medfound")
     handler, level = _StdoutHandler(), log.level
     handler.setFormatter(logging.Formatter("%(message)s"))
+    from medfound.handlers.error_echo import quiet_error_echoes
+
+    quiet_error_echoes([handler])  # StatsHandler logs a medfound error's traceback; main() prints its one line
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
@@ -506,7 +530,13 @@ COMMANDS.extend([_add_pretrain, _add_transfer, _add_demo])
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``medfound`` command."""
-    parser = argparse.ArgumentParser(prog="medfound", description="medfound: MONAI toolkit for scarce labels")
+    parser = argparse.ArgumentParser(
+        prog="medfound", description="medfound: MONAI toolkit for scarce labels",
+        epilog="Configs are code: MONAI config syntax ($ expressions, _target_) in the pre-training, transfer and "
+        "bundle configs imports and runs what they name, so run only configs you wrote or checked. DAC configs are "
+        "plain data (see `medfound dac train --help`). Errors on bad input are one line naming the file or key, "
+        "exit status 2. Memory per decoded image or weights record is limited to 1 GiB (MEDFOUND_MAX_BYTES=8G "
+        "and the like raise it).")
     parser.add_argument("--version", action="version", version=f"medfound {medfound.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in COMMANDS:
@@ -524,10 +554,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medfound.io.registry import quiet_nvimgcodec_notice  # here: --help needs no MONAI import
 
     quiet_nvimgcodec_notice()  # MONAI logs it at every LoadImage when the optional GPU decoder is missing
+    from medfound.handlers.error_echo import quiet_error_echoes
+
+    # ignite logs "Engine run is terminating due to exception: ..." before a medfound error reaches
+    # us; with no logging configured that goes to logging.lastResort: one line is enough
+    quiet_error_echoes([h for h in (logging.lastResort, *logging.getLogger().handlers) if h is not None])
     try:
         return int(args.func(args) or 0)
     except MedfoundError as err:
         print(f"medfound: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system said no (permissions, a full disk, a file where a folder belongs)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"medfound: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

@@ -72,5 +72,15 @@ class OrientationError(ImageReadError):
     """An image's affine fails an orientation check (oblique, left-handed, sheared or degenerate)."""
 
 
+class TooLargeError(ImageReadError, WeightsError):
+    """A file asks for more memory than its own size can hold, or than the configured limit
+    (``MEDFOUND_MAX_BYTES``, see :mod:`medfound.io.limits`) allows; it was refused before
+    anything was allocated. Catch it as an image error or a weights error alike."""
+
+
+class NonFiniteLossError(MedfoundError, FloatingPointError):
+    """A training step gave a NaN or infinite loss; the run stopped before saving it."""
+
+
 # every exception class defined above (append new classes above this line)
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, MedfoundError)]

@@ -293,3 +293,31 @@ def test_output_dtype_exact_integers_or_float(tmp_path, lung):
     assert arr.dtype == np.float32
     np.testing.assert_array_equal(arr, vol)
     assert _read(tmp_path / "a", dtype="float32")[0].dtype == np.float32
+
+
+def test_two_series_of_equal_size_are_a_choice_not_a_listing_order(tmp_path, lung):
+    vol, aff = lung
+    write_dicom_series(vol[:, :, :6], tmp_path, aff, series_instance_uid="1.2.3.4.300", file_prefix="B")
+    write_dicom_series(vol[:, :, :6] + 5, tmp_path, aff, series_instance_uid="1.2.3.4.200", file_prefix="A")
+    tied = r"2 DICOM series with 6 files each.*1\.2\.3\.4\.200, 1\.2\.3\.4\.300"
+    with pytest.raises(SeriesGeometryError, match=tied):
+        _read(tmp_path)
+    arr, meta = _read(tmp_path, series_uid="1.2.3.4.300")
+    assert meta["SeriesInstanceUID"] == "1.2.3.4.300"
+    np.testing.assert_array_equal(arr, vol[:, :, :6])
+
+
+def test_load_image_with_this_reader_never_falls_back_to_itk_on_a_refused_series(tmp_path, lung):
+    """MONAI's LoadImage tries its other readers when ``read`` fails: ITKReader would read the
+    refused series anyway (here: one of two equal series, picked by ITK's own rule)."""
+    from monai.transforms import LoadImage
+
+    vol, aff = lung
+    write_dicom_series(vol[:, :, :6], tmp_path, aff, series_instance_uid="1.2.3.4.300", file_prefix="B")
+    write_dicom_series(vol[:, :, :6] + 5, tmp_path, aff, series_instance_uid="1.2.3.4.200", file_prefix="A")
+    with pytest.raises(Exception) as info:
+        LoadImage(reader=DicomSeriesReader(), image_only=True)(str(tmp_path))
+    cause = info.value
+    while cause.__cause__ is not None and not isinstance(cause, SeriesGeometryError):
+        cause = cause.__cause__
+    assert isinstance(cause, SeriesGeometryError) and "choose one with series_uid" in str(cause)

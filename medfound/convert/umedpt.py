@@ -30,6 +30,12 @@ state-dict names and mapped onto medfound's UMedPT:
 Other members (task heads) are listed and skipped. The published weights must not be
 redistributed (their licence): the importer works on the user's own download.
 
+Sizes are checked before anything is read into memory (:mod:`medfound.io.limits`): each
+archive member and record against what its compressed bytes can expand to and against the
+memory limit (``MEDFOUND_MAX_BYTES``, 1 GiB by default per record), and each tensor record
+against its storage (a record cannot hold more elements than its storage, so a 1-element
+storage viewed with stride 0 as a billion elements is refused, not materialised).
+
 Example
 -------
 .. code-block:: bash
@@ -49,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 import re
@@ -60,7 +67,8 @@ from typing import Any
 
 import torch
 
-from medfound.errors import UnsafePickleError, WeightsError
+from medfound.errors import ConfigError, UnsafePickleError, WeightsError
+from medfound.io.limits import check_decoded_size
 from medfound.networks.swin_v2 import SWIN_V2_VARIANTS
 from medfound.utils import atomic_torch_save, atomic_write_json
 
@@ -259,14 +267,37 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(storage, torch.Tensor):
             raise WeightsError(f"{self.member}: tensor record without storage")
         try:
-            return storage.as_strided(tuple(size), tuple(stride), int(offset)).clone()
+            size, stride, offset = tuple(int(v) for v in size), tuple(int(v) for v in stride), int(offset)
+            # a record holds at most its storage's elements (views, never expansions): a 1-element storage
+            # with stride 0 must not become a billion-element tensor here
+            check_decoded_size(math.prod(size) * storage.element_size(), self.member,
+                               stored=max(storage.numel() - offset, 0) * storage.element_size(), codec="raw",
+                               what=f"tensor data (size {list(size)}, stride {list(stride)})", holder="its storage")
+            return storage.as_strided(size, stride, offset).clone()
         except (RuntimeError, TypeError, ValueError) as err:
+            if isinstance(err, WeightsError):
+                raise
             raise WeightsError(f"{self.member}: malformed tensor record ({err})") from None
 
     def _rebuild_parameter(self, data: Any, *_: Any) -> torch.Tensor:
         if not isinstance(data, torch.Tensor):
             raise WeightsError(f"{self.member}: parameter record without tensor data")
         return data
+
+
+#: zip compression method -> codec of medfound.io.limits (others: the limit alone)
+_ZIP_CODECS = {zipfile.ZIP_STORED: "raw", zipfile.ZIP_DEFLATED: "deflate"}
+
+
+def _read_checked(archive: zipfile.ZipFile, name: str, source: str) -> bytes:
+    """``archive.read(name)`` after checking its declared size against its stored bytes and the limit.
+
+    zipfile stops at the declared size, so what is checked here is what can be allocated.
+    """
+    info = archive.getinfo(name)
+    check_decoded_size(info.file_size, source, stored=info.compress_size, codec=_ZIP_CODECS.get(info.compress_type),
+                       what="archive data")
+    return archive.read(info)
 
 
 def read_archive_member(data: bytes, member: str, classes: dict[str, type] | None = None) -> Any:
@@ -290,9 +321,10 @@ def read_archive_member(data: bytes, member: str, classes: dict[str, type] | Non
     def records(name: str) -> bytes:
         if prefix + name not in names:
             raise WeightsError(f"{member}: missing record {prefix + name}")
-        return inner.read(prefix + name)
+        return _read_checked(inner, prefix + name, f"{member}:{prefix + name}")
 
-    unpickler = _RestrictedUnpickler(inner.read(pickles[0]), member, records, {} if classes is None else classes)
+    unpickler = _RestrictedUnpickler(_read_checked(inner, pickles[0], f"{member}:{pickles[0]}"), member, records,
+                                     {} if classes is None else classes)
     try:
         return unpickler.load()
     except (UnsafePickleError, WeightsError):
@@ -353,7 +385,7 @@ def read_umedpt_archive(path: str | os.PathLike, members: tuple[str, ...] = ("en
                 skipped.append(info.filename)
                 continue
             member = f"{path.name}:{info.filename}"
-            root = read_archive_member(outer.read(info), member)
+            root = read_archive_member(_read_checked(outer, info.filename, member), member)
             state, classes = module_state_dict(root, member)
             blocks[key] = (state, classes, root)
     return {"blocks": blocks, "skipped": skipped}
@@ -505,6 +537,12 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
     from medfound.networks.umedpt import UMedPT  # convert -> networks, never the other way
 
     archive, out_dir = Path(archive), Path(out_dir)
+    try:  # first: a folder that cannot be written should not wait for the archive to be read
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write into the output folder {out_dir}: permission denied")
     content = read_umedpt_archive(archive)
     blocks = content["blocks"]
     if "encoder" not in blocks:
@@ -539,7 +577,6 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
         if got != expected:
             raise WeightsError(f"{archive}: decoder expects {got} deepest channels, the squeezer gives {expected}")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = {"encoder": "encoder.pt"}
     atomic_torch_save(encoder, out_dir / "encoder.pt")
     if "squeezer" in mapped:

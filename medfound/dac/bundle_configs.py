@@ -238,7 +238,7 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         "augmentation": _weak_augmentation(cfg, with_label=True),
         "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "data": "$@split['labeled']",
                     "transform": "@train#preprocessing", "random_transform": "@train#augmentation",
-                    "cache": cache, "part": "labeled"},
+                    "cache": cache, "part": "labeled", "on_error": d.on_error},
     }
     if semi:
         # an unlabelled item's label (`hidden_label` in split files) is loaded only to score pseudo
@@ -250,7 +250,7 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
             "data": {"_target_": "medfound.dac.data.unlabeled_items", "items": "$@split['unlabeled']",
                       "keep_labels": track},
             "transform": "@train#unlabeled_preprocessing", "random_transform": "@train#unlabeled_augmentation",
-            "cache": cache, "part": "unlabeled"}
+            "cache": cache, "part": "unlabeled", "on_error": d.on_error}
     train["inferer"] = {"_target_": "monai.inferers.SimpleInferer"}
     train["dataloader"] = {
         "_target_": "medfound.dac.data.CoTrainingLoader", "labeled": "@train#dataset",
@@ -259,7 +259,9 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         "pin_memory": "$@device.type == 'cuda'"}
 
     evaluator = "@validate#evaluator" if validate else None
-    handlers: dict[str, Any] = {}
+    # first: a NaN/inf loss stops the run before any later handler (or the checkpoint saver) sees the step
+    handlers: dict[str, Any] = {"finite_loss": {"_target_": "medfound.handlers.StopOnNonFiniteLoss",
+                                                "checkpoint": f"$@output_dir + '/{LAST_CHECKPOINT}'"}}
     if validate:
         # model selection on the held-out part of the labelled source domain, never the test domain
         handlers["validation"] = {"_target_": "monai.handlers.ValidationHandler", "validator": evaluator,
@@ -300,7 +302,8 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         bundle["validate"] = {
             "preprocessing": "@train#preprocessing",
             "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "data": "$@split['validation']",
-                        "transform": "@validate#preprocessing", "cache": True, "part": "validation"},
+                        "transform": "@validate#preprocessing", "cache": True, "part": "validation",
+                        "on_error": d.on_error},
             "dataloader": {"_target_": "torch.utils.data.DataLoader", "dataset": "@validate#dataset",
                            "batch_size": d.batch_size_labeled, "num_workers": 0,
                            "collate_fn": "$monai.data.list_data_collate"},

@@ -125,6 +125,8 @@ from medfound.utils import (
 
 __all__ = [
     "METHODS",
+    "NETWORKS",
+    "check_network",
     "Components",
     "DataConfig",
     "NetworkConfig",
@@ -162,6 +164,60 @@ METHODS: dict[str, Components] = {
 }
 
 
+#: segmentation networks a DAC config may name in ``network.target``, by name or by import path.
+#: Any other import path runs code the config chooses: it needs ``allow_any_network``
+#: (``medfound dac train --allow-any-network``). Register your own class here, from your own code.
+NETWORKS: dict[str, str] = {"deeplabv3plus": "medfound.networks.deeplabv3plus.DeepLabV3Plus"}
+
+#: first characters MONAI's ConfigParser evaluates ($ expression, @ reference, % macro) and the keys
+#: it instantiates or interprets: a DAC config is plain data, so neither may appear in its values
+_CONFIG_SYNTAX = ("$", "@", "%")
+_RESERVED_KEYS = ("_target_", "_mode_", "_requires_", "_disabled_", "_desc_")
+
+
+def _plain_data(value: Any, where: str) -> None:
+    """Refuse MONAI config syntax in a value: the bundle config built from it would run it as code."""
+    if isinstance(value, str) and value.startswith(_CONFIG_SYNTAX):
+        raise ConfigError(
+            f"{where}: {value[:40]!r} starts with {value[0]!r}, MONAI config syntax that runs as code; "
+            "a DAC config holds plain values only"
+        )
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if str(k) in _RESERVED_KEYS:
+                raise ConfigError(
+                    f"{where}.{k}: MONAI config keys (_target_, ...) build objects from code; "
+                    "a DAC config holds plain values only"
+                )
+            _plain_data(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _plain_data(v, f"{where}[{i}]")
+
+
+def check_network(config: DACConfig, allow_any_network: bool = False) -> str:
+    """The import path of the configured network; anything but a :data:`NETWORKS` entry needs ``allow_any_network``.
+
+    Example
+    -------
+    >>> check_network(DACConfig.from_dict({"network": {"target": "deeplabv3plus"}}))
+    'medfound.networks.deeplabv3plus.DeepLabV3Plus'
+    >>> try:
+    ...     check_network(DACConfig.from_dict({"network": {"target": "os.system"}}))
+    ... except ValueError as err:
+    ...     print(str(err)[:61])
+    network.target 'os.system' is not a registered network (deepl
+    """
+    target = config.network.target
+    if target in NETWORKS.values() or check_bool(allow_any_network, "allow_any_network"):
+        return target
+    raise ConfigError(
+        f"network.target {target!r} is not a registered network ({', '.join(sorted(NETWORKS))}); importing any "
+        "other class runs code the config chooses: allow it with --allow-any-network (allow_any_network=True) "
+        "for configs you wrote yourself"
+    )
+
+
 @dataclass
 class DataConfig:
     """Data: the split file and how items are read and batched."""
@@ -177,13 +233,15 @@ class DataConfig:
     batch_size_unlabeled: int = 8
     num_workers: int = 4
     cache_rate: float = 1.0  #: > 0: keep every decoded, resized item in memory; 0: re-read files each time
+    #: a bad item (unreadable, non-finite, 3D, mask of another size): "skip" and list it, or "raise"
+    on_error: str = "skip"
 
 
 @dataclass
 class NetworkConfig:
     """The segmentation network of each sub-model (any class with ``forward_features``)."""
 
-    target: str = "medfound.networks.deeplabv3plus.DeepLabV3Plus"
+    target: str = "medfound.networks.deeplabv3plus.DeepLabV3Plus"  #: a NETWORKS name or import path
     num_classes: int | None = None  #: None: from the split's ``class_names``
     kwargs: dict[str, Any] = field(default_factory=lambda: {"backbone": "resnet50", "output_stride": 16})
 
@@ -317,10 +375,11 @@ def _validate_data(d: DataConfig) -> None:
     d.batch_size_unlabeled = check_int(d.batch_size_unlabeled, "data.batch_size_unlabeled", low=1)
     d.num_workers = check_int(d.num_workers, "data.num_workers", low=0)
     d.cache_rate = check_probability(d.cache_rate, "data.cache_rate")
+    d.on_error = check_choice(d.on_error, ("skip", "raise"), "data.on_error")
 
 
 def _validate_network(n: NetworkConfig) -> None:
-    n.target = _string(n.target, "network.target")
+    n.target = NETWORKS.get(_string(n.target, "network.target"), n.target)  # a registered name -> its path
     if "." not in n.target:
         raise ConfigError(f"network.target must be a dotted path 'package.module.Class', got {n.target!r}")
     n.num_classes = check_int(n.num_classes, "network.num_classes", low=2, allow_none=True)
@@ -456,6 +515,8 @@ class DACConfig:
         _validate_optim(self.optim)
         _validate_train(self.train)
         _validate_evaluate(self.evaluate)
+        for name in _SECTIONS:
+            _plain_data(dataclasses.asdict(getattr(self, name)), name)
         m, d = self.method, self.data
         if m.inference != "a" and not METHODS[m.name].two_models:
             raise ConfigError(f"method.inference={m.inference!r} needs two sub-models; {m.name!r} trains one")

@@ -45,11 +45,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import list_data_collate
+from monai.data import MetaTensor, list_data_collate
+from monai.data.utils import to_affine_nd
 from monai.transforms import (
     Compose,
     EnsureTyped,
-    LoadImaged,
     MapLabelValued,
     MapTransform,
     NormalizeIntensityd,
@@ -63,8 +63,17 @@ from monai.transforms import (
 from torch.utils.data import DataLoader, Dataset
 
 from medfound.dac.config import AugmentConfig, DataConfig, default
-from medfound.errors import ConfigError, DatasetLayoutError, LabelMismatchError
-from medfound.utils import atomic_write_json, check_int, derive_seed, make_rng, read_config_file
+from medfound.errors import (
+    ConfigError,
+    DatasetLayoutError,
+    ImageReadError,
+    InvalidImageError,
+    LabelMismatchError,
+    MedfoundError,
+)
+from medfound.io import SafeLoadImaged, root_cause
+from medfound.transforms.checks import CheckLabelMatchd
+from medfound.utils import atomic_write_json, check_choice, check_int, derive_seed, make_rng, read_config_file
 from medfound.utils import world_size as utils_world_size
 from medfound.utils.devices import rank as utils_rank
 
@@ -73,6 +82,8 @@ __all__ = [
     "load_split",
     "ChannelsToD",
     "CheckLabelValuesd",
+    "CheckPlanard",
+    "UniformItemd",
     "preprocessing",
     "weak_augmentation",
     "prepare_items",
@@ -230,6 +241,81 @@ class CheckLabelValuesd(MapTransform):
         return d
 
 
+class CheckPlanard(MapTransform):
+    """Raise :class:`~medfound.errors.InvalidImageError` naming the file when a loaded (channel-first)
+    image is not 2D: DAC's networks are 2D, and a volume would otherwise fail far from its file
+    (at resizing, or when its batch is collated).
+
+    Example
+    -------
+    >>> import torch
+    >>> CheckPlanard("image")({"image": torch.zeros(3, 8, 8)})["image"].shape
+    torch.Size([3, 8, 8])
+    >>> try:
+    ...     CheckPlanard("image")({"image": torch.zeros(1, 8, 8, 5)})
+    ... except ValueError as err:
+    ...     print(str(err)[:50])
+    <in-memory item>: image is 3D (shape (1, 8, 8, 5))
+    """
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            if x.dim() != 3:
+                raise InvalidImageError(
+                    f"{_source(x)}: {key} is {x.dim() - 1}D (shape {tuple(x.shape)}); DAC trains 2D networks: "
+                    "give 2D images (cut volumes into slices first)"
+                )
+        return d
+
+
+class UniformItemd(MapTransform):
+    """The last step before items are batched: check their shapes and give them the same metadata layout.
+
+    Items must collate into one batch whatever reader loaded them: the image must be
+    ``(channels, *spatial_size)``, a label ``(1, *spatial_size)`` (``spatial_size=None``: any size,
+    equal to the image's), and the MetaTensor metadata is reduced to what the training uses (the
+    file name, for reports, and a 4x4 affine: MONAI's PILReader gives PNGs a 4x4 affine, its
+    ITKReader a TIFF a 3x3 one, and two such items do not collate).
+
+    Example
+    -------
+    >>> import torch
+    >>> from monai.data import MetaTensor
+    >>> item = {"image": MetaTensor(torch.zeros(3, 4, 4), affine=torch.eye(3), meta={"filename_or_obj": "a.tif"})}
+    >>> out = UniformItemd("image", channels=3, spatial_size=(4, 4))(item)
+    >>> tuple(out["image"].affine.shape), out["image"].meta["filename_or_obj"]
+    ((4, 4), 'a.tif')
+    """
+
+    def __init__(self, keys, channels: int, spatial_size: Sequence[int] | None = None,
+                 image_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels = int(channels)
+        self.spatial_size = None if spatial_size is None else tuple(int(v) for v in spatial_size)
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        size = self.spatial_size
+        if size is None and self.image_key in d:
+            size = tuple(d[self.image_key].shape[1:])
+        for key in self.key_iterator(d):
+            x = d[key]
+            channels = self.channels if key == self.image_key else 1
+            if tuple(x.shape) != (channels, *size):
+                raise LabelMismatchError(
+                    f"{_source(x)}: {key} has shape {tuple(x.shape)} after preprocessing, expected {(channels, *size)}"
+                )
+            meta = getattr(x, "meta", None) or {}
+            affine = getattr(x, "affine", None)
+            affine = torch.eye(4, dtype=torch.float64) if affine is None else to_affine_nd(3, affine)
+            d[key] = MetaTensor(torch.as_tensor(x).as_subclass(torch.Tensor), affine=affine,
+                                meta={"filename_or_obj": str(meta.get("filename_or_obj", "<in-memory item>"))})
+        return d
+
+
 def preprocessing(
     num_classes: int,
     spatial_size: Sequence[int] | None,
@@ -242,7 +328,11 @@ def preprocessing(
 ) -> Compose:
     """The deterministic part of the pipeline: load, channels, label values, intensity, resize, normalisation.
 
-    Defaults are those of :class:`~medfound.dac.config.DataConfig` (one definition).
+    Defaults are those of :class:`~medfound.dac.config.DataConfig` (one definition). Every item
+    is checked on its own, so a bad one is skipped or named (:func:`prepare_items`) instead of
+    breaking the batch it would have joined: the file's declared size (before decoding), finite
+    values, a 2D image, a mask of the image's size (before resizing), class indices, and at the
+    end shapes and metadata that collate with every other item (:class:`UniformItemd`).
 
     Parameters
     ----------
@@ -258,16 +348,21 @@ def preprocessing(
 
     Example
     -------
-    >>> [type(t).__name__ for t in preprocessing(3, (64, 64)).transforms][-2:]
-    ['Resized', 'NormalizeIntensityd']
+    >>> [type(t).__name__ for t in preprocessing(3, (64, 64)).transforms][-3:]
+    ['Resized', 'NormalizeIntensityd', 'UniformItemd']
     """
     keys = ["image", "label"] if with_label else ["image"]
     det: list = [
-        LoadImaged(keys, image_only=True, ensure_channel_first=True, allow_missing_keys=True),
+        # medfound's LoadImaged: errors name the file, header sizes are checked before decoding,
+        # NaN/inf are refused (a non-finite pixel would make every loss of its batch NaN)
+        SafeLoadImaged(keys, image_only=True, ensure_channel_first=True, allow_missing_keys=True, check_finite=True),
+        CheckPlanard(keys, allow_missing_keys=True),
         ChannelsToD("image", in_channels),
     ]
     if with_label:
         det.append(ChannelsToD("label", 1, allow_missing_keys=True))
+        # before any resizing: a mask of another size than its image is a mismatch, not something to resize
+        det.append(CheckLabelMatchd("label", check_affine=False, allow_missing_keys=True))
         if label_values is not None:
             det.append(MapLabelValued("label", list(label_values), list(range(len(label_values))),
                                       allow_missing_keys=True))
@@ -285,6 +380,7 @@ def preprocessing(
     if normalize_mean is not None:
         det.append(NormalizeIntensityd("image", subtrahend=list(normalize_mean), divisor=list(normalize_std),
                                        channel_wise=True))
+    det.append(UniformItemd(keys, in_channels, spatial_size, allow_missing_keys=True))
     return Compose(det)
 
 
@@ -328,8 +424,13 @@ def prepare_items(
     cache: bool = True,
     part: str = "data",
     log: Callable[[str], None] | None = None,
+    on_error: str = "skip",
 ) -> tuple[list, list[dict[str, str]]]:
     """Run ``transform`` on every item; keep the results (``cache``) or the good raw items, and report bad ones.
+
+    ``on_error="skip"`` (default) skips a failing item and lists it; ``"raise"`` stops at the
+    first one with the error that names its file (an error that does not name it becomes an
+    :class:`~medfound.errors.ImageReadError` that does).
 
     Returns
     -------
@@ -337,14 +438,19 @@ def prepare_items(
     skipped : ``{"image": ..., "error": ...}`` for every item that failed.
     """
     log = log or logger.warning
+    check_choice(on_error, ("skip", "raise"), "on_error")
     prepared, skipped = [], []
     for item in items:
         try:
             out = transform(dict(item))
         except Exception as err:  # noqa: BLE001 - any failure of one item must not stop the run
-            cause = err
-            while cause.__cause__ is not None:  # MONAI wraps transform errors; report the root
-                cause = cause.__cause__
+            cause = root_cause(err)  # MONAI wraps transform errors; report the root
+            if on_error == "raise":
+                names = [str(item[k]) for k in ("image", "label") if item.get(k)]
+                if isinstance(cause, MedfoundError) and any(n in str(cause) for n in names):
+                    raise cause from None
+                first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+                raise ImageReadError(f"{part} item {item.get('image')}: {type(cause).__name__}: {first}") from None
             skipped.append({"part": part, "image": str(item.get("image")), "label": str(item.get("label", "")),
                             "error": f"{type(cause).__name__}: {cause}"})
             log(f"skipping {part} item {item.get('image')}: {type(cause).__name__}: {cause}")
@@ -405,6 +511,7 @@ class PreparedDataset(SeededItemDataset):
     cache : keep the prepared items in memory (``True``), or keep the readable raw items and
         run ``transform`` again on every access.
     part : the part's name, for the report.
+    on_error : ``"skip"`` (list bad items in :attr:`skipped`) or ``"raise"`` (stop, naming the file).
 
     Example
     -------
@@ -416,8 +523,9 @@ class PreparedDataset(SeededItemDataset):
     """
 
     def __init__(self, data: Sequence[Mapping[str, Any]], transform: Callable,
-                 random_transform: Callable | None = None, cache: bool = True, part: str = "data") -> None:
-        prepared, self.skipped = prepare_items(data, transform, cache, part)
+                 random_transform: Callable | None = None, cache: bool = True, part: str = "data",
+                 on_error: str = default(DataConfig, "on_error")) -> None:
+        prepared, self.skipped = prepare_items(data, transform, cache, part, on_error=on_error)
         super().__init__(prepared, random_transform, None if cache else transform)
         self.part = part
 

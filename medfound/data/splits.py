@@ -52,7 +52,7 @@ from typing import Any
 
 from medfound.data.datalist import DATALIST_KEY, load_datalist, validate_items
 from medfound.errors import ConfigError, DatasetLayoutError
-from medfound.utils import atomic_write_json, make_rng
+from medfound.utils import atomic_write_json, make_rng, safe_filename
 
 __all__ = [
     "SPLIT_PARTS",
@@ -227,20 +227,49 @@ def all_cdssdg_splits(
 
     ``test_domains`` / ``labeled_domains`` restrict the combinations (default: all).
     Further keyword arguments go to :func:`make_cdssdg_split`.
+
+    Raises
+    ------
+    ConfigError
+        When no split results (an empty datalist, a single domain, the labelled domain equal to
+        the test domain): asking for splits and getting none is an error, not an empty success.
     """
+    source = "datalist"
     if isinstance(datalist, (str, os.PathLike)):
+        source = str(datalist)
         datalist = load_datalist(datalist)
-    domains = sorted({str(it["domain"]) for it in datalist[DATALIST_KEY]})
-    for test_domain in test_domains or domains:
-        for labeled_domain in labeled_domains or domains:
-            if labeled_domain != test_domain:
-                yield make_cdssdg_split(datalist, test_domain, labeled_domain, **kwargs)
+    if not isinstance(datalist, Mapping) or not isinstance(datalist.get(DATALIST_KEY), list):
+        raise ConfigError(f"{source}: expected a datalist with a {DATALIST_KEY!r} item list")
+    items = datalist[DATALIST_KEY]
+    if not items:
+        raise ConfigError(f"{source}: the datalist has no items, so no split can be made")
+    validate_items(items, source)
+    domains = sorted({str(it["domain"]) for it in items})
+    if len(domains) < 2:
+        raise ConfigError(f"{source}: leave-one-domain-out needs at least 2 domains, found {domains}")
+    pairs = [(t, lab) for t in (test_domains or domains) for lab in (labeled_domains or domains) if lab != t]
+    if not pairs:  # e.g. the only labelled domain asked for is the test domain
+        raise ConfigError(f"no split to make: the labelled domain must differ from the test domain "
+                          f"(test {list(test_domains or domains)}, labelled {list(labeled_domains or domains)})")
+    for test_domain, labeled_domain in pairs:
+        yield make_cdssdg_split(datalist, test_domain, labeled_domain, **kwargs)
 
 
 def split_filename(split: Mapping[str, Any]) -> str:
-    """A descriptive file name, e.g. ``fundus_test-Domain1_lab-Domain2_r0.2_s0.json``."""
-    return (f"{split['dataset']}_test-{split['test_domain']}_lab-{split['labeled_domain']}"
-            f"_r{split['labeled_ratio']:g}_s{split['seed']}.json")
+    """A descriptive file name, e.g. ``fundus_test-Domain1_lab-Domain2_r0.2_s0.json``.
+
+    Dataset and domain names come from the datalist, i.e. from whoever wrote it: each goes
+    through :func:`medfound.utils.safe_filename`, so the name never holds a folder part.
+
+    Example
+    -------
+    >>> split_filename({"dataset": "x", "test_domain": "a/../../b", "labeled_domain": "c", "labeled_ratio": 1.0,
+    ...                 "seed": 0})
+    'x_test-a_.._.._b_lab-c_r1_s0.json'
+    """
+    return (f"{safe_filename(split['dataset'])}_test-{safe_filename(split['test_domain'])}"
+            f"_lab-{safe_filename(split['labeled_domain'])}_r{float(split['labeled_ratio']):g}"
+            f"_s{int(split['seed'])}.json")
 
 
 def save_split(path: str | os.PathLike, split: Mapping[str, Any]) -> Path:

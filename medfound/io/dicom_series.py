@@ -24,6 +24,7 @@ from monai.utils import MetaKeys
 
 from medfound.errors import (
     ImageReadError,
+    MedfoundError,
     SeriesGeometryError,
     UnsupportedImageError,
 )
@@ -43,6 +44,7 @@ from medfound.io._dicom import (
     read_header,
 )
 from medfound.io._dicom_header import SERIES_TAGS, scan_header
+from medfound.io.limits import check_decoded_size
 from medfound.utils import check_bool, check_choice, check_float, check_int
 
 __all__ = ["DicomSeriesReader", "DicomSeries", "scan_dicom_folder"]
@@ -143,6 +145,13 @@ def _floats(v: Any, n: int) -> np.ndarray | None:
     return np.array(vals, dtype=np.float64)
 
 
+@dataclass
+class _Refused:
+    """What :meth:`DicomSeriesReader.read` returns for a series it refuses: the error, raised by ``get_data``."""
+
+    error: MedfoundError
+
+
 class _NotAnImage(ImageReadError):
     """A DICOM object without image attributes (DICOMDIR, structured report, presentation state)."""
 
@@ -233,7 +242,9 @@ class DicomSeriesReader(ImageReader):
     ----------
     series_uid
         SeriesInstanceUID to read when a folder holds several series. Default: the series with the
-        most files, with a warning that lists the others.
+        most files, with a warning that lists the others; when several series share the largest
+        number of files, :class:`SeriesGeometryError` lists their SeriesInstanceUIDs (the choice
+        is yours, never the file system's listing order).
     on_irregular
         What to do when slices are missing or their spacing is irregular: ``"warn"`` (default;
         the volume uses the mean spacing as ITK does), ``"raise"`` (:class:`SeriesGeometryError`)
@@ -308,11 +319,22 @@ class DicomSeriesReader(ImageReader):
             return False
         return str(ds.get("Modality", "")).upper() not in RADIOGRAPH_MODALITIES
 
-    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> DicomSeries | list[DicomSeries]:
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> DicomSeries | list[DicomSeries] | _Refused:
         """Scan and sort the series (headers only); pixel data is read by :meth:`get_data`.
 
-        ``kwargs`` may override ``series_uid``.
+        ``kwargs`` may override ``series_uid``. A DICOM series this reader refuses for its
+        geometry (several candidate series, misplaced slices) is not an error here but in
+        :meth:`get_data`: MONAI's ``LoadImage`` moves on to its other readers when ``read`` fails,
+        and ITKReader would read the refused series anyway (one of several series, or with the
+        spacing of misplaced slices). Files that are not DICOM still fail here, so ``LoadImage``
+        tries its other readers on them.
         """
+        try:
+            return self._read(data, **kwargs)
+        except SeriesGeometryError as err:
+            return _Refused(err)
+
+    def _read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> DicomSeries | list[DicomSeries]:
         names = as_names(data)
         if not names:
             raise ImageReadError("DicomSeriesReader: no file or folder given")
@@ -330,6 +352,8 @@ class DicomSeriesReader(ImageReader):
 
     def get_data(self, img: DicomSeries | Sequence[DicomSeries]) -> tuple[np.ndarray, dict]:
         """Read the pixel data: array ``(x, y, z)`` in output units (see ``dtype``), and the metadata."""
+        if isinstance(img, _Refused):
+            raise img.error
         series = [img] if isinstance(img, DicomSeries) else list(img)
         arrays, metas = [], []
         for s in series:
@@ -383,6 +407,12 @@ class DicomSeriesReader(ImageReader):
             uid = series_uid
         else:
             uid = max(groups, key=lambda u: len(groups[u]))
+            tied = sorted(u for u, g in groups.items() if len(g) == len(groups[uid]))
+            if len(tied) > 1:  # no largest series: which one is meant is not ours to guess
+                raise SeriesGeometryError(
+                    f"{source}: {len(tied)} DICOM series with {len(groups[uid])} files each (SeriesInstanceUID "
+                    f"{', '.join(tied)}); choose one with series_uid=..."
+                )
             if len(groups) > 1 and not folder:
                 odd = next(g[0] for u, g in groups.items() if u != uid)
                 raise SeriesGeometryError(
@@ -521,6 +551,12 @@ class DicomSeriesReader(ImageReader):
         slices = series.slices
         n, rows, cols = len(slices), slices[0].rows, slices[0].cols
         out_dtype = self._output_dtype(slices)
+        # before allocating: every native slice must hold its pixels, the volume must fit the limit
+        for s in slices:
+            if s.pixel is not None:
+                check_decoded_size(rows * cols * s.dtype.itemsize, s.path, stored=s.pixel.length, codec="raw",
+                                   limit=None)
+        check_decoded_size(rows * cols * n * out_dtype.itemsize, series.source, what=f"volume ({cols}x{rows}x{n})")
         out = np.empty((cols, rows, n), dtype=out_dtype)
         buf_dtype = np.result_type(*[s.dtype.newbyteorder("=") for s in slices])
         slopes = np.array([s.slope for s in slices]).astype(out_dtype)

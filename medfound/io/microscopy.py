@@ -35,6 +35,7 @@ from medfound.io._common import (
     has_suffix,
     squeeze_single_channel,
 )
+from medfound.io.limits import TIFF_CODECS, check_decoded_size
 from medfound.utils import check_bool, check_choice, check_int
 
 __all__ = ["MicroscopyReader", "read_tiff_region", "TIFF_SUFFIXES"]
@@ -391,6 +392,7 @@ class MicroscopyReader(ImageReader):
                     raise ConfigError(f"{path}: roi [{s0}, {s1}) outside axis {ax} of size {size[ax]}")
                 start[ax], stop[ax] = s0, s1
 
+        self._check_size(series, path, shape, roles, xi, yi, zi, start, stop)
         data = self._read_array(tif, series, path, shape, roles, xi, yi, zi, ti, start, stop)
         # data is in file axis order with T reduced and dropped axes removed; build (C, X, Y[, Z])
         kept = [i for i in range(len(axes)) if roles[i] not in ("T", "drop")]
@@ -449,6 +451,31 @@ class MicroscopyReader(ImageReader):
         out = {a: v / scale for a, v in sizes.items()}
         out.setdefault("Z", 1.0)
         return out, source
+
+    def _check_size(self, series, path, shape, roles, xi, yi, zi, start, stop) -> None:
+        """Refuse, before decoding, a series its file cannot hold or a read above the memory limit.
+
+        The whole series is checked against the file (decoded bytes against what the stored
+        bytes can expand to with the pages' compression, :mod:`medfound.io.limits`); the limit
+        applies to what this read allocates: the whole series when the region is the whole image
+        (tifffile decodes every time point before one is picked), else the region.
+        """
+        itemsize = np.dtype(series.dtype).itemsize
+        key = series.keyframe
+        full = math.prod(shape)
+        check_decoded_size(full * itemsize, path, stored=os.path.getsize(path),
+                           codec=TIFF_CODECS.get(int(key.compression)),
+                           encoded_nbytes=math.ceil(full * int(key.bitspersample) / 8), limit=None)
+        whole = (all(start[a] == 0 for a in "XYZ") and stop["X"] == shape[xi] and stop["Y"] == shape[yi]
+                 and (zi is None or stop["Z"] == shape[zi]))
+        region = full
+        if not whole:
+            region = 1
+            for i, n in enumerate(shape):
+                r = roles[i]
+                region *= (stop[r] - start[r]) if r in ("X", "Y", "Z") else (1 if r in ("T", "drop") else n)
+        check_decoded_size(region * itemsize, path, what="pixel data to read (large images: read a region "
+                           "with roi_start/roi_end)")
 
     def _read_array(self, tif, series, path, shape, roles, xi, yi, zi, ti, start, stop) -> np.ndarray:
         """The (region of the) series in file axis order, T reduced, dropped axes removed."""

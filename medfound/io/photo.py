@@ -23,6 +23,7 @@ from medfound.io._common import (
     has_suffix,
     squeeze_single_channel,
 )
+from medfound.io.limits import check_image_file
 from medfound.utils import check_bool, check_choice
 
 __all__ = ["PhotoReader", "PHOTO_SUFFIXES"]
@@ -112,6 +113,8 @@ class PhotoReader(ImageReader):
         """Array ``(C, X, Y)`` or ``(X, Y)`` for grey (uint8, or the stored depth with ``mode=None``) and metadata."""
         items = [img] if isinstance(img, _Photo) else list(img)
         try:
+            for i in items:  # header only, before decoding (here, not in read(): LoadImage would fall back
+                check_image_file(i.path)  # to MONAI's readers, which decode whatever the header says)
             results = [self._read_one(i.path, i.image) for i in items]
         finally:
             for i in items:

@@ -21,6 +21,7 @@ from monai.utils import MetaKeys
 from medfound.errors import ConfigError, ImageReadError, UnsupportedImageError
 from medfound.io._common import PathLike, as_names, base_meta
 from medfound.io._dicom import (
+    PYDICOM_MAJOR,
     RADIOGRAPH_MODALITIES,
     decode_frame,
     is_dicom_file,
@@ -28,6 +29,7 @@ from medfound.io._dicom import (
     read_header,
 )
 from medfound.io.dicom_grayscale import VOI_FUNCTIONS, modality_values, voi_lut_to_unit, window_to_unit, window_values
+from medfound.io.limits import check_decoded_size, declared_size
 from medfound.utils import check_bool, check_choice, check_float, check_int
 
 __all__ = ["RadiographReader", "RADIOGRAPH_MODALITIES"]
@@ -55,6 +57,22 @@ def _spacing_pair(value: Any) -> tuple[float, float] | None:
     if len(vals) != 2 or not all(np.isfinite(vals)) or min(vals) <= 0:
         return None
     return vals[0], vals[1]
+
+
+def _check_declared_size(path: str) -> None:
+    """Refuse, from the header, pixel data the file cannot hold, and a decoded frame above the limit.
+
+    All frames are checked against the file; the limit applies to what decoding allocates: one
+    frame with pydicom 3, every frame with pydicom 2.4 (its ``pixel_array`` decodes them all).
+    """
+    declared = declared_size(path)
+    if declared is None:
+        return
+    check_decoded_size(declared.nbytes, path, stored=declared.stored, codec=declared.codec,
+                       encoded_nbytes=declared.encoded_nbytes, limit=None)
+    frames = max(1, declared.frames)
+    check_decoded_size(declared.nbytes // frames if PYDICOM_MAJOR >= 3 else declared.nbytes, path,
+                       what="pixel data to decode")
 
 
 class RadiographReader(ImageReader):
@@ -167,6 +185,8 @@ class RadiographReader(ImageReader):
     def get_data(self, img: _Radiograph | Sequence[_Radiograph]) -> tuple[np.ndarray, dict]:
         """Run the grayscale pipeline: array ``(x, y)`` float32 and metadata."""
         items = [img] if isinstance(img, _Radiograph) else list(img)
+        for i in items:  # here, not in read(): LoadImage would fall back to MONAI's readers
+            _check_declared_size(i.path)
         results = [self._process(i.path, i.ds) for i in items]
         if len(results) == 1:
             return results[0]

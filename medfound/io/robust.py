@@ -1,9 +1,11 @@
 """Loading that fails clearly, and datasets that skip bad cases instead of stopping a long run.
 
-- :class:`SafeLoadImage` / :class:`SafeLoadImaged`: MONAI's ``LoadImage(d)`` with two changes:
+- :class:`SafeLoadImage` / :class:`SafeLoadImaged`: MONAI's ``LoadImage(d)`` with three changes:
   a reader given explicitly is not silently replaced by MONAI's other readers when it fails (its
-  own error, naming the file, reaches you), and any other failure becomes an
-  :class:`~medfound.errors.ImageReadError` naming the file; optionally NaN/inf are rejected.
+  own error, naming the file, reaches you); any other failure becomes an
+  :class:`~medfound.errors.ImageReadError` naming the file; and before MONAI's readers decode a
+  file, the size its header declares is checked against the file and the memory limit
+  (:func:`medfound.io.limits.check_image_file`); optionally NaN/inf are rejected.
 - :class:`SkipBadCases`: wraps any map-style dataset (MONAI ``Dataset``, ``PersistentDataset``,
   ...). When an item fails to load or transform it is logged, appended to a JSON-lines report
   and replaced by the next good item, so every batch stays full and a DataLoader never sees a
@@ -30,6 +32,8 @@ from monai.utils import ensure_tuple
 from torch.utils.data import Dataset as TorchDataset
 
 from medfound.errors import ImageReadError, MedfoundError
+from medfound.io.limits import check_image_file
+from medfound.io.registry import MEDFOUND_READERS
 from medfound.transforms.checks import CheckFinite
 from medfound.utils import atomic_write_text, check_bool, check_int
 
@@ -39,6 +43,9 @@ __all__ = [
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
+
+#: readers that check the size a file declares themselves (medfound.io.limits)
+_SELF_CHECKING = tuple(MEDFOUND_READERS.values())
 
 
 def root_cause(err: BaseException) -> BaseException:
@@ -93,6 +100,12 @@ class SafeLoadImage(LoadImage):
     def __call__(self, filename, reader: ImageReader | None = None):
         name = str(ensure_tuple(filename)[0]) if filename is not None else "<none>"
         candidates = [reader] if reader is not None else (self._user_readers[::-1] if self.strict else [])
+        if not candidates or not all(isinstance(r, _SELF_CHECKING) for r in candidates):
+            # MONAI's readers decode whatever a header declares: check it first (medfound's own
+            # readers check in get_data, where they know the region they read)
+            for f in ensure_tuple(filename) if filename is not None else ():
+                if isinstance(f, (str, os.PathLike)):
+                    check_image_file(f)
         try:
             if candidates:
                 out, errors = None, []

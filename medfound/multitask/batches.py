@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfound.errors import ConfigError
+from medfound.errors import ConfigError, InvalidImageError, LabelMismatchError, NonFiniteImageError
+from medfound.transforms.checks import CheckFinite
 
-__all__ = ["collate_task_batch", "prepare_task_batch", "padded_size", "describe_item"]
+__all__ = ["collate_task_batch", "prepare_task_batch", "padded_size", "describe_item", "check_task_sample"]
 
 
 def padded_size(height: int, width: int, divisor: int) -> tuple[int, int]:
@@ -34,7 +36,58 @@ def padded_size(height: int, width: int, divisor: int) -> tuple[int, int]:
 def describe_item(item: Mapping[str, Any]) -> str:
     """The item's image path (its first one), for messages."""
     image = item.get("image")
-    return str(image[0] if isinstance(image, (list, tuple)) and image else image)
+    image = image[0] if isinstance(image, (list, tuple)) and image else image
+    if isinstance(image, (torch.Tensor, np.ndarray)):  # an in-memory item: its shape, not its values
+        return f"<in-memory image {tuple(image.shape)}>"
+    return str(image)
+
+
+def check_task_sample(kind: str, sample: Mapping[str, Any], source: str) -> None:
+    """Check one transformed sample before it may join a batch, naming ``source`` (its file) on failure.
+
+    What collation would otherwise find only for the whole batch (or never): the image must be
+    ``(C, H, W)`` with 1 or 3 channels and finite values (a NaN pixel makes every loss of its
+    batch NaN), a segmentation label map ``(H, W)`` or ``(1, H, W)`` of the image's size, a
+    classification/multi-label target and detection boxes finite.
+    :class:`~medfound.multitask.datasets.TaskDataset` runs it on every sample, so a bad one is
+    skipped and reported (or named, with ``skip_bad=False``) instead of aborting the run.
+
+    Example
+    -------
+    >>> import torch
+    >>> check_task_sample("classification", {"image": torch.zeros(3, 4, 4), "label": 1}, "a.png")
+    >>> try:
+    ...     check_task_sample("classification", {"image": torch.zeros(1, 4, 4, 4), "label": 1}, "v.nii")
+    ... except ValueError as err:
+    ...     print(err)
+    v.nii: image has shape (1, 4, 4, 4) after the transforms; tasks take 2D images (C, H, W)
+    """
+    image = _plain(sample["image"])
+    if image.ndim != 3:
+        raise InvalidImageError(
+            f"{source}: image has shape {tuple(image.shape)} after the transforms; tasks take 2D images (C, H, W)"
+        )
+    if image.shape[0] not in (1, 3):
+        raise InvalidImageError(f"{source}: image has {image.shape[0]} channels; tasks take 1 or 3")
+    checks = {"image": image}
+    if kind == "segmentation":
+        label = _plain(sample["label"])
+        one_channel = label.ndim == 2 or (label.ndim == 3 and label.shape[0] == 1)
+        if not one_channel or label.shape[-2:] != image.shape[-2:]:
+            raise LabelMismatchError(
+                f"{source}: label map {tuple(label.shape)} does not match image {tuple(image.shape)}"
+            )
+        checks["label"] = label
+    elif kind in ("classification", "multilabel"):
+        checks["label"] = _plain(sample["label"])
+    else:
+        checks["box"] = _plain(sample["box"])
+    for key, value in checks.items():
+        if value.is_floating_point():
+            try:
+                CheckFinite()(value.as_subclass(torch.Tensor))
+            except NonFiniteImageError as err:
+                raise NonFiniteImageError(f"{source}: {key} holds {str(err).split(': ', 1)[-1]}") from None
 
 
 def _plain(t: Any) -> torch.Tensor:
@@ -66,8 +119,11 @@ def collate_task_batch(kind: str) -> Callable[[Sequence[Mapping[str, Any]]], dic
                 raise ConfigError(
                     f"task images must be (C, H, W) after the transforms, got {tuple(img.shape)} for {describe_item(s)}"
                 )
+        if len({img.shape[0] for img in images}) > 1:  # grey among colour: grey repeated, as the encoder gets it
+            images = [img.expand(3, -1, -1) if img.shape[0] == 1 else img for img in images]
         batch: dict[str, Any] = {
             "image": _stack_padded(images, 0.0),
+            "filename_or_obj": [describe_item(s) for s in samples],  # for messages (a non-finite loss names them)
             "image_size": torch.tensor([list(i.shape[-2:]) for i in images], dtype=torch.long),
         }
         if kind == "classification":

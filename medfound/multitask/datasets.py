@@ -26,7 +26,7 @@ from monai.transforms import Randomizable, apply_transform
 from torch.utils.data import Dataset
 
 from medfound.errors import DatasetLayoutError, ImageReadError, MedfoundError
-from medfound.multitask.batches import describe_item
+from medfound.multitask.batches import check_task_sample, describe_item
 from medfound.multitask.task_transforms import task_transforms
 from medfound.multitask.tasks import TaskSpec
 from medfound.utils import check_choice
@@ -47,14 +47,19 @@ class TaskDataset(Dataset):
     skip_bad : on an error while loading or transforming, log it, keep it in
         :attr:`bad_cases` and return the next item that works (``False``: raise an
         :class:`~medfound.errors.ImageReadError` naming the file).
+    kind : the task's kind; given, every sample is checked before it can join a batch
+        (:func:`~medfound.multitask.batches.check_task_sample`: 2D, 1 or 3 channels, finite
+        values, label map of the image's size), so a bad one is skipped like an unreadable one.
 
     ``dataset[(index, seed)]`` seeds then transforms; ``dataset[index]`` transforms unseeded.
     """
 
     def __init__(
-        self, items: Sequence[Mapping[str, Any]], transform: Callable, name: str = "task", skip_bad: bool = True
+        self, items: Sequence[Mapping[str, Any]], transform: Callable, name: str = "task", skip_bad: bool = True,
+        kind: str | None = None,
     ) -> None:
         self.items = [dict(i) for i in items]
+        self.kind = kind
         self.transform = transform
         self.name = name
         self.skip_bad = bool(skip_bad)
@@ -66,7 +71,10 @@ class TaskDataset(Dataset):
     def _load(self, index: int, seed: int | None) -> Any:
         if seed is not None and isinstance(self.transform, Randomizable):
             self.transform.set_random_state(seed=seed)
-        return apply_transform(self.transform, dict(self.items[index]))
+        sample = apply_transform(self.transform, dict(self.items[index]))
+        if self.kind is not None and isinstance(sample, Mapping):  # before collation, so the item can be skipped
+            check_task_sample(self.kind, sample, describe_item(self.items[index]))
+        return sample
 
     def __getitem__(self, key: int | tuple[int, int]) -> Any:
         index, seed = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), None)
@@ -110,5 +118,6 @@ def build_task_datasets(specs: Sequence[TaskSpec], split: str, skip_bad: bool = 
     for spec in specs:
         items = spec.load_split(split)
         example = items[0]["image"] if items and isinstance(items[0].get("image"), (str, os.PathLike)) else None
-        out[spec.name] = TaskDataset(items, task_transforms(spec, split == "train", example), spec.name, skip_bad)
+        out[spec.name] = TaskDataset(items, task_transforms(spec, split == "train", example), spec.name, skip_bad,
+                                     spec.kind)
     return out

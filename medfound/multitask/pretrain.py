@@ -66,6 +66,7 @@ from medfound.utils import (
     check_bool,
     check_int,
     check_mapping,
+    parsed_content,
     read_config_file,
     resolve_device,
 )
@@ -185,14 +186,14 @@ def pretrain(
     }, default=_not_json)
     started = time.time()
     parser = ConfigParser(bundle)
-    parser.get_parsed_content("initialize")
-    trainer, history = parser.get_parsed_content("trainer"), parser.get_parsed_content("history")
+    parsed_content(parser, "initialize")  # a medfound error from a component: itself, not MONAI's wrapper
+    trainer, history = parsed_content(parser, "trainer"), parsed_content(parser, "history")
     logger.info(
         "pre-training on %d tasks (%s) on %s: %d iterations, window %d, epoch length %d, seed %d; output in %s",
         len(trainer.task_names), ", ".join(trainer.task_names), trainer.state.device, trainer.total_iterations,
         trainer.window, trainer.plan.epoch_length, bundle["seed"], out,
     )
-    parser.get_parsed_content("run")
+    parsed_content(parser, "run")
     summary = {
         "output_dir": str(out.resolve()),
         "model": str((out / "model.pt").resolve()),

@@ -12,7 +12,7 @@ Example
 >>> spec = TaskSpec.from_dict({"name": "a", "kind": "classification", "class_names": ["x", "y"],
 ...                            "training": [], "modality": "CT"})
 >>> [type(t).__name__ for t in default_transforms(spec, train=False).transforms]
-['LoadImaged', 'ScaleIntensityRanged', 'EnsureTyped']
+['SafeLoadImaged', 'ScaleIntensityRanged', 'EnsureTyped']
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from monai.data import PILReader
 from monai.transforms import (
     Compose,
     EnsureTyped,
-    LoadImaged,
     RandGaussianNoised,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -36,6 +35,7 @@ from monai.transforms import (
 )
 
 from medfound.errors import ConfigError
+from medfound.io import SafeLoadImaged
 from medfound.multitask.tasks import TaskSpec
 from medfound.transforms import get_preset
 from medfound.utils import check_mapping, check_pair
@@ -59,7 +59,8 @@ def _suffix(path: Any) -> str:
 def default_transforms(spec: TaskSpec, train: bool, example_path: str | None = None) -> Compose:
     """A MONAI pipeline for a task that gives no ``transforms`` of its own.
 
-    Steps: ``LoadImaged`` (image, and the label map of segmentation tasks; PNG/JPEG/TIFF
+    Steps: ``SafeLoadImaged`` (MONAI's ``LoadImaged`` with size checks and errors naming the file;
+    image, and the label map of segmentation tasks; PNG/JPEG/TIFF
     through ``PILReader(reverse_indexing=False)``, so arrays are ``(C, rows, columns)``);
     intensity to [0, 1]: ``ScaleIntensityRanged`` with the task's ``intensity``
     ``{"a_min", "a_max"}`` (CT default: -1000..1000 HU), else
@@ -74,7 +75,11 @@ def default_transforms(spec: TaskSpec, train: bool, example_path: str | None = N
     reader: Any = spec.reader
     if reader is None and example_path is not None and _suffix(example_path):
         reader = PILReader(reverse_indexing=False)
-    steps: list[Any] = [LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True)]
+    # medfound's LoadImaged: a file's declared size is checked before decoding, errors name the file
+    # (strict only for the task's own reader: PILReader, chosen here from the first item, may fall back
+    # to MONAI's readers for items of other formats, as LoadImaged does)
+    steps: list[Any] = [SafeLoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True,
+                                       strict=spec.reader is not None)]
     where = f"task {spec.name!r}: intensity"
     intensity = check_mapping(spec.intensity or {}, where, known=("a_min", "a_max", "lower", "upper"))
     if not intensity and (spec.modality or "").upper() == "CT":

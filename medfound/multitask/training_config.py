@@ -344,6 +344,12 @@ def training_config(
     if progress_bar:
         cfg["progress_bar"] = {"_target_": "ignite.handlers.ProgressBar", "persist": False}
         initialize.append(f"$@progress_bar.attach(@trainer, output_transform={loss_out[1:]})")
+    # first of all: a NaN/inf loss stops the run, naming the task and the batch's files, before any
+    # handler (or the checkpoint saver, attached after the trainer's own handlers) sees the step
+    cfg["train_handlers"].insert(0, {
+        "_target_": "medfound.handlers.StopOnNonFiniteLoss",
+        "output_transform": "$lambda out: {k: float(v) for k, v in out[0].items() if str(k).startswith('loss')}",
+        "checkpoint": None if out is None else "$@output_dir + '/last.pt'"})
     cfg["initialize"] = initialize
     cfg["run"] = ["$@trainer.run()"]
     return cfg

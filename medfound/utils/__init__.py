@@ -30,7 +30,7 @@ from medfound.utils.checks import (
     check_pair,
     check_probability,
 )
-from medfound.utils.config_files import read_config_file
+from medfound.utils.config_files import parsed_content, read_config_file
 from medfound.utils.devices import local_rank, resolve_device, world_size
 from medfound.utils.files import (
     atomic_path,
@@ -72,6 +72,7 @@ __all__ = [
     "local_rank",
     "world_size",
     "read_config_file",
+    "parsed_content",
     "check_bool",
     "check_choice",
     "check_float",

@@ -18,7 +18,7 @@ from typing import Any
 
 from medfound.errors import ConfigError
 
-__all__ = ["read_config_file", "MAX_CONFIG_BYTES"]
+__all__ = ["read_config_file", "parsed_content", "MAX_CONFIG_BYTES"]
 
 #: a config file is text written by a person or a tool; anything larger is not one
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -61,3 +61,34 @@ def read_config_file(path: str | os.PathLike, expect: type | tuple[type, ...] | 
         names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
         raise ConfigError(f"{what} {path} must hold a {names} at the top level, got {type(value).__name__}")
     return value
+
+
+def parsed_content(parser: Any, id: str) -> Any:
+    """``parser.get_parsed_content(id)`` of a MONAI ``ConfigParser``, re-raising a medfound error as itself.
+
+    MONAI wraps whatever a ``_target_`` or ``$`` expression raises in
+    ``RuntimeError("Failed to instantiate ...")``; a bad value or file deserves the one-line
+    error that names it. Other errors (bugs) propagate unchanged.
+
+    Example
+    -------
+    >>> from monai.bundle import ConfigParser
+    >>> from medfound.errors import ConfigError
+    >>> parser = ConfigParser({"x": "$medfound.utils.check_int('two', 'batch_size')", "imports": ["$import medfound"]})
+    >>> try:
+    ...     parsed_content(parser, "x")
+    ... except ConfigError as err:
+    ...     print(type(err).__name__, "batch_size" in str(err))
+    ConfigError True
+    """
+    from medfound.errors import MedfoundError
+
+    try:
+        return parser.get_parsed_content(id)
+    except Exception as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, MedfoundError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
