@@ -119,7 +119,7 @@ def standardize_images(x: torch.Tensor) -> torch.Tensor:
     """Each image's channels to zero mean and unit standard deviation, for ``(B, C, H, W)`` batches.
 
     The batch form of MONAI's ``NormalizeIntensity(channel_wise=True)`` (population standard
-    deviation, a constant channel divided by 1), which validation and evaluation apply to
+    deviation; a channel of zero deviation is divided by 1), which validation and evaluation apply to
     items: the training step builds its views in [0, 1] and standardises every network input
     with this, so training and inference see the same inputs.
 
