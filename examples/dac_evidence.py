@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", nargs="+", default=["fundus"], choices=sorted(BENCHMARKS))
     parser.add_argument("--out", default="runs/dac_evidence", help="output folder")
-    parser.add_argument("--data", default=None, help="folder of existing synthetic demos (default: OUT/<benchmark>/data)")
+    parser.add_argument("--data", default=None,
+                        help="folder of existing synthetic demos (default: OUT/<benchmark>/data)")
     parser.add_argument("--quick", action="store_true",
                         help="last domain held out only, supervised / CPS / DAC, one seed, 60 iterations")
     parser.add_argument("--test-domains", nargs="+", default=None, help="held-out domains (default: every domain)")
