@@ -58,7 +58,7 @@ def run_config(bench: str, split: Path, out: Path, method: str, seed: int, args:
     """The small CPU configuration shared by every method of a benchmark (only ``method.name`` differs)."""
     from medfound.utils import derive_seed
 
-    size = BENCHMARKS[bench]["size"]
+    size = args.size or BENCHMARKS[bench]["size"]
     epochs = 5
     return {
         "data": {"split": str(split), "spatial_size": [size, size], "batch_size_labeled": args.batch,
@@ -228,7 +228,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
                       + f"  ({time.time() - t0:.0f} s)", flush=True)
     regs = list(regions)
     summary = summarise(dice, trivial, aux, methods, domains, regs)
-    settings = (f"{args.iterations} iterations, labelled ratio {args.labeled_ratio}, {spec['size']} px, "
+    settings = (f"{args.iterations} iterations, labelled ratio {args.labeled_ratio}, {args.size or spec['size']} px, "
                 f"ResNet-18 width {args.width}, batch {args.batch} + {args.batch}, seeds {args.seeds}, "
                 f"style mixing p {args.style_mix}")
     text = markdown(bench, summary, methods, domains, regs, settings)
@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--iterations", type=int, default=300, help="training iterations per run (default 300)")
     parser.add_argument("--labeled-ratio", type=float, default=0.5, help="labelled fraction of the source domain")
+    parser.add_argument("--size", type=int, default=None, help="image side (default: fundus, polyp 128; scgm 64)")
     parser.add_argument("--width", type=int, default=16, help="ResNet-18 base width (default 16; 64 is published)")
     parser.add_argument("--batch", type=int, default=4, help="labelled = unlabelled batch size (default 4)")
     parser.add_argument("--style-mix", type=float, default=0.0, help="augment.style_mix_prob (default 0: off)")
