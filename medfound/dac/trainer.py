@@ -12,8 +12,15 @@ the method of the :class:`~medfound.dac.model.DACModel`:
    the same boxes mix the pseudo labels and the feature targets). Model A sees ``x_mix``;
    with the rotation task, model B sees ``x_mix`` with a random square region rotated by
    ``k`` x 90 degrees (:func:`~medfound.dac.aux_tasks.make_rotation_task`; its targets are
-   rotated alike), otherwise ``x_mix`` too. The views are built inside the step, on the
-   training device, so the two sub-models see different inputs at no extra forward cost;
+   rotated alike), otherwise ``x_mix`` too. By default (``aux_rotation_view="clean"``) the
+   rotated region shows the CutMix of the weak view, not of the photometric strong view, so
+   the thin structures that carry orientation survive and ``k`` stays recoverable (the
+   unlabelled loader should not flip: a flip makes ``k`` and ``k + 2`` alike). The views
+   are built inside the step, on the training device, so the two sub-models see different
+   inputs at no extra forward cost. With ``normalize="image"`` the views are built in
+   [0, 1] and every network input is then standardised per image and channel
+   (:func:`standardize_images`); optionally (``style_mix``) the labelled and unlabelled
+   images first exchange their low-frequency Fourier amplitude (appearance);
 3. one forward pass per sub-model on ``[labelled; strong]`` (``forward_features``) gives the
    supervised logits, the student logits and features, and the auxiliary heads' input;
 4. losses (:class:`~medfound.dac.objective.DACObjective`): supervised Dice + CE for A and
