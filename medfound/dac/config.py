@@ -45,8 +45,8 @@ Defaults and why (the DAC paper's constants are not public)
   Dice + CE (rotation CE ln 4 = 1.39 at chance, mixed-region BCE about 0.66 at the prior).
   With 0.1 they did not learn inside DAC (synthetic fundus, 300 iterations: rotation
   accuracy 0.45 in the last epoch, mixed-region IoU 0.372 against the constant predictor's
-  0.371); with 1.0 (and the three choices below) they do, without a drop of the
-  segmentation Dice (README, DAC results).
+  0.371); with 1.0 and the choices below they learn (README, DAC results, gives the
+  accuracy reached and the Dice beside the ``dac_no_aux`` ablation).
 - ``method.aux_head_init = "zero"``: a zero-initialised linear head passes no gradient into
   the trunk until it has learnt something itself, so its first steps cannot disturb the
   segmentation features (a default-initialised rotation head sent a gradient 3.6x the
@@ -103,9 +103,10 @@ Defaults and why (the DAC paper's constants are not public)
   (:func:`~medfound.transforms.mixing.amplitude_mix`, as EPL does): each image takes on the
   low-frequency amplitude (site appearance) of an image of the other batch with a weight
   uniform in [0, 1], keeping its phase (content, hence labels). An option of the
-  semi-supervised methods (it needs unlabelled images); off by default because with
-  ``data.normalize = "image"`` the appearance shift of the demo is already removed and
-  the option did not add Dice there (README, DAC results).
+  semi-supervised methods (it needs unlabelled images); off by default: per-image
+  standardisation (``data.normalize``) already removes the per-channel part of a site's
+  appearance, and no run here has shown the mixing to add Dice on top of it, so it stays
+  an option to measure on real sites (``examples/dac_evidence.py --style-mix 0.5``).
 - strong view: colour jitter (brightness, contrast, saturation 0.5) with p 0.8, grayscale
   p 0.2, Gaussian blur sigma 0.1-2.0 with p 0.5 (the FixMatch / UniMatch strong
   augmentation), plus Gaussian noise std up to 0.05 with p 0.5 (noise is the third
