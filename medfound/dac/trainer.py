@@ -93,6 +93,7 @@ from medfound.dac.aux_tasks import (
     mixed_region_iou,
     rotation_accuracy,
 )
+from medfound.dac.config import MethodConfig, OptimConfig, default
 from medfound.dac.data import CoTrainingLoader
 from medfound.dac.diagnostics import pseudo_label_counts
 from medfound.dac.losses import pseudo_labels
@@ -232,8 +233,8 @@ class DACTrainer(SupervisedTrainer):
         cutmix: Mapping[str, Any] | None = None,
         rotation: Mapping[str, Any] | None = None,
         normalize: str = "none",
-        aux_rotation_view: str = "clean",
-        head_lr_scale: float = 1.0,
+        aux_rotation_view: str = default(MethodConfig, "aux_rotation_view"),
+        head_lr_scale: float = default(OptimConfig, "head_lr_scale"),
         style_mix: Mapping[str, Any] | None = None,
         seed: int = 0,
         regions: Mapping[str, Sequence[int]] | None = None,
