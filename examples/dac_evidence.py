@@ -100,47 +100,56 @@ def all_foreground_dice(items: list[dict], regions: dict[str, list[int]]) -> dic
 
 def summarise(dice: dict, trivial: dict, aux: dict, methods: list[str], domains: list[str],
               regions: list[str]) -> dict[str, Any]:
-    """mean +- std per method/domain/region, paired DAC - CPS per domain/region (pairs = seeds)."""
+    """mean +- std per method/domain/region over the seeds that ran (``dice[m][d][r] = {seed: value}``),
+    the mean over domains per seed (seeds with every domain), and the paired DAC - CPS difference
+    per domain/region (pairs = seeds both methods ran). ``None`` where nothing ran."""
     from medfound.evaluation.statistics import mean_interval, paired_difference
+
+    def stats(values: list[float]) -> dict | None:
+        return mean_interval(values) if values else None
+
+    def domain_mean(m: str, r: str) -> dict[int, float]:
+        seeds = set.intersection(*(set(dice[m][d][r]) for d in domains))
+        return {s: float(np.mean([dice[m][d][r][s] for d in domains])) for s in sorted(seeds)}
 
     table: dict[str, Any] = {}
     for m in methods:
-        table[m] = {}
-        for d in domains:
-            table[m][d] = {r: mean_interval(dice[m][d][r]) for r in regions}
-        table[m]["mean"] = {r: mean_interval([float(np.mean([dice[m][d][r][i] for d in domains]))
-                                              for i in range(len(dice[m][domains[0]][regions[0]]))])
-                            for r in regions}
+        table[m] = {d: {r: stats(list(dice[m][d][r].values())) for r in regions} for d in domains}
+        table[m]["mean"] = {r: stats(list(domain_mean(m, r).values())) for r in regions}
     paired: dict[str, Any] = {}
     if "dac" in methods and "cps" in methods:
-        for d in domains:
-            paired[d] = {r: paired_difference(dice["dac"][d][r], dice["cps"][d][r]) for r in regions}
-        paired["mean"] = {r: paired_difference(
-            [float(np.mean([dice["dac"][d][r][i] for d in domains])) for i in range(len(dice["dac"][d][r]))],
-            [float(np.mean([dice["cps"][d][r][i] for d in domains])) for i in range(len(dice["cps"][d][r]))])
-            for r in regions}
+        for d in [*domains, "mean"]:
+            paired[d] = {}
+            for r in regions:
+                a, b = (domain_mean(m, r) if d == "mean" else dice[m][d][r] for m in ("dac", "cps"))
+                common = sorted(set(a) & set(b))
+                paired[d][r] = paired_difference([a[s] for s in common], [b[s] for s in common]) if common else None
     aux_summary = {k: mean_interval(v) for k, v in aux.items() if v}
     return {"table": table, "dac_minus_cps": paired, "all_foreground": trivial, "aux": aux_summary}
 
 
 def markdown(bench: str, summary: dict, methods: list[str], domains: list[str], regions: list[str],
-             settings: str) -> str:
+             settings: str, n_seeds: int) -> str:
     t, p, triv = summary["table"], summary["dac_minus_cps"], summary["all_foreground"]
     cols = [f"{d} {r}" for d in domains for r in regions] + [f"mean {r}" for r in regions]
     lines = [f"### {bench} (SYNTHETIC demo): Dice on the unseen domain, mean +- std over seeds", "",
              settings, "", "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
 
-    def cell(s: dict) -> str:
-        return f"{s['mean']:.3f} +- {s['std']:.3f}"
+    def cell(s: dict | None) -> str:
+        if s is None:
+            return "n/a"
+        return f"{s['mean']:.3f} +- {s['std']:.3f}" + ("" if s["n"] == n_seeds else f" (n={s['n']})")
 
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(cell(t[m][d][r]) for d in [*domains, "mean"] for r in regions) + " |")
     lines.append("| all-foreground | " + " | ".join(f"{triv[d][r]:.3f}" for d in domains for r in regions)
                  + " | " + " | ".join(f"{np.mean([triv[d][r] for d in domains]):.3f}" for r in regions) + " |")
+    def diff(s: dict | None) -> str:
+        return "n/a" if s is None else f"{s['mean']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}]"
+
     if p:
-        lines.append("| DAC - CPS (95 % CI) | " + " | ".join(
-            f"{p[d][r]['mean']:+.3f} [{p[d][r]['low']:+.3f}, {p[d][r]['high']:+.3f}]"
-            for d in [*domains, "mean"] for r in regions) + " |")
+        lines.append("| DAC - CPS (95 % CI) | " + " | ".join(diff(p[d][r]) for d in [*domains, "mean"]
+                                                           for r in regions) + " |")
     if summary["aux"]:
         lines += ["", "DAC auxiliary tasks, last epoch (mean +- std over domains and seeds): " + ", ".join(
             f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in summary["aux"].items())]
@@ -159,7 +168,8 @@ def plot(path: Path, bench: str, summary: dict, methods: list[str], domains: lis
     for ax, r in zip(axes[0], regions):
         for i, m in enumerate(methods):
             vals = [summary["table"][m][d][r] for d in [*domains, "mean"]]
-            ax.bar(x + i * width, [v["mean"] for v in vals], width, yerr=[v["std"] for v in vals], capsize=2,
+            ax.bar(x + i * width, [np.nan if v is None else v["mean"] for v in vals], width,
+                   yerr=[0.0 if v is None or not np.isfinite(v["std"]) else v["std"] for v in vals], capsize=2,
                    label=m)
         triv = [summary["all_foreground"][d][r] for d in domains]
         triv.append(float(np.mean(triv)))
@@ -194,7 +204,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
         domains = domains[-1:]
     regions = dict(datalist["regions"])
     methods = list(args.methods)
-    dice = {m: {d: {r: [] for r in regions} for d in domains} for m in methods}
+    dice: dict[str, Any] = {m: {d: {r: {} for r in regions} for d in domains} for m in methods}
     aux: dict[str, list[float]] = {"aux_rot_acc": [], "aux_mask_iou": [], "aux_mask_iou_const": []}
     trivial: dict[str, dict[str, float]] = {}
     runs: dict[str, Any] = {}
@@ -208,22 +218,24 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
         for seed in args.seeds:
             for m in methods:
                 run_dir = out / "runs" / f"seed{seed}" / f"test-{d}" / m  # finished runs are not trained again
+                if args.collect and not (run_dir / "model.pt").exists():
+                    continue  # --collect: tabulate the finished runs only
                 cfg = run_config(bench, split_path, run_dir, m, seed, args)
                 t0 = time.time()
                 summary = train(cfg)
                 res = evaluate(cfg)["test"]
                 per = res.summary()["per_domain"][d]
                 for r in regions:
-                    dice[m][d][r].append(float(per[r]["dice"]["mean"]))
+                    dice[m][d][r][seed] = float(per[r]["dice"]["mean"])
                 last = last_epoch(run_dir)
                 if m == "dac":
                     for k in aux:
                         if k in last:
                             aux[k].append(float(last[k]))
                 runs[f"seed{seed}/test-{d}/{m}"] = {
-                    "dice": {r: dice[m][d][r][-1] for r in regions}, "best_iteration": summary["best_iteration"],
+                    "dice": {r: dice[m][d][r][seed] for r in regions}, "best_iteration": summary["best_iteration"],
                     "last_epoch": last, "seconds": round(time.time() - t0, 1)}
-                print(f"  seed {seed} {m:<12} " + "  ".join(f"{r} {dice[m][d][r][-1]:.3f}" for r in regions)
+                print(f"  seed {seed} {m:<12} " + "  ".join(f"{r} {dice[m][d][r][seed]:.3f}" for r in regions)
                       + "".join(f"  {k} {last[k]:.2f}" for k in ("aux_rot_acc", "aux_mask_iou") if k in last)
                       + f"  ({time.time() - t0:.0f} s)", flush=True)
     regs = list(regions)
@@ -231,7 +243,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = (f"{args.iterations} iterations, labelled ratio {args.labeled_ratio}, {args.size or spec['size']} px, "
                 f"ResNet-18 width {args.width}, batch {args.batch} + {args.batch}, seeds {args.seeds}, "
                 f"style mixing p {args.style_mix}")
-    text = markdown(bench, summary, methods, domains, regs, settings)
+    text = markdown(bench, summary, methods, domains, regs, settings, len(args.seeds))
     print("\n" + text, flush=True)
     result = {"synthetic": True, "benchmark": bench, "settings": {k: v for k, v in vars(args).items()},
               "domains": domains, "regions": regions, "dice_per_seed": dice, **summary, "runs": runs,
@@ -259,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--width", type=int, default=16, help="ResNet-18 base width (default 16; 64 is published)")
     parser.add_argument("--batch", type=int, default=4, help="labelled = unlabelled batch size (default 4)")
     parser.add_argument("--style-mix", type=float, default=0.0, help="augment.style_mix_prob (default 0: off)")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: tabulate the runs under OUT that have finished")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the CD-SSDG splits (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
