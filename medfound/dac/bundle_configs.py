@@ -18,10 +18,13 @@ Ids of the train config (MONAI model-zoo style): ``output_dir``, ``split_file``,
 ``network_def`` (the segmentation network, callable mode: a factory), ``dac_model``,
 ``network`` (the model on the device), ``objective``, ``optimizer`` and ``lr_scheduler``
 (callable mode: factories the trainer calls), ``strong_augment``, ``train#preprocessing``,
-``train#augmentation``, ``train#dataset``, ``train#unlabeled_*``, ``train#dataloader``,
-``train#handlers#<name>``, ``train#trainer``, ``validate#dataset``, ``validate#dataloader``,
-``validate#postprocessing``, ``validate#key_metric``, ``validate#evaluator``,
-``checkpoint_objects``, ``checkpoint`` (:class:`~medfound.handlers.AtomicCheckpointSaver`),
+``train#augmentation``, ``train#dataset`` (its items under ``train#dataset#data``),
+``train#unlabeled_*``, ``train#dataloader``, ``train#inferer``, ``train#handlers`` (a list,
+attached in order, as in the MONAI model zoo), ``train#trainer``, ``validate#preprocessing``
+(the training one, plus per-image standardisation with ``data.normalize = "image"``), ``validate#dataset``,
+``validate#dataloader``, ``validate#inferer``, ``validate#postprocessing``,
+``validate#key_metric``, ``validate#handlers``, ``validate#evaluator``, ``checkpoint_objects``
+(:func:`checkpoint_objects`), ``checkpoint`` (:class:`~medfound.handlers.AtomicCheckpointSaver`),
 ``resume`` (:class:`~medfound.handlers.CheckpointResume`), and the workflow lists
 ``initialize``, ``run``, ``finalize``.
 
@@ -40,23 +43,30 @@ Example
 >>> bundle = train_bundle_config(DACConfig.from_dict({"data": {"split": split}}))
 >>> bundle["train"]["trainer"]["_target_"], bundle["optimizer"]["_mode_"], bundle["run"]
 ('medfound.dac.trainer.DACTrainer', 'callable', ['$@train#trainer.run()'])
+>>> [h["_target_"].rsplit(".", 1)[1] for h in bundle["train"]["handlers"]][:3]
+['StatsHandler', 'TensorBoardStatsHandler', 'TrainingLog']
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from medfound.dac.config import DACConfig
 from medfound.dac.data import labels_available, load_split
-from medfound.dac.selection import BEST_MODEL
+from medfound.dac.diagnostics import PseudoLabelMonitor, TrainingLog
+from medfound.dac.selection import BEST_MODEL, BestModelSaver
 from medfound.errors import ConfigError
 from medfound.handlers.checkpoint import LAST_CHECKPOINT
+from medfound.handlers.curves import CurvePlot
 
 __all__ = [
     "train_bundle_config",
     "evaluate_bundle_config",
+    "checkpoint_objects",
+    "STATEFUL_HANDLERS",
     "VAL_METRIC",
     "LAST_CHECKPOINT",
     "BEST_MODEL",
@@ -74,8 +84,38 @@ TRAIN_CONFIG = "train_config.json"
 #: the bundle-style config :func:`medfound.dac.evaluate` writes into the evaluation folder and runs
 EVALUATE_CONFIG = "evaluate_config.json"
 
+#: checkpoint entry -> class of the training handler whose state it holds (model selection, the
+#: epoch's running log sums, the pseudo-label counts, the curve history)
+STATEFUL_HANDLERS: dict[str, type] = {"best": BestModelSaver, "log": TrainingLog, "pseudo_monitor": PseudoLabelMonitor,
+                                      "curves": CurvePlot}
+
 #: output transform of the logging handlers: the float entries of the trainer's output
 _SCALARS = {"_target_": "medfound.handlers.curves.scalar_items", "_mode_": "callable"}
+
+
+def checkpoint_objects(trainer: Any, handlers: Iterable[Any] = ()) -> dict[str, Any]:
+    """Everything a checkpoint holds for an exact resume: the trainer's own objects
+    (``trainer.checkpoint_objects()``: trainer, network, optimiser, scheduler, scaler) and the
+    handlers among ``handlers`` that keep state (:data:`STATEFUL_HANDLERS`, at most one each).
+
+    Example
+    -------
+    >>> class Trainer:
+    ...     def checkpoint_objects(self):
+    ...         return {"trainer": self}
+    >>> log = TrainingLog(None)
+    >>> sorted(checkpoint_objects(Trainer(), [log, "a handler without state"]))
+    ['log', 'trainer']
+    """
+    objs = dict(trainer.checkpoint_objects())
+    handlers = list(handlers)
+    for key, cls in STATEFUL_HANDLERS.items():
+        found = [h for h in handlers if isinstance(h, cls)]
+        if len(found) > 1:
+            raise ConfigError(f"{len(found)} {cls.__name__} handlers: a checkpoint holds the state of one")
+        if found:
+            objs[key] = found[0]
+    return objs
 
 
 def _checked_split(cfg: DACConfig) -> dict[str, Any]:
@@ -207,7 +247,7 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
     train: dict[str, Any] = {
         "preprocessing": _preprocessing(cfg, size, with_label=True, for_network=False),
         "augmentation": _weak_augmentation(cfg, with_label=True),
-        "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "items": "$@split['labeled']",
+        "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "data": "$@split['labeled']",
                     "transform": "@train#preprocessing", "random_transform": "@train#augmentation",
                     "cache": cache, "part": "labeled"},
     }
@@ -218,10 +258,11 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         train["unlabeled_augmentation"] = _weak_augmentation(cfg, with_label=track, unlabeled=True)
         train["unlabeled_dataset"] = {
             "_target_": "medfound.dac.data.PreparedDataset",
-            "items": {"_target_": "medfound.dac.data.unlabeled_items", "items": "$@split['unlabeled']",
+            "data": {"_target_": "medfound.dac.data.unlabeled_items", "items": "$@split['unlabeled']",
                       "keep_labels": track},
             "transform": "@train#unlabeled_preprocessing", "random_transform": "@train#unlabeled_augmentation",
             "cache": cache, "part": "unlabeled"}
+    train["inferer"] = {"_target_": "monai.inferers.SimpleInferer"}
     train["dataloader"] = {
         "_target_": "medfound.dac.data.CoTrainingLoader", "labeled": "@train#dataset",
         "unlabeled": "@train#unlabeled_dataset" if semi else None, "batch_size_labeled": d.batch_size_labeled,
@@ -252,7 +293,7 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
                           "evaluator": evaluator, "title": f"{m.name}: training losses and source validation"}
     if t.progress_bar:
         handlers["progress_bar"] = {"_target_": "ignite.handlers.ProgressBar", "persist": True}
-    train["handlers"] = handlers
+    train["handlers"] = list(handlers.values())
     train["trainer"] = {
         "_target_": "medfound.dac.trainer.DACTrainer", "device": "@device", "max_epochs": "@max_epochs",
         "epoch_length": "@iterations_per_epoch", "train_data_loader": "@train#dataloader", "network": "@network",
@@ -265,18 +306,19 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         "head_lr_scale": cfg.optim.head_lr_scale,
         "style_mix": {"prob": a.style_mix_prob, "window": a.style_mix_window},
         "seed": "@seed", "regions": "@regions", "track_pseudo_labels": track, "amp": "@amp",
-        "train_handlers": [f"@train#handlers#{name}" for name in handlers],
+        "inferer": "@train#inferer", "train_handlers": "@train#handlers",
     }
     bundle["train"] = train
 
     if validate:
         bundle["validate"] = {
             "preprocessing": _preprocessing(cfg, size, with_label=True),
-            "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "items": "$@split['validation']",
+            "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "data": "$@split['validation']",
                         "transform": "@validate#preprocessing", "cache": True, "part": "validation"},
             "dataloader": {"_target_": "torch.utils.data.DataLoader", "dataset": "@validate#dataset",
                            "batch_size": d.batch_size_labeled, "num_workers": 0,
                            "collate_fn": "$monai.data.list_data_collate"},
+            "inferer": {"_target_": "monai.inferers.SimpleInferer"},
             "postprocessing": {"_target_": "monai.transforms.Compose", "transforms": [
                 {"_target_": "monai.transforms.AsDiscreted", "keys": "pred", "argmax": True},
                 {"_target_": "medfound.transforms.regions.ClassesToRegionsd", "keys": ["pred", "label"],
@@ -292,16 +334,13 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
                          if t.tensorboard else []),
             "evaluator": {"_target_": "monai.engines.SupervisedEvaluator", "device": "@device",
                           "val_data_loader": "@validate#dataloader", "network": "@network",
-                          "inferer": {"_target_": "monai.inferers.SimpleInferer"},
-                          "postprocessing": "@validate#postprocessing", "key_val_metric": "@validate#key_metric",
-                          "val_handlers": "@validate#handlers", "amp": "@amp"},
+                          "inferer": "@validate#inferer", "postprocessing": "@validate#postprocessing",
+                          "key_val_metric": "@validate#key_metric", "val_handlers": "@validate#handlers",
+                          "amp": "@amp"},
         }
 
-    # everything a checkpoint holds for an exact resume: the trainer's own objects (trainer,
-    # network, optimiser, scheduler, scaler) and the state of the handlers that keep some
-    stateful = {"best": "best_model", "log": "training_log", "pseudo_monitor": "pseudo_labels", "curves": "curves"}
-    extra = ", ".join(f"{key}=@train#handlers#{name}" for key, name in stateful.items() if name in handlers)
-    bundle["checkpoint_objects"] = f"$dict(@train#trainer.checkpoint_objects(), {extra})"
+    bundle["checkpoint_objects"] = {"_target_": "medfound.dac.bundle_configs.checkpoint_objects",
+                                    "trainer": "@train#trainer", "handlers": "@train#handlers"}
     bundle["checkpoint"] = {"_target_": "medfound.handlers.AtomicCheckpointSaver", "save_dir": "@output_dir",
                             "save_dict": "@checkpoint_objects", "save_interval": "@checkpoint_interval",
                             "filename": LAST_CHECKPOINT,

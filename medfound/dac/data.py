@@ -65,6 +65,8 @@ from torch.utils.data import DataLoader, Dataset
 from medfound.dac.config import AugmentConfig, DataConfig, default
 from medfound.errors import ConfigError, DatasetLayoutError, LabelMismatchError
 from medfound.utils import atomic_write_json, check_int, derive_seed, make_rng, read_config_file
+from medfound.utils import world_size as utils_world_size
+from medfound.utils.devices import rank as utils_rank
 
 __all__ = [
     "SPLIT_PARTS",
@@ -396,7 +398,8 @@ class PreparedDataset(SeededItemDataset):
 
     Parameters
     ----------
-    items : datalist items of the part (e.g. ``split["labeled"]``).
+    data : datalist items of the part (e.g. ``split["labeled"]``; ``data`` as MONAI's datasets
+        call it, so a bundle's ``train#dataset#data`` is the training datalist).
     transform : the deterministic pipeline (:func:`preprocessing`).
     random_transform : the random part, re-seeded per item (:func:`weak_augmentation`), or ``None``.
     cache : keep the prepared items in memory (``True``), or keep the readable raw items and
@@ -412,9 +415,9 @@ class PreparedDataset(SeededItemDataset):
     (1, 'missing.png', 8.0)
     """
 
-    def __init__(self, items: Sequence[Mapping[str, Any]], transform: Callable,
+    def __init__(self, data: Sequence[Mapping[str, Any]], transform: Callable,
                  random_transform: Callable | None = None, cache: bool = True, part: str = "data") -> None:
-        prepared, self.skipped = prepare_items(items, transform, cache, part)
+        prepared, self.skipped = prepare_items(data, transform, cache, part)
         super().__init__(prepared, random_transform, None if cache else transform)
         self.part = part
 
@@ -457,19 +460,25 @@ class StreamBatchSampler:
     the item at stream position ``p`` gets the transform seed ``derive_seed(seed, "item", stream, p)``
     (:mod:`medfound.utils.seeding`). Batch ``t`` holds
     positions ``t * batch_size ... (t + 1) * batch_size - 1`` (batches run across passes).
+    Sharded (``world_size`` processes), rank ``r``'s batch ``t`` is the ``r``-th slice of the
+    global batch ``t`` of ``world_size * batch_size`` positions, so the ranks together see
+    what one process with the global batch size sees.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, stream: int = 0, start_batch: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int = 0, stream: int = 0, start_batch: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
         if n < 1:
             raise ConfigError("cannot sample batches from an empty part of the split")
         self.n, self.batch_size, self.seed, self.stream = int(n), int(batch_size), int(seed), int(stream)
         self.start_batch = int(start_batch)
+        self.world_size = check_int(world_size, "world_size", low=1)
+        self.rank = check_int(rank, "rank", low=0, high=self.world_size - 1)
 
     def _order(self, q: int) -> np.ndarray:
         return make_rng(self.seed, "order", self.stream, q).permutation(self.n)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        pos = self.start_batch * self.batch_size
+        pos = (self.start_batch * self.world_size + self.rank) * self.batch_size
         q, order = -1, None
         while True:
             batch = []
@@ -479,7 +488,7 @@ class StreamBatchSampler:
                     order = self._order(q)
                 batch.append((int(order[p % self.n]), derive_seed(self.seed, "item", self.stream, p)))
             yield batch
-            pos += self.batch_size
+            pos += self.world_size * self.batch_size
 
 
 class CoTrainingLoader:
@@ -494,6 +503,8 @@ class CoTrainingLoader:
     seed : seed of the item order and of the augmentation.
     num_workers : DataLoader workers per part.
     pin_memory : pin batches (GPU training).
+    rank, world_size : this process's shard of each global batch (:class:`StreamBatchSampler`);
+        ``None``: from ``torch.distributed`` when it is initialised, else one process.
 
     Iteration starts at batch :meth:`start_at` (default 0) or, once :meth:`attach` ed to an
     ignite engine, at the engine's iteration count when the iterator is first advanced, which
@@ -511,6 +522,8 @@ class CoTrainingLoader:
         transform_unlabeled: Callable | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if not isinstance(labeled, SeededItemDataset):
             labeled = SeededItemDataset(labeled, transform_labeled)
@@ -526,8 +539,19 @@ class CoTrainingLoader:
         self.seed = check_int(seed, "seed")
         self.num_workers = check_int(num_workers, "num_workers", low=0)
         self.pin_memory = bool(pin_memory)
+        self._rank, self._world_size = rank, world_size
         self._start = 0
         self._engine = None
+
+    @property
+    def world_size(self) -> int:
+        """Processes the batches are sharded over."""
+        return int(self._world_size) if self._world_size is not None else utils_world_size()
+
+    @property
+    def rank(self) -> int:
+        """This process's shard."""
+        return int(self._rank) if self._rank is not None else utils_rank()
 
     def start_at(self, iteration: int) -> None:
         """Make the next iterator start with batch ``iteration`` (0-based)."""
@@ -540,7 +564,8 @@ class CoTrainingLoader:
     def _loader(self, dataset: SeededItemDataset, batch_size: int, stream: int, start: int) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_sampler=StreamBatchSampler(len(dataset), batch_size, self.seed, stream, start),
+            batch_sampler=StreamBatchSampler(len(dataset), batch_size, self.seed, stream, start, self.rank,
+                                             self.world_size),
             num_workers=self.num_workers,
             collate_fn=list_data_collate,
             pin_memory=self.pin_memory,

@@ -43,9 +43,14 @@ parameters and with the optimiser. Validation, checkpoints, resume, logs, Tensor
 the progress bar are handlers (``train_handlers``, attached in the order given, after the
 trainer is complete).
 
-The trainer runs in one process on one device. Multi-GPU (DDP) training is not
-implemented: the step calls the sub-models' ``forward_features`` directly, which a
-``DistributedDataParallel`` wrapper would not synchronise.
+Everything of the step that carries gradients (both sub-models' ``forward_features`` on
+``[labelled; strong]`` and the training heads) is one call of :class:`TrainingForward`.
+Under ``torchrun`` (``torch.distributed`` initialised, more than one process) that module is
+wrapped in ``DistributedDataParallel``, which averages the gradients of A, B and the heads
+during the backward pass; BatchNorm buffers are broadcast from rank 0 after every step, the
+loader gives each rank its slice of the global batch, and ranks other than 0 draw their own
+augmentation streams (:mod:`medfound.dac.distributed` explains each choice). In one process
+nothing of this happens and the step is the same as without it.
 
 ``engine.state.output`` holds ``loss`` and each term (``sup``, ``pseudo``, ``feat``,
 ``aux_mask``, ``aux_rot``) as floats, the auxiliary tasks' accuracy (``aux_rot_acc``:
@@ -84,6 +89,7 @@ import torch
 import torch.nn.functional as F
 from monai.engines import SupervisedTrainer
 from monai.engines.workflow import Workflow
+from torch import nn
 from torch.optim import Optimizer
 
 from medfound.dac.aux_tasks import (
@@ -96,6 +102,7 @@ from medfound.dac.aux_tasks import (
 from medfound.dac.config import MethodConfig, OptimConfig, default
 from medfound.dac.data import CoTrainingLoader
 from medfound.dac.diagnostics import pseudo_label_counts
+from medfound.dac.distributed import broadcast_buffers, wrap_training_forward
 from medfound.dac.losses import pseudo_labels
 from medfound.dac.model import DACModel
 from medfound.dac.objective import DACObjective
@@ -111,9 +118,11 @@ from medfound.utils import (
     check_probability,
     derive_seed,
     resolve_device,
+    world_size,
 )
+from medfound.utils.devices import rank
 
-__all__ = ["DACTrainer", "CUTMIX_KEYS", "ROTATION_KEYS", "STYLE_MIX_KEYS", "standardize_images"]
+__all__ = ["DACTrainer", "TrainingForward", "CUTMIX_KEYS", "ROTATION_KEYS", "STYLE_MIX_KEYS", "standardize_images"]
 
 #: keys of the ``cutmix`` argument: the options of :func:`~medfound.dac.aux_tasks.make_mixed_region_task`
 CUTMIX_KEYS = tuple(inspect.signature(make_mixed_region_task).parameters)[2:]
@@ -172,6 +181,47 @@ def _mix_features(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return f * (1 - m) + f.roll(1, 0) * m
 
 
+class TrainingForward(nn.Module):
+    """The part of a DAC step that carries gradients, as one module call (what DDP wraps).
+
+    ``forward(x_a, x_b=None, n_labeled=0)`` returns ``{"a": model_a.forward_features(x_a)}``,
+    plus, as the method has them, ``"b"`` (``model_b.forward_features(x_b)``), ``"proj_a"`` /
+    ``"proj_b"`` (projection heads on the feature layer of the items after the first
+    ``n_labeled``), ``"mask"`` (the mixed-region head on A's auxiliary layer) and
+    ``"rotation"`` (the rotation head on B's). It holds no parameters of its own: its state
+    dict is the :class:`~medfound.dac.model.DACModel`'s under ``model.``.
+
+    Example
+    -------
+    >>> import functools, torch
+    >>> from medfound.networks.deeplabv3plus import DeepLabV3Plus
+    >>> model = DACModel(functools.partial(DeepLabV3Plus, num_classes=2, backbone="resnet18", base_channels=8,
+    ...                                    decoder_channels=16))
+    >>> out = TrainingForward(model)(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), n_labeled=2)
+    >>> sorted(out), tuple(out["rotation"].shape)
+    (['a', 'b', 'mask', 'proj_a', 'proj_b', 'rotation'], (2, 4, 8, 8))
+    """
+
+    def __init__(self, model: DACModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor | None = None, n_labeled: int = 0) -> dict[str, Any]:
+        net = self.model
+        comp = net.components
+        out: dict[str, Any] = {"a": net.model_a.forward_features(x_a)}
+        if x_b is not None:
+            out["b"] = net.model_b.forward_features(x_b)
+        if comp.feature:
+            out["proj_a"] = net.projector_a(out["a"][net.feature_layer][n_labeled:])
+            out["proj_b"] = net.projector_b(out["b"][net.feature_layer][n_labeled:])
+        if comp.aux_mask:
+            out["mask"] = net.mask_head(out["a"][net.aux_layer][n_labeled:])
+        if comp.aux_rotation:
+            out["rotation"] = net.rotation_head(out["b"][net.aux_layer][n_labeled:])
+        return out
+
+
 class DACTrainer(SupervisedTrainer):
     """MONAI ``SupervisedTrainer`` running DAC, CPS, FixMatch or supervised-only steps.
 
@@ -214,6 +264,15 @@ class DACTrainer(SupervisedTrainer):
     regions : ``{name: [class indices]}`` for the pseudo-label diagnostics.
     track_pseudo_labels : score pseudo labels against labels of unlabelled items, if present.
     amp : mixed precision (CUDA only).
+    distributed : run the step under ``DistributedDataParallel`` (``None``: when
+        ``torch.distributed`` is initialised with more than one process; in one process it is
+        a no-op either way). The loader must then be sharded alike (``CoTrainingLoader``
+        shards by default).
+    ddp_kwargs : further ``DistributedDataParallel`` arguments
+        (:func:`medfound.dac.distributed.wrap_training_forward`).
+    inferer : ``SupervisedTrainer``'s inferer (default ``SimpleInferer``), kept as ``self.inferer``
+        for handlers that run the network; the co-training step itself calls
+        :class:`TrainingForward`, which needs the sub-models' features, not an inferer's output.
     train_handlers : handlers with ``attach(engine)``, attached in this order once the trainer
         is complete (so checkpoint handlers see its optimiser, scheduler and scaler).
     amp_kwargs, non_blocking, optim_set_to_none : as ``SupervisedTrainer``.
@@ -240,6 +299,9 @@ class DACTrainer(SupervisedTrainer):
         regions: Mapping[str, Sequence[int]] | None = None,
         track_pseudo_labels: bool = False,
         amp: bool = False,
+        distributed: bool | None = None,
+        ddp_kwargs: Mapping[str, Any] | None = None,
+        inferer: Any | None = None,
         train_handlers: Sequence | None = None,
         amp_kwargs: dict | None = None,
         non_blocking: bool = False,
@@ -271,6 +333,7 @@ class DACTrainer(SupervisedTrainer):
             loss_function=loss_function,
             epoch_length=check_int(epoch_length, "epoch_length", low=1),
             non_blocking=non_blocking,
+            inferer=inferer,
             train_handlers=None,  # attached below, once this trainer is complete
             amp=amp,
             decollate=False,
@@ -290,6 +353,17 @@ class DACTrainer(SupervisedTrainer):
         self.seed = check_int(seed, "seed")
         self.regions = dict(regions or {})
         self.track_pseudo_labels = check_bool(track_pseudo_labels, "track_pseudo_labels")
+        n = world_size()
+        wanted = n > 1 if distributed is None else check_bool(distributed, "distributed")
+        self.distributed = wanted and n > 1
+        shards = getattr(train_data_loader, "world_size", None)
+        if self.distributed and shards is not None and int(shards) != n:
+            raise ConfigError(f"the training loader is sharded for {shards} process(es) but the run has {n}: "
+                              "give CoTrainingLoader world_size=None (the default) or the run's world size")
+        #: rank whose random streams this process draws (0 in one process)
+        self.rank = rank() if self.distributed else 0
+        forward = TrainingForward(network)
+        self.training_forward = wrap_training_forward(forward, device, ddp_kwargs) if self.distributed else forward
         # one scaler for the whole run (Trainer.run would make a fresh one), saved in checkpoints
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
         if hasattr(train_data_loader, "attach"):
@@ -343,8 +417,9 @@ class DACTrainer(SupervisedTrainer):
         if batchdata is None or "labeled" not in batchdata:
             raise ValueError("DACTrainer needs batches {'labeled': {...}, 'unlabeled': {...}} (see CoTrainingLoader)")
         step = int(engine.state.iteration)  # 1-based index of this iteration
-        rng = np.random.RandomState(derive_seed(self.seed, "step", step))
-        torch.manual_seed(derive_seed(self.seed, "step_torch", step))  # dropout and other torch sampling
+        own = () if self.rank == 0 else ("rank", self.rank)  # ranks > 0 draw their own views
+        rng = np.random.RandomState(derive_seed(self.seed, "step", step, *own))
+        torch.manual_seed(derive_seed(self.seed, "step_torch", step, *own))  # dropout and other torch sampling
 
         net: DACModel = self.network
         comp = net.components
@@ -364,7 +439,7 @@ class DACTrainer(SupervisedTrainer):
         metrics: dict[str, float] = {}
         with torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs):
             if comp.pseudo is None:
-                terms["sup"] = objective.supervised(net.model_a(self._input(xl)), yl)
+                terms["sup"] = objective.supervised(self.training_forward(self._input(xl))["a"]["logits"], yl)
             else:
                 terms.update(self._semi_supervised_terms(net, objective, xl, yl, unl, rng, step, diagnostics,
                                                          metrics))
@@ -378,6 +453,8 @@ class DACTrainer(SupervisedTrainer):
             self.optimizer.step()
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
+        if self.distributed:
+            broadcast_buffers(net)  # BatchNorm statistics: rank 0's, as DDP's own rule
         out = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
                "rampup": objective.rampup(step - 1), **metrics}
         if diagnostics:
@@ -406,7 +483,7 @@ class DACTrainer(SupervisedTrainer):
                 f"labelled images {tuple(xl.shape[1:])} and unlabelled images {tuple(xu.shape[1:])} differ in shape"
             )
         thr = objective.confidence_threshold
-        feat_layer, aux_layer = net.feature_layer, net.aux_layer
+        feat_layer = net.feature_layer
 
         # 0. style bridging (option): each batch takes on the other's low-frequency amplitude
         xu_styled = xu
@@ -449,12 +526,13 @@ class DACTrainer(SupervisedTrainer):
         src_labels, src_valid = (pl_b, valid_b) if comp.pseudo == "cross" else (pl_a, valid_a)
         target_a = (cutmix(src_labels, mask), cutmix(src_valid, mask))
 
-        # 3. one forward pass per sub-model on [labelled; strong]
-        out_a = net.model_a.forward_features(torch.cat([xl, xs_a]))
+        # 3. one forward pass per sub-model on [labelled; strong], the training heads on their layers
+        out = self.training_forward(torch.cat([xl, xs_a]), torch.cat([xl, xs_b]) if comp.two_models else None, nl)
+        out_a = out["a"]
         terms = {"sup": objective.supervised(out_a["logits"][:nl], yl)}
         pseudo = objective.pseudo(out_a["logits"][nl:], *target_a)
         if comp.two_models:
-            out_b = net.model_b.forward_features(torch.cat([xl, xs_b]))
+            out_b = out["b"]
             terms["sup"] = terms["sup"] + objective.supervised(out_b["logits"][:nl], yl)
             target_b = (for_b(cutmix(pl_a, mask)), for_b(cutmix(valid_a, mask)))
             pseudo = pseudo + objective.pseudo(out_b["logits"][nl:], *target_b)
@@ -462,21 +540,17 @@ class DACTrainer(SupervisedTrainer):
 
         # 4. feature-level supervision: each model's projected features -> the other's weak features
         if comp.feature:
-            fa, fb = out_a[feat_layer][nl:], out_b[feat_layer][nl:]
-            s = _stride(fa, size, f"feature_layer {feat_layer!r}")
+            s = _stride(out_a[feat_layer], size, f"feature_layer {feat_layer!r}")
             tgt_a = _mix_features(weak_b[feat_layer], mask)
             tgt_b = for_b(_mix_features(weak_a[feat_layer], mask), scale=s)
-            terms["feat"] = (objective.feature(net.projector_a(fa), tgt_a)
-                             + objective.feature(net.projector_b(fb), tgt_b))
+            terms["feat"] = objective.feature(out["proj_a"], tgt_a) + objective.feature(out["proj_b"], tgt_b)
 
         # 5. asymmetric auxiliary tasks: A localises the mixed region, B predicts the rotation
         #    (and their accuracy: mixed-region IoU beside the best constant predictor's, rotation accuracy)
         if comp.aux_mask:
-            mask_logits = net.mask_head(out_a[aux_layer][nl:])
-            terms["aux_mask"] = objective.mixed_region(mask_logits, mask)
-            metrics.update(mixed_region_iou(mask_logits.detach(), mask))
+            terms["aux_mask"] = objective.mixed_region(out["mask"], mask)
+            metrics.update(mixed_region_iou(out["mask"].detach(), mask))
         if comp.aux_rotation:
-            rot_logits = net.rotation_head(out_b[aux_layer][nl:])
-            terms["aux_rot"] = objective.rotation(rot_logits, view_b.region_mask, view_b.ks)
-            metrics["aux_rot_acc"] = rotation_accuracy(rot_logits.detach(), view_b.region_mask, view_b.ks)
+            terms["aux_rot"] = objective.rotation(out["rotation"], view_b.region_mask, view_b.ks)
+            metrics["aux_rot_acc"] = rotation_accuracy(out["rotation"].detach(), view_b.region_mask, view_b.ks)
         return terms

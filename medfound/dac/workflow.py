@@ -51,6 +51,7 @@ from medfound.dac.bundle_configs import (
     train_bundle_config,
 )
 from medfound.dac.config import DACConfig, load_config
+from medfound.dac.selection import BestModelSaver
 from medfound.errors import MedfoundError
 from medfound.utils import atomic_write_json
 
@@ -128,7 +129,7 @@ def training_summary(parser: ConfigParser) -> dict[str, Any]:
     """What a finished (or continued) run of a :func:`training_parser` config did and wrote."""
     trainer = _parsed(parser, "train#trainer")
     out = Path(_parsed(parser, "output_dir"))
-    best = _parsed(parser, "train#handlers#best_model") if "train#handlers#best_model" in parser else None
+    best = next((h for h in _parsed(parser, "train#handlers") if isinstance(h, BestModelSaver)), None)
     datasets = [_parsed(parser, i) for i in ("train#dataset", "train#unlabeled_dataset", "validate#dataset")
                 if i in parser]
     return {

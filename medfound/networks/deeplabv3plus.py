@@ -225,7 +225,8 @@ class DeepLabV3Plus(nn.Module):
             ``"backbone"``, the deepest backbone features (``layer4``).
         """
         if x.ndim != 4:
-            raise ShapeError(f"DeepLabV3Plus expects (B, C, H, W) input, got shape {tuple(x.shape)}")
+            # list(), not tuple(): torch.jit.script cannot size a tuple of a runtime shape
+            raise ShapeError(f"DeepLabV3Plus expects (B, C, H, W) input, got shape {list(x.shape)}")
         stages = self.backbone.forward_features(x)
         low, deep = stages["layer1"], stages["layer4"]
         aspp = self.aspp(deep)

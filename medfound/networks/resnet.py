@@ -315,7 +315,8 @@ class ResNet(nn.Module):
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """Stage features: ``stem`` (stride 2, before max-pooling) and ``layer1``..``layer4``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ShapeError(f"ResNet expects (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+            # list(), not tuple(): torch.jit.script cannot size a tuple of a runtime shape
+            raise ShapeError(f"ResNet expects (B, {self.in_channels}, H, W) input, got {list(x.shape)}")
         stem = self.relu(self.bn1(self.conv1(x)))
         c1 = self.layer1(self.maxpool(stem))
         c2 = self.layer2(c1)
