@@ -18,9 +18,10 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 def scripts():
     sys.path[:0] = [str(EXAMPLES), str(EXAMPLES / "benchmarks")]
     import dac_cost
+    import dac_evidence
     import dac_synthetic_fundus
 
-    yield dac_synthetic_fundus, dac_cost
+    yield dac_synthetic_fundus, dac_cost, dac_evidence
     for p in (str(EXAMPLES), str(EXAMPLES / "benchmarks")):
         sys.path.remove(p)
 
@@ -29,7 +30,7 @@ def scripts():
 def test_synthetic_fundus_example(tmp_path, scripts):
     from medfound.data.synthetic import write_fundus_demo
 
-    example, _ = scripts
+    example, _, _ = scripts
     write_fundus_demo(tmp_path / "fundus", size="small", seed=0)
     result = example.main(["--out", str(tmp_path / "out"), "--data", str(tmp_path / "fundus"),
                            "--test-domains", "Domain4", "--methods", "supervised", "dac", "--iterations", "2",
@@ -47,7 +48,7 @@ def test_synthetic_fundus_example(tmp_path, scripts):
 
 
 def test_cost_benchmark_writes_its_ratios(tmp_path, scripts):
-    _, bench = scripts
+    _, bench, _ = scripts
     path = tmp_path / "cost.json"
     bench.main(["--size", "32", "--width", "8", "--batch", "2", "--rounds", "1", "--warmup", "0",
                 "--json", str(path)])
@@ -56,3 +57,26 @@ def test_cost_benchmark_writes_its_ratios(tmp_path, scripts):
     assert numbers["deployed_parameters"] == numbers["plain_parameters"]
     assert numbers["dac_parameters_training"] > numbers["cps_parameters_training"]
     assert all(isinstance(v, (int, float)) for v in numbers.values())  # a flat object of numbers
+
+
+@pytest.mark.slow
+def test_evidence_script_tables_statistics_and_plot(tmp_path, scripts, demo_root):
+    _, _, evidence = scripts
+    result = evidence.main(["--benchmark", "scgm", "--out", str(tmp_path / "out"), "--data", str(demo_root),
+                            "--test-domains", "site4", "--methods", "supervised", "cps", "dac", "--seeds", "0", "1",
+                            "--iterations", "2", "--size", "32", "--width", "8", "--batch", "2"])["scgm"]
+    assert result["synthetic"] and result["domains"] == ["site4"] and set(result["regions"]) == {"gm", "cord"}
+    for method in ("supervised", "cps", "dac"):
+        for region in ("gm", "cord"):
+            values = result["dice_per_seed"][method]["site4"][region]  # seed -> Dice
+            stats = result["table"][method]["site4"][region]
+            assert sorted(values) == [0, 1] and stats["mean"] == pytest.approx(sum(values.values()) / 2)
+    diff = result["dac_minus_cps"]["site4"]["gm"]
+    dac, cps = (result["dice_per_seed"][m]["site4"]["gm"] for m in ("dac", "cps"))
+    assert diff["mean"] == pytest.approx((dac[0] - cps[0] + dac[1] - cps[1]) / 2) and diff["n"] == 2
+    # the trivial all-foreground Dice is 2|G| / (|G| + N) per case: in (0, 1) for a non-empty structure
+    assert 0 < result["all_foreground"]["site4"]["cord"] < 1
+    assert {"aux_rot_acc", "aux_mask_iou", "aux_mask_iou_const"} <= set(result["aux"])
+    text = (tmp_path / "out" / "scgm" / "evidence.md").read_text()
+    assert "SYNTHETIC" in text and "| all-foreground |" in text and "DAC - CPS" in text
+    assert (tmp_path / "out" / "scgm" / "evidence.png").stat().st_size > 0

@@ -38,7 +38,7 @@ def test_docstring_examples(module):
     assert result.attempted > 0 and result.failed == 0
 
 
-def make_trainer(method: str, iterations: int = 1, seed: int = 0) -> DACTrainer:
+def make_trainer(method: str, iterations: int = 1, seed: int = 0, **options) -> DACTrainer:
     lab = [disc_cup_item(i) for i in range(4)]
     unl = [disc_cup_item(100 + i, domain=f"D{2 + i % 2}") for i in range(6)]
     loader = CoTrainingLoader(lab, unl, batch_size_labeled=2, batch_size_unlabeled=3, seed=seed)
@@ -47,7 +47,7 @@ def make_trainer(method: str, iterations: int = 1, seed: int = 0) -> DACTrainer:
     return DACTrainer(
         "cpu", 1, loader, model, optimizer, DACObjective(rampup_iterations=0, confidence_threshold=0.0),
         epoch_length=iterations, rotation={"side_range": (0.25, 0.5), "align": 8}, seed=seed,
-        regions=REGIONS, track_pseudo_labels=True,
+        regions=REGIONS, track_pseudo_labels=True, **options,
     )
 
 
@@ -92,7 +92,8 @@ def test_baseline_switches_disable_their_parts(method):
     trainer.run()
     out = trainer.state.output
     expected = {"sup"} | ({"pseudo"} if comp.pseudo else set()) | ({"feat"} if comp.feature else set()) \
-        | ({"aux_mask"} if comp.aux_mask else set()) | ({"aux_rot"} if comp.aux_rotation else set())
+        | ({"aux_mask", "aux_mask_iou", "aux_mask_iou_const"} if comp.aux_mask else set()) \
+        | ({"aux_rot", "aux_rot_acc"} if comp.aux_rotation else set())
     assert {k for k in out if k not in ("loss", "rampup", "pseudo_counts")} == expected
     net = trainer.network
     params_with_grad = {n for n, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -111,7 +112,7 @@ def test_baseline_switches_disable_their_parts(method):
 
 
 def test_rotated_region_is_the_only_difference_between_the_views_of_a_and_b():
-    trainer = make_trainer("dac")
+    trainer = make_trainer("dac", aux_rotation_view="strong")
     seen = _inputs_seen(trainer)
     trainer.run()
     xa = [x for x in seen["a"] if x.shape[0] == 5][0][2:]
@@ -197,12 +198,15 @@ def _rotated(x: torch.Tensor, regions: torch.Tensor, ks: torch.Tensor) -> torch.
     return out
 
 
-def test_dac_step_trains_each_model_on_the_others_targets_for_the_views_it_applied():
+@pytest.mark.parametrize("view", ["strong", "clean"])
+def test_dac_step_trains_each_model_on_the_others_targets_for_the_views_it_applied(view):
     """Ties the trainer's targets to what it applied (a mutation of any of these lines fails here):
     A learns from B's weak-view pseudo labels and B from A's; A's input is the CutMix of the strong
     view by exactly the mask the mixed-region task is trained on; B's input rotates a region of A's
-    input by exactly the quarter turns the rotation task is trained on, and B's targets turn with it."""
-    trainer = make_trainer("dac")
+    input (``view="strong"``) or of the CutMix of the weak view (``"clean"``, the default: the
+    rotation stays recoverable) by exactly the quarter turns the rotation task is trained on, and
+    B's targets turn with it."""
+    trainer = make_trainer("dac", aux_rotation_view=view)
     rec = _StepRecord(trainer)
     trainer.run()
     n_labeled = 2
@@ -225,11 +229,14 @@ def test_dac_step_trains_each_model_on_the_others_targets_for_the_views_it_appli
     ((_, region, ks),) = rec.rotation
     assert sorted(ks.unique().tolist()) != [0], "at least one region must be rotated for this test"
     xb = rec.strong_input("b", n_labeled)
-    assert torch.equal(xb, _rotated(xa, region, ks))
+    (weak,) = [c["input"] for c in rec.forward["b"] if not c["grad"]]
+    source = xa if view == "strong" else _mixed(weak, inside)  # what the rotated region shows
+    inside_region = region > 0.5
+    assert torch.equal(xb, torch.where(inside_region, _rotated(source, region, ks), xa))
     for i in range(xa.shape[0]):  # and by no other turn
         ys, xs_ = _square(region[i, 0] > 0.5)
         for wrong in {0, 1, 2, 3} - {int(ks[i])}:
-            assert not torch.equal(xb[i][:, ys, xs_], torch.rot90(xa[i][:, ys, xs_], wrong, (1, 2)))
+            assert not torch.equal(xb[i][:, ys, xs_], torch.rot90(source[i][:, ys, xs_], wrong, (1, 2)))
     # B's targets: A's weak-view argmax, mixed, then rotated as B's input was
     assert torch.equal(logits_b, rec.forward["b"][1]["logits"][n_labeled:])
     assert torch.equal(labels_b, _rotated(_mixed(pl_a, inside), region, ks))

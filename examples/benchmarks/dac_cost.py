@@ -44,8 +44,9 @@ def make_trainer(method: str, net_kwargs: dict, batch: int, device: torch.device
     model = DACModel(functools.partial(DeepLabV3Plus, 3, **net_kwargs), method=method).to(device)
     optimizer = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=1e-4)
     # the loader is not used: steps are fed a fixed batch
+    # the DAC defaults: inputs standardised per image in the step, head learning rate x10, clean rotation view
     return DACTrainer(device, 1, [None], model, optimizer, DACObjective(rampup_iterations=0), epoch_length=1,
-                      amp=amp)
+                      amp=amp, normalize="image")
 
 
 def make_batch(batch: int, size: int, device: torch.device) -> dict:

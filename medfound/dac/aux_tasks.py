@@ -57,6 +57,8 @@ __all__ = [
     "MixedRegionLoss",
     "RotationLoss",
     "pool_rotation_logits",
+    "rotation_accuracy",
+    "mixed_region_iou",
 ]
 
 #: corners and side of the rotated region are multiples of 16 px, the output stride of the
@@ -133,6 +135,44 @@ def pool_rotation_logits(logits: torch.Tensor, region_mask: torch.Tensor) -> tor
         weights = F.interpolate(weights, size=logits.shape[-2:], mode="area")
     total = weights.sum(dim=(2, 3)).clamp_min(1e-6)
     return (logits.float() * weights).sum(dim=(2, 3)) / total
+
+
+def rotation_accuracy(logits: torch.Tensor, region_mask: torch.Tensor, ks: torch.Tensor) -> float:
+    """Fraction of images whose region-pooled rotation logits pick the applied quarter turns (chance 0.25).
+
+    Example
+    -------
+    >>> import torch
+    >>> logits = torch.zeros(2, 4, 4, 4); logits[0, 1] = 1.0; logits[1, 3] = 1.0
+    >>> rotation_accuracy(logits, torch.ones(2, 1, 4, 4), torch.tensor([1, 2]))
+    0.5
+    """
+    with torch.no_grad():
+        pred = pool_rotation_logits(logits, region_mask).argmax(1)
+        return float((pred == ks.long().to(pred.device)).float().mean())
+
+
+def mixed_region_iou(logits: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """IoU of the predicted mixed region (logit > 0, upsampled to the mask) over the batch.
+
+    Returns ``{"aux_mask_iou": ..., "aux_mask_iou_const": ...}``; the second is the IoU of the
+    best constant predictor (every pixel "mixed": the mixed fraction of the batch), the level
+    a head that has learnt nothing about the images reaches.
+
+    Example
+    -------
+    >>> import torch
+    >>> mask = torch.zeros(1, 1, 8, 8); mask[..., :4] = 1
+    >>> mixed_region_iou(2 * mask - 1, mask), mixed_region_iou(torch.ones(1, 1, 8, 8), mask)["aux_mask_iou"]
+    ({'aux_mask_iou': 1.0, 'aux_mask_iou_const': 0.5}, 0.5)
+    """
+    with torch.no_grad():
+        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = F.interpolate(logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        pred, truth = logits > 0, mask > 0.5
+        union = (pred | truth).sum().clamp_min(1)
+        return {"aux_mask_iou": float((pred & truth).sum() / union),
+                "aux_mask_iou_const": float(truth.float().mean())}
 
 
 class MixedRegionLoss(nn.Module):

@@ -21,7 +21,7 @@ Ids of the train config (MONAI model-zoo style): ``output_dir``, ``split_file``,
 ``train#augmentation``, ``train#dataset`` (its items under ``train#dataset#data``),
 ``train#unlabeled_*``, ``train#dataloader``, ``train#inferer``, ``train#handlers`` (a list,
 attached in order, as in the MONAI model zoo), ``train#trainer``, ``validate#preprocessing``
-(the training one), ``validate#dataset``,
+(the training one, plus per-image standardisation with ``data.normalize = "image"``), ``validate#dataset``,
 ``validate#dataloader``, ``validate#inferer``, ``validate#postprocessing``,
 ``validate#key_metric``, ``validate#handlers``, ``validate#evaluator``, ``checkpoint_objects``
 (:func:`checkpoint_objects`), ``checkpoint`` (:class:`~medfound.handlers.AtomicCheckpointSaver`),
@@ -137,17 +137,26 @@ def _network_arguments(cfg: DACConfig, for_training: bool) -> dict[str, Any]:
     return args
 
 
-def _preprocessing(cfg: DACConfig, spatial_size: list[int] | None, with_label: bool) -> dict[str, Any]:
+def _preprocessing(cfg: DACConfig, spatial_size: list[int] | None, with_label: bool,
+                   for_network: bool = True) -> dict[str, Any]:
+    """The deterministic pipeline; ``for_network=False``: training items, which the step normalises itself."""
     d = cfg.data
-    return {"_target_": "medfound.dac.data.preprocessing", "num_classes": "@num_classes",
-            "spatial_size": spatial_size, "in_channels": d.in_channels, "intensity": d.intensity,
-            "normalize_mean": d.normalize_mean, "normalize_std": d.normalize_std, "label_values": d.label_values,
-            "with_label": with_label}
+    fixed = d.normalize == "fixed"
+    pre = {"_target_": "medfound.dac.data.preprocessing", "num_classes": "@num_classes",
+           "spatial_size": spatial_size, "in_channels": d.in_channels, "intensity": d.intensity,
+           "normalize_mean": d.normalize_mean if fixed else None, "normalize_std": d.normalize_std if fixed else None,
+           "label_values": d.label_values, "with_label": with_label}
+    if fixed or not for_network:
+        return pre
+    # data.normalize = "image": each image's channels standardised, as the training step does
+    return {"_target_": "monai.transforms.Compose", "transforms": [
+        pre, {"_target_": "monai.transforms.NormalizeIntensityd", "keys": "image", "channel_wise": True}]}
 
 
-def _weak_augmentation(cfg: DACConfig, with_label: bool) -> dict[str, Any]:
+def _weak_augmentation(cfg: DACConfig, with_label: bool, unlabeled: bool = False) -> dict[str, Any]:
     a = cfg.augment
-    return {"_target_": "medfound.dac.data.weak_augmentation", "flip_prob": a.flip_prob,
+    flip = a.unlabeled_flip_prob if unlabeled and a.unlabeled_flip_prob is not None else a.flip_prob
+    return {"_target_": "medfound.dac.data.weak_augmentation", "flip_prob": flip,
             "rotate_degrees": a.rotate_degrees, "scale_range": list(a.scale_range), "affine_prob": a.affine_prob,
             "with_label": with_label}
 
@@ -211,7 +220,7 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         "dac_model": {"_target_": "medfound.dac.model.DACModel", "network": "@network_def", "method": m.name,
                       "feature_layer": m.feature_layer, "aux_layer": m.aux_layer,
                       "projection_channels": m.projection_channels, "init_seeds": list(m.init_seeds),
-                      "inference": m.inference},
+                      "inference": m.inference, "aux_head_init": m.aux_head_init},
         "network": "$@dac_model.to(@device)",
         "objective": {"_target_": "medfound.dac.objective.DACObjective", "lambda_cps": m.lambda_cps,
                       "lambda_feat": m.lambda_feat, "lambda_aux": m.lambda_aux,
@@ -227,14 +236,16 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
                            "brightness": a.brightness, "contrast": a.contrast, "saturation": a.saturation,
                            "grayscale_prob": a.grayscale_prob, "blur_prob": a.blur_prob,
                            "blur_sigma": list(a.blur_sigma), "noise_prob": a.noise_prob, "noise_std": a.noise_std,
-                           "mean": d.normalize_mean, "std": d.normalize_std},
+                           # images in [0, 1] with data.normalize = "image" (the step standardises them)
+                           "mean": d.normalize_mean if d.normalize == "fixed" else None,
+                           "std": d.normalize_std if d.normalize == "fixed" else None},
     }
     if t.tensorboard:
         bundle["tensorboard_writer"] = {"_target_": "torch.utils.tensorboard.SummaryWriter",
                                         "log_dir": "$@output_dir + '/tensorboard'"}
 
     train: dict[str, Any] = {
-        "preprocessing": _preprocessing(cfg, size, with_label=True),
+        "preprocessing": _preprocessing(cfg, size, with_label=True, for_network=False),
         "augmentation": _weak_augmentation(cfg, with_label=True),
         "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "data": "$@split['labeled']",
                     "transform": "@train#preprocessing", "random_transform": "@train#augmentation",
@@ -243,8 +254,8 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
     if semi:
         # an unlabelled item's label (`hidden_label` in split files) is loaded only to score pseudo
         # labels (diagnostics, track_pseudo_labels); the losses never see it
-        train["unlabeled_preprocessing"] = _preprocessing(cfg, size, with_label=track)
-        train["unlabeled_augmentation"] = _weak_augmentation(cfg, with_label=track)
+        train["unlabeled_preprocessing"] = _preprocessing(cfg, size, with_label=track, for_network=False)
+        train["unlabeled_augmentation"] = _weak_augmentation(cfg, with_label=track, unlabeled=True)
         train["unlabeled_dataset"] = {
             "_target_": "medfound.dac.data.PreparedDataset",
             "data": {"_target_": "medfound.dac.data.unlabeled_items", "items": "$@split['unlabeled']",
@@ -293,6 +304,9 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         "cutmix": {"prob": a.cutmix_prob, "num_boxes": a.cutmix_num_boxes, "area_range": list(a.cutmix_area_range),
                    "aspect_ratio_range": list(a.cutmix_aspect_ratio_range)},
         "rotation": {"side_range": list(a.rotation_side_range), "align": a.rotation_align},
+        "normalize": "image" if d.normalize == "image" else "none", "aux_rotation_view": m.aux_rotation_view,
+        "head_lr_scale": cfg.optim.head_lr_scale,
+        "style_mix": {"prob": a.style_mix_prob, "window": a.style_mix_window},
         "seed": "@seed", "regions": "@regions", "track_pseudo_labels": track, "amp": "@amp",
         "inferer": "@train#inferer", "train_handlers": "@train#handlers",
     }
@@ -300,7 +314,7 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
 
     if validate:
         bundle["validate"] = {
-            "preprocessing": "@train#preprocessing",
+            "preprocessing": _preprocessing(cfg, size, with_label=True),
             "dataset": {"_target_": "medfound.dac.data.PreparedDataset", "data": "$@split['validation']",
                         "transform": "@validate#preprocessing", "cache": True, "part": "validation",
                         "on_error": d.on_error},

@@ -38,10 +38,31 @@ Defaults and why (the DAC paper's constants are not public)
   and UniMatch weight the unlabelled term like the supervised one (1.0); 1.0 keeps the
   supervised signal of the labelled source domain in charge when pseudo labels on shifted
   domains are poor.
-- ``method.lambda_feat = 0.1`` and ``method.lambda_aux = 0.1``: the feature-level and
-  auxiliary self-supervised terms regularise the shared representation; an order of
-  magnitude below the segmentation terms is the usual weight of auxiliary losses, so they
-  shape features without competing with the segmentation objective.
+- ``method.lambda_feat = 0.1``: the feature-level term regularises the shared
+  representation; an order of magnitude below the segmentation terms is the usual weight
+  of such a consistency term, so it shapes features without competing with segmentation.
+- ``method.lambda_aux = 1.0``: both auxiliary losses are at the scale of the supervised
+  Dice + CE (rotation CE ln 4 = 1.39 at chance, mixed-region BCE about 0.66 at the prior).
+  With 0.1 they did not learn inside DAC (synthetic fundus, 300 iterations: rotation
+  accuracy 0.45 in the last epoch, mixed-region IoU 0.372 against the constant predictor's
+  0.371); with 1.0 and the choices below they learn (README, DAC results, gives the
+  accuracy reached and the Dice beside the ``dac_no_aux`` ablation).
+- ``method.aux_head_init = "zero"``: a zero-initialised linear head passes no gradient into
+  the trunk until it has learnt something itself, so its first steps cannot disturb the
+  segmentation features (a default-initialised rotation head sent a gradient 3.6x the
+  supervised one into B's backbone at step 1).
+- ``method.aux_rotation_view = "clean"``: B's rotated region shows the weak (pre-photometric)
+  view, CutMix-ed like the rest, so the thin structures that carry orientation survive the
+  blur, grayscale and noise of the strong view (a linear probe on B's features of the
+  strong-view region scored 0.20 rotation accuracy, chance 0.25); the rest of B's input is
+  the strong view. ``"strong"`` rotates the strong view (the former behaviour).
+- The consistency losses and the rotation head read the same decoder layer: B's pseudo
+  labels and feature targets are rotated copies of A's weak-view outputs, which after the
+  head's region average are the same for every ``k``. Masking the rotated region out of B's
+  feature and pseudo-label losses was measured and did not raise the rotation accuracy
+  (0.56 against 0.63 at the same epoch), so B keeps its pseudo-label supervision
+  everywhere; the recoverable view, zero init, the head learning rate and ``lambda_aux``
+  are what make the task learn.
 - ``method.confidence_threshold = None``: method default, 0.0 for CPS-style co-training (the
   original CPS uses every pixel: the peer's argmax is already a hard target) and 0.95 for
   FixMatch (its published value). DAC and CPS share one value so the ablation isolates the
@@ -64,10 +85,28 @@ Defaults and why (the DAC paper's constants are not public)
 - ``augment.cutmix_*``: one box covering 25-50 % of the image, every unlabelled image mixed,
   aspect ratios 0.3-3.3: the defaults of :mod:`medfound.transforms.mixing`
   (``CUTMIX_AREA_RANGE`` etc., where the reasons are given), referred to, not repeated.
-- ``augment.rotation_side_range``: 25-50 % of the shorter side
-  (:data:`~medfound.transforms.mixing.REGION_SIDE_RANGE`), ``rotation_align = 16``
-  (:data:`~medfound.dac.aux_tasks.ROTATION_ALIGN`): a region large enough to carry
-  orientation cues, aligned to the output stride so it maps exactly onto every feature layer.
+- ``augment.rotation_side_range = (0.5, 0.75)`` of the shorter side, ``rotation_align = 16``
+  (:data:`~medfound.dac.aux_tasks.ROTATION_ALIGN`): the rotation of a region is recoverable
+  only from its content relative to its context (vessels that stop at the region border,
+  the illumination fall-off and the field of view that point to the image centre); with
+  sides of 25-50 % (the default of :mod:`medfound.transforms.mixing`) the task stayed
+  at chance even trained alone (held-out accuracy 0.24 after 200 SGD steps), with 50-75 %
+  it reached 0.52 after 300 and 0.77 after 600 SGD steps. Aligned to the output stride so
+  the region maps exactly onto every feature layer.
+- ``augment.unlabeled_flip_prob = 0.0``: the unlabelled weak view is not flipped, so no
+  global augmentation makes a region rotated by ``k`` look like one rotated by ``k + 2``
+  (flips on both axes with p 0.5 show whole images under identity, h-flip, v-flip and
+  180 degrees). The labelled view keeps ``flip_prob``; the option applies to every
+  semi-supervised method, so the comparison stays fair (``None``: ``flip_prob``).
+- ``augment.style_mix_prob = 0.0`` (off), ``style_mix_window = 0.1``: Fourier amplitude
+  (style) mixing between the labelled and the unlabelled batch
+  (:func:`~medfound.transforms.mixing.amplitude_mix`, as EPL does): each image takes on the
+  low-frequency amplitude (site appearance) of an image of the other batch with a weight
+  uniform in [0, 1], keeping its phase (content, hence labels). An option of the
+  semi-supervised methods (it needs unlabelled images); off by default: per-image
+  standardisation (``data.normalize``) already removes the per-channel part of a site's
+  appearance, and no run here has shown the mixing to add Dice on top of it, so it stays
+  an option to measure on real sites (``examples/dac_evidence.py --style-mix 0.5``).
 - strong view: colour jitter (brightness, contrast, saturation 0.5) with p 0.8, grayscale
   p 0.2, Gaussian blur sigma 0.1-2.0 with p 0.5 (the FixMatch / UniMatch strong
   augmentation), plus Gaussian noise std up to 0.05 with p 0.5 (noise is the third
@@ -79,7 +118,21 @@ Defaults and why (the DAC paper's constants are not public)
   with batch 8 + 8 fit one 24 GB GPU.
 - ``data.batch_size_labeled = batch_size_unlabeled = 8`` (CPS / UniMatch per-GPU practice).
 - ``optim``: SGD, lr 0.01, momentum 0.9, weight decay 1e-4, poly schedule with power 0.9
-  per iteration: the DeepLab training recipe.
+  per iteration: the DeepLab training recipe. ``optim.head_lr_scale = 10``: the
+  training-only heads (projectors, auxiliary heads) are new layers and learn at 10x the
+  trunk's rate, as UniMatch trains its new layers; with zero-initialised auxiliary heads
+  this is what lets them carry signal within a few hundred iterations.
+- ``data.normalize = "image"``: each image's channels are standardised with their own mean
+  and standard deviation (MONAI ``NormalizeIntensity(channel_wise=True)``). A site's
+  camera (colour balance, exposure, contrast) acts mostly as a per-channel gain and
+  offset, which this removes exactly and a fixed (ImageNet) normalisation keeps. On the
+  synthetic fundus demo the unseen Domain2 (red cast, gamma 1.3) scored Dice 0.00 (disc
+  and cup) with every method under the fixed normalisation because of its colour balance
+  alone (Domain1 rendered with Domain2's channel gains and gamma: 0.00; Domain2 with
+  Domain1's colour: 0.93 disc). The training step builds its views in [0, 1] and
+  standardises every network input; validation and evaluation standardise in the
+  pipeline, so training and inference see the same inputs. ``"fixed"``
+  (``normalize_mean`` / ``normalize_std``, ImageNet by default) remains for comparison.
 - ``train.max_epochs = 100`` x ``iterations_per_epoch = 200`` (20 000 iterations), validation
   on the held-out part of the labelled source domain after every epoch (never on the test
   domain), a checkpoint every 200 iterations.
@@ -110,7 +163,6 @@ from medfound.transforms.mixing import (
     CUTMIX_ASPECT_RATIO_RANGE,
     CUTMIX_NUM_BOXES,
     CUTMIX_PROB,
-    REGION_SIDE_RANGE,
 )
 from medfound.utils import (
     check_bool,
@@ -228,6 +280,7 @@ class DataConfig:
     intensity: str = "uint8"  #: "uint8" (divide by 255), "minmax" (per image) or "none"
     normalize_mean: list[float] | None = field(default_factory=lambda: [0.485, 0.456, 0.406])  #: ImageNet
     normalize_std: list[float] | None = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    normalize: str = "image"  #: network input: "image" (per-image channel z-score) or "fixed" (mean/std above)
     label_values: list[int] | None = None  #: raw label values in class order (e.g. [255, 128, 0]); None = indices
     batch_size_labeled: int = 8
     batch_size_unlabeled: int = 8
@@ -253,7 +306,7 @@ class MethodConfig:
     name: str = "dac"
     lambda_cps: float = 1.0
     lambda_feat: float = 0.1
-    lambda_aux: float = 0.1
+    lambda_aux: float = 1.0
     confidence_threshold: float | None = None  #: None: the method's default (0.0, FixMatch 0.95)
     rampup_fraction: float = 0.3
     rampup_aux: bool = False  #: ramp the auxiliary terms too (their targets are exact, so off by default)
@@ -261,6 +314,8 @@ class MethodConfig:
     feature_loss: str = "cosine"
     projection_channels: int = 128
     aux_layer: str = "decoder"
+    aux_head_init: str = "zero"  #: "zero" or "default" (PyTorch's) initialisation of the auxiliary heads
+    aux_rotation_view: str = "clean"  #: B's rotated region from the "clean" (pre-photometric) or "strong" view
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     dice_include_background: bool = False
@@ -289,8 +344,11 @@ class AugmentConfig:
     cutmix_num_boxes: int = CUTMIX_NUM_BOXES
     cutmix_area_range: list[float] = field(default_factory=lambda: list(CUTMIX_AREA_RANGE))
     cutmix_aspect_ratio_range: list[float] = field(default_factory=lambda: list(CUTMIX_ASPECT_RATIO_RANGE))
-    rotation_side_range: list[float] = field(default_factory=lambda: list(REGION_SIDE_RANGE))
+    rotation_side_range: list[float] = field(default_factory=lambda: [0.5, 0.75])
     rotation_align: int = ROTATION_ALIGN
+    unlabeled_flip_prob: float | None = 0.0  #: flips of the unlabelled weak view (None: flip_prob)
+    style_mix_prob: float = 0.0  #: per-image probability of a Fourier amplitude (style) mix with the other batch
+    style_mix_window: float = 0.1  #: fraction of each spectrum side (centred) whose amplitude is mixed
 
 
 @dataclass
@@ -305,6 +363,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: str = "poly"  #: "poly" or "constant"
     poly_power: float = 0.9
+    head_lr_scale: float = 10.0  #: learning-rate multiplier of the training-only heads (new layers)
 
 
 @dataclass
@@ -363,6 +422,7 @@ def _validate_data(d: DataConfig) -> None:
     d.spatial_size = [check_int(v, "data.spatial_size", low=8) for v in d.spatial_size]
     d.in_channels = check_int(d.in_channels, "data.in_channels", low=1)
     d.intensity = check_choice(d.intensity, ("uint8", "minmax", "none"), "data.intensity")
+    d.normalize = check_choice(d.normalize, ("image", "fixed"), "data.normalize")
     d.normalize_mean = _float_list(d.normalize_mean, "data.normalize_mean", allow_none=True)
     d.normalize_std = _float_list(d.normalize_std, "data.normalize_std", allow_none=True, low=0.0, low_open=True)
     if (d.normalize_mean is None) != (d.normalize_std is None):
@@ -398,6 +458,8 @@ def _validate_method(m: MethodConfig) -> None:
     m.feature_loss = check_choice(m.feature_loss, ("cosine", "mse"), "method.feature_loss")
     m.projection_channels = check_int(m.projection_channels, "method.projection_channels", low=1)
     m.aux_layer = _string(m.aux_layer, "method.aux_layer")
+    m.aux_head_init = check_choice(m.aux_head_init, ("zero", "default"), "method.aux_head_init")
+    m.aux_rotation_view = check_choice(m.aux_rotation_view, ("clean", "strong"), "method.aux_rotation_view")
     m.dice_include_background = check_bool(m.dice_include_background, "method.dice_include_background")
     if isinstance(m.init_seeds, (str, bytes)) or not isinstance(m.init_seeds, (list, tuple)) or len(m.init_seeds) != 2:
         raise ConfigError(f"method.init_seeds must hold two seeds (A, B), got {m.init_seeds!r}")
@@ -417,6 +479,11 @@ def _validate_augment(a: AugmentConfig) -> None:
     a.cutmix_aspect_ratio_range = _pair(a.cutmix_aspect_ratio_range, "augment.cutmix_aspect_ratio_range", low=1e-6)
     a.rotation_side_range = _pair(a.rotation_side_range, "augment.rotation_side_range", low=0.0, high=1.0)
     a.rotation_align = check_int(a.rotation_align, "augment.rotation_align", low=1)
+    if a.unlabeled_flip_prob is not None:
+        a.unlabeled_flip_prob = check_probability(a.unlabeled_flip_prob, "augment.unlabeled_flip_prob")
+    a.style_mix_prob = check_probability(a.style_mix_prob, "augment.style_mix_prob")
+    a.style_mix_window = check_float(a.style_mix_window, "augment.style_mix_window", low=0.0, high=1.0,
+                                     low_open=True)
 
 
 def _validate_optim(o: OptimConfig) -> None:
@@ -428,6 +495,7 @@ def _validate_optim(o: OptimConfig) -> None:
     o.betas = _pair(o.betas, "optim.betas", low=0.0, high=1.0, ordered=False)
     o.schedule = check_choice(o.schedule, ("poly", "constant"), "optim.schedule")
     o.poly_power = check_float(o.poly_power, "optim.poly_power", low=0.0)
+    o.head_lr_scale = check_float(o.head_lr_scale, "optim.head_lr_scale", low=0.0, low_open=True)
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -41,15 +41,31 @@ class ProjectionHead(nn.Sequential):
         )
 
 
-class MixedRegionHead(nn.Conv2d):
-    """Linear (1x1) head of sub-model A: one logit per pixel, "this pixel was pasted by CutMix"."""
+def _zero(conv: nn.Conv2d) -> None:
+    # a zero head sends no gradient into the trunk until it has learnt something itself
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
 
-    def __init__(self, in_channels: int) -> None:
+
+class MixedRegionHead(nn.Conv2d):
+    """Linear (1x1) head of sub-model A: one logit per pixel, "this pixel was pasted by CutMix".
+
+    ``zero_init``: weights and bias start at zero (otherwise PyTorch's default initialisation).
+    """
+
+    def __init__(self, in_channels: int, zero_init: bool = False) -> None:
         super().__init__(in_channels, 1, kernel_size=1)
+        if zero_init:
+            _zero(self)
 
 
 class RotationHead(nn.Conv2d):
-    """Linear (1x1) head of sub-model B: four logits per pixel, the quarter turns of the rotated region."""
+    """Linear (1x1) head of sub-model B: four logits per pixel, the quarter turns of the rotated region.
 
-    def __init__(self, in_channels: int) -> None:
+    ``zero_init``: weights and bias start at zero (otherwise PyTorch's default initialisation).
+    """
+
+    def __init__(self, in_channels: int, zero_init: bool = False) -> None:
         super().__init__(in_channels, 4, kernel_size=1)
+        if zero_init:
+            _zero(self)

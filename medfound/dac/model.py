@@ -104,6 +104,7 @@ class DACModel(nn.Module):
     init_seeds : seeds of A and B; the training heads of A (B) are seeded from
         ``derive_seed(seed_a, "training_heads")`` (``seed_b``), with ready networks too.
     inference : ``"a"``, ``"b"`` or ``"ensemble"``.
+    aux_head_init : ``"zero"`` (zero-initialised auxiliary heads) or ``"default"`` (PyTorch's).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class DACModel(nn.Module):
         projection_channels: int = default(MethodConfig, "projection_channels"),
         init_seeds: Sequence[int] = tuple(default(MethodConfig, "init_seeds")),
         inference: str = default(MethodConfig, "inference"),
+        aux_head_init: str = default(MethodConfig, "aux_head_init"),
     ) -> None:
         super().__init__()
         self.method = check_choice(method, METHODS, "method")
@@ -125,6 +127,7 @@ class DACModel(nn.Module):
         seed_a, seed_b = (check_int(s, "init_seeds") for s in init_seeds)
         projection_channels = check_int(projection_channels, "projection_channels", low=1)
         self.feature_layer, self.aux_layer = str(feature_layer), str(aux_layer)
+        zero = check_choice(aux_head_init, ("zero", "default"), "aux_head_init") == "zero"
 
         self._factory: Callable[[], nn.Module] | None = None
         if isinstance(network, nn.Module):
@@ -152,13 +155,13 @@ class DACModel(nn.Module):
                 ch = _layer_channels(self.model_a, self.feature_layer, "feature_layer")
                 self.projector_a = ProjectionHead(ch, projection_channels)
             if c.aux_mask:
-                self.mask_head = MixedRegionHead(_layer_channels(self.model_a, self.aux_layer, "aux_layer"))
+                self.mask_head = MixedRegionHead(_layer_channels(self.model_a, self.aux_layer, "aux_layer"), zero)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed_b, "training_heads"))
             if c.feature:
                 self.projector_b = ProjectionHead(ch, projection_channels)
             if c.aux_rotation:
-                self.rotation_head = RotationHead(_layer_channels(self.model_b, self.aux_layer, "aux_layer"))
+                self.rotation_head = RotationHead(_layer_channels(self.model_b, self.aux_layer, "aux_layer"), zero)
         self.inference = "a"
         self.set_inference(inference)
 

@@ -12,8 +12,15 @@ the method of the :class:`~medfound.dac.model.DACModel`:
    the same boxes mix the pseudo labels and the feature targets). Model A sees ``x_mix``;
    with the rotation task, model B sees ``x_mix`` with a random square region rotated by
    ``k`` x 90 degrees (:func:`~medfound.dac.aux_tasks.make_rotation_task`; its targets are
-   rotated alike), otherwise ``x_mix`` too. The views are built inside the step, on the
-   training device, so the two sub-models see different inputs at no extra forward cost;
+   rotated alike), otherwise ``x_mix`` too. By default (``aux_rotation_view="clean"``) the
+   rotated region shows the CutMix of the weak view, not of the photometric strong view, so
+   the thin structures that carry orientation survive and ``k`` stays recoverable (the
+   unlabelled loader should not flip: a flip makes ``k`` and ``k + 2`` alike). The views
+   are built inside the step, on the training device, so the two sub-models see different
+   inputs at no extra forward cost. With ``normalize="image"`` the views are built in
+   [0, 1] and every network input is then standardised per image and channel
+   (:func:`standardize_images`); optionally (``style_mix``) the labelled and unlabelled
+   images first exchange their low-frequency Fourier amplitude (appearance);
 3. one forward pass per sub-model on ``[labelled; strong]`` (``forward_features``) gives the
    supervised logits, the student logits and features, and the auxiliary heads' input;
 4. losses (:class:`~medfound.dac.objective.DACObjective`): supervised Dice + CE for A and
@@ -46,7 +53,9 @@ augmentation streams (:mod:`medfound.dac.distributed` explains each choice). In 
 nothing of this happens and the step is the same as without it.
 
 ``engine.state.output`` holds ``loss`` and each term (``sup``, ``pseudo``, ``feat``,
-``aux_mask``, ``aux_rot``) as floats, and ``rampup``, for ``StatsHandler`` and friends
+``aux_mask``, ``aux_rot``) as floats, the auxiliary tasks' accuracy (``aux_rot_acc``:
+rotation accuracy, chance 0.25; ``aux_mask_iou``: mixed-region IoU, beside
+``aux_mask_iou_const``, the best constant predictor's), and ``rampup``, for ``StatsHandler`` and friends
 (:func:`medfound.handlers.curves.scalar_items` picks them), plus ``pseudo_counts`` for
 :class:`~medfound.dac.diagnostics.PseudoLabelMonitor`.
 
@@ -62,8 +71,8 @@ Example
 >>> trainer = DACTrainer("cpu", 1, loader, model, functools.partial(torch.optim.SGD, lr=0.01),
 ...                      DACObjective(), epoch_length=1)
 >>> trainer.run()
->>> sorted(k for k in trainer.state.output if k != "rampup")
-['aux_mask', 'aux_rot', 'feat', 'loss', 'pseudo', 'sup']
+>>> sorted(k for k in trainer.state.output if k != "rampup")  # losses and the auxiliary tasks' accuracy
+['aux_mask', 'aux_mask_iou', 'aux_mask_iou_const', 'aux_rot', 'aux_rot_acc', 'feat', 'loss', 'pseudo', 'sup']
 
 :func:`medfound.dac.bundle_configs.train_bundle_config` shows every argument in a bundle
 config; :func:`medfound.dac.train` builds and runs it.
@@ -83,7 +92,14 @@ from monai.engines.workflow import Workflow
 from torch import nn
 from torch.optim import Optimizer
 
-from medfound.dac.aux_tasks import RotationTask, make_mixed_region_task, make_rotation_task
+from medfound.dac.aux_tasks import (
+    RotationTask,
+    make_mixed_region_task,
+    make_rotation_task,
+    mixed_region_iou,
+    rotation_accuracy,
+)
+from medfound.dac.config import MethodConfig, OptimConfig, default
 from medfound.dac.data import CoTrainingLoader
 from medfound.dac.diagnostics import pseudo_label_counts
 from medfound.dac.distributed import broadcast_buffers, wrap_training_forward
@@ -92,16 +108,54 @@ from medfound.dac.model import DACModel
 from medfound.dac.objective import DACObjective
 from medfound.dac.strong_view import StrongAugment
 from medfound.errors import ConfigError, LabelMismatchError
-from medfound.transforms.mixing import cutmix, rotate_regions
-from medfound.utils import check_bool, check_int, check_mapping, derive_seed, resolve_device, world_size
+from medfound.transforms.mixing import amplitude_mix, cutmix, rotate_regions
+from medfound.utils import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_mapping,
+    check_probability,
+    derive_seed,
+    resolve_device,
+    world_size,
+)
 from medfound.utils.devices import rank
 
-__all__ = ["DACTrainer", "TrainingForward", "CUTMIX_KEYS", "ROTATION_KEYS"]
+__all__ = ["DACTrainer", "TrainingForward", "CUTMIX_KEYS", "ROTATION_KEYS", "STYLE_MIX_KEYS", "standardize_images"]
 
 #: keys of the ``cutmix`` argument: the options of :func:`~medfound.dac.aux_tasks.make_mixed_region_task`
 CUTMIX_KEYS = tuple(inspect.signature(make_mixed_region_task).parameters)[2:]
 #: keys of the ``rotation`` argument: the options of :func:`~medfound.dac.aux_tasks.make_rotation_task`
 ROTATION_KEYS = tuple(inspect.signature(make_rotation_task).parameters)[2:]
+#: keys of the ``style_mix`` argument: per-image probability and the spectrum window of :func:`amplitude_mix`
+STYLE_MIX_KEYS = ("prob", "window")
+
+
+def standardize_images(x: torch.Tensor) -> torch.Tensor:
+    """Each image's channels to zero mean and unit standard deviation, for ``(B, C, H, W)`` batches.
+
+    The batch form of MONAI's ``NormalizeIntensity(channel_wise=True)`` (population standard
+    deviation; a channel of zero deviation is divided by 1), which validation and evaluation apply to
+    items: the training step builds its views in [0, 1] and standardises every network input
+    with this, so training and inference see the same inputs.
+
+    Example
+    -------
+    >>> import torch
+    >>> from monai.transforms import NormalizeIntensity
+    >>> x = torch.rand(2, 3, 8, 8)
+    >>> torch.allclose(standardize_images(x)[1], NormalizeIntensity(channel_wise=True)(x[1]), atol=1e-5)
+    True
+    >>> gained = x * torch.tensor([1.3, 0.7, 0.5]).view(1, 3, 1, 1) + 0.1   # another camera
+    >>> torch.allclose(standardize_images(x), standardize_images(gained), atol=1e-4)
+    True
+    """
+    xf = x.float()
+    mean = xf.mean(dim=(-2, -1), keepdim=True)
+    std = xf.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    std = torch.where(std == 0, torch.ones_like(std), std)
+    return ((xf - mean) / std).to(x.dtype)
 
 
 def _plain(x: Any) -> Any:
@@ -191,6 +245,21 @@ class DACTrainer(SupervisedTrainer):
         :data:`CUTMIX_KEYS`; defaults from :mod:`medfound.transforms.mixing`).
     rotation : arguments of :func:`~medfound.dac.aux_tasks.make_rotation_task` (keys
         :data:`ROTATION_KEYS`).
+    normalize : ``"image"``: the loader gives images in [0, 1] and the step standardises
+        every network input per image and channel (:func:`standardize_images`), after its
+        views are built; ``"none"``: the loader's images go in as they are (e.g. normalised
+        in the pipeline with fixed statistics; the strong view then needs its ``mean``/``std``).
+    aux_rotation_view : ``"clean"``: B's rotated region shows the weak (pre-photometric)
+        view, CutMix-ed like the rest, so its rotation stays recoverable; ``"strong"``: the
+        strong view is rotated.
+    head_lr_scale : learning-rate multiplier of the training-only heads (projectors,
+        auxiliary heads), applied when ``optimizer`` is a factory (it is then called with two
+        parameter groups, trunk and heads).
+    style_mix : Fourier amplitude (style) mixing between the labelled and the unlabelled
+        batch (:func:`~medfound.transforms.mixing.amplitude_mix`, keys :data:`STYLE_MIX_KEYS`):
+        with probability ``prob`` per image, a labelled image takes the low-frequency
+        amplitude of an unlabelled one and the strong view of an unlabelled image that of a
+        labelled one, with a weight uniform in [0, 1]. Default off.
     seed : seed of every random number the step draws.
     regions : ``{name: [class indices]}`` for the pseudo-label diagnostics.
     track_pseudo_labels : score pseudo labels against labels of unlabelled items, if present.
@@ -222,6 +291,10 @@ class DACTrainer(SupervisedTrainer):
         strong_augment: StrongAugment | None = None,
         cutmix: Mapping[str, Any] | None = None,
         rotation: Mapping[str, Any] | None = None,
+        normalize: str = "none",
+        aux_rotation_view: str = default(MethodConfig, "aux_rotation_view"),
+        head_lr_scale: float = default(OptimConfig, "head_lr_scale"),
+        style_mix: Mapping[str, Any] | None = None,
         seed: int = 0,
         regions: Mapping[str, Sequence[int]] | None = None,
         track_pseudo_labels: bool = False,
@@ -240,10 +313,13 @@ class DACTrainer(SupervisedTrainer):
             raise ConfigError(f"DACTrainer needs a DACObjective as loss_function, got {type(loss_function).__name__}")
         device = resolve_device(device, what="trainer device")
         amp = check_bool(amp, "amp") and device.type == "cuda"
+        head_lr_scale = check_float(head_lr_scale, "head_lr_scale", low=0.0, low_open=True)
         if not isinstance(optimizer, Optimizer):
             if not callable(optimizer):
                 raise ConfigError(f"optimizer must be an optimiser or a factory, got {type(optimizer).__name__}")
-            optimizer = optimizer([p for p in network.parameters() if p.requires_grad])
+            optimizer = optimizer(self._parameter_groups(network, head_lr_scale))
+            for group in optimizer.param_groups:  # before the scheduler records its base rates
+                group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if lr_scheduler is not None and not (hasattr(lr_scheduler, "step") and hasattr(lr_scheduler, "state_dict")):
             if not callable(lr_scheduler):
                 raise ConfigError(f"lr_scheduler must be a scheduler or a factory, got {type(lr_scheduler).__name__}")
@@ -268,6 +344,12 @@ class DACTrainer(SupervisedTrainer):
         self.strong_augment = strong_augment or StrongAugment()
         self.cutmix_args = check_mapping(cutmix or {}, "cutmix", known=CUTMIX_KEYS)
         self.rotation_args = check_mapping(rotation or {}, "rotation", known=ROTATION_KEYS)
+        self.normalize = check_choice(normalize, ("image", "none"), "normalize")
+        self.aux_rotation_view = check_choice(aux_rotation_view, ("clean", "strong"), "aux_rotation_view")
+        style = check_mapping(style_mix or {}, "style_mix", known=STYLE_MIX_KEYS)
+        self.style_mix = {"prob": check_probability(style.get("prob", 0.0), "style_mix.prob"),
+                          "window": check_float(style.get("window", 0.1), "style_mix.window", low=0.0, high=1.0,
+                                                low_open=True)}
         self.seed = check_int(seed, "seed")
         self.regions = dict(regions or {})
         self.track_pseudo_labels = check_bool(track_pseudo_labels, "track_pseudo_labels")
@@ -289,6 +371,17 @@ class DACTrainer(SupervisedTrainer):
         if train_handlers:
             self._register_handlers(train_handlers)
 
+    @staticmethod
+    def _parameter_groups(network: DACModel, head_lr_scale: float) -> list[dict[str, Any]]:
+        """Trainable parameters as two groups: the sub-models, and the training-only heads (``lr_scale``)."""
+        head_ids = {id(p) for h in network.training_heads().values() for p in h.parameters()}
+        trainable = [p for p in network.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) not in head_ids]}]
+        heads = [p for p in trainable if id(p) in head_ids]
+        if heads:
+            groups.append({"params": heads, "lr_scale": head_lr_scale})
+        return groups
+
     def run(self) -> None:  # type: ignore[override]
         """Run (or continue) training; keeps the GradScaler and its state across calls."""
         Workflow.run(self)
@@ -305,6 +398,20 @@ class DACTrainer(SupervisedTrainer):
     # -----------------------------------------------------------------------------------------
     def _to(self, x: Any) -> torch.Tensor:
         return _plain(x).to(self.state.device, non_blocking=self.non_blocking)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A view as the network takes it (standardised per image with ``normalize="image"``)."""
+        return standardize_images(x) if self.normalize == "image" else x
+
+    def _style_mixed(self, x: torch.Tensor, sources: torch.Tensor, rng: np.random.RandomState) -> torch.Tensor:
+        """``x`` with, per image (probability ``style_mix.prob``), a random image of ``sources``' amplitude."""
+        n = x.shape[0]
+        chosen = rng.uniform(size=n) < self.style_mix["prob"]
+        index = rng.randint(0, sources.shape[0], size=n)
+        ratio = np.where(chosen, rng.uniform(0.0, 1.0, size=n), 0.0)
+        if not chosen.any():
+            return x
+        return amplitude_mix(x, sources[torch.as_tensor(index, device=x.device)], ratio, self.style_mix["window"])
 
     def _iteration(self, engine: DACTrainer, batchdata: Mapping[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None or "labeled" not in batchdata:
@@ -329,11 +436,13 @@ class DACTrainer(SupervisedTrainer):
         self.optimizer.zero_grad(set_to_none=self.optim_set_to_none)
         terms: dict[str, torch.Tensor] = {}
         diagnostics: dict = {}
+        metrics: dict[str, float] = {}
         with torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs):
             if comp.pseudo is None:
-                terms["sup"] = objective.supervised(self.training_forward(xl)["a"]["logits"], yl)
+                terms["sup"] = objective.supervised(self.training_forward(self._input(xl))["a"]["logits"], yl)
             else:
-                terms.update(self._semi_supervised_terms(net, objective, xl, yl, unl, rng, step, diagnostics))
+                terms.update(self._semi_supervised_terms(net, objective, xl, yl, unl, rng, step, diagnostics,
+                                                         metrics))
         loss = objective.total(terms, step - 1)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -347,7 +456,7 @@ class DACTrainer(SupervisedTrainer):
         if self.distributed:
             broadcast_buffers(net)  # BatchNorm statistics: rank 0's, as DDP's own rule
         out = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
-               "rampup": objective.rampup(step - 1)}
+               "rampup": objective.rampup(step - 1), **metrics}
         if diagnostics:
             out["pseudo_counts"] = diagnostics
         engine.state.output = out
@@ -363,6 +472,7 @@ class DACTrainer(SupervisedTrainer):
         rng: np.random.RandomState,
         step: int,
         diagnostics: dict,
+        metrics: dict[str, float],
     ) -> dict[str, torch.Tensor]:
         comp = net.components
         xu = self._to(unl["image"]).float()
@@ -375,10 +485,17 @@ class DACTrainer(SupervisedTrainer):
         thr = objective.confidence_threshold
         feat_layer = net.feature_layer
 
+        # 0. style bridging (option): each batch takes on the other's low-frequency amplitude
+        xu_styled = xu
+        if self.style_mix["prob"] > 0:
+            xu_styled = self._style_mixed(xu, xl, rng)
+            xl = self._style_mixed(xl, xu, rng)
+        xl, xw = self._input(xl), self._input(xu)
+
         # 1. weak view: pseudo labels and feature targets, no gradient
         with torch.no_grad():
-            weak_a = net.model_a.forward_features(xu)
-            weak_b = net.model_b.forward_features(xu) if comp.two_models else None
+            weak_a = net.model_a.forward_features(xw)
+            weak_b = net.model_b.forward_features(xw) if comp.two_models else None
         pl_a, valid_a, _ = pseudo_labels(weak_a["logits"], thr)
         if weak_b is not None:
             pl_b, valid_b, _ = pseudo_labels(weak_b["logits"], thr)
@@ -391,11 +508,16 @@ class DACTrainer(SupervisedTrainer):
 
         # 2. strong view: photometric, then CutMix between unlabelled images (task A's view);
         #    B's view adds the rotated region (task B's view)
-        xs = self.strong_augment(xu, rng)
+        xs = self.strong_augment(xu_styled, rng)
         view_a = make_mixed_region_task(xs, rng, **self.cutmix_args)
         mask, xs_a = view_a.mask, view_a.images
         view_b: RotationTask | None = make_rotation_task(xs_a, rng, **self.rotation_args) if comp.aux_rotation else None
         xs_b = xs_a if view_b is None else view_b.images
+        if view_b is not None and self.aux_rotation_view == "clean":
+            # the rotated region shows the clean mixed image (thin structures survive), the rest the strong view
+            clean = rotate_regions(cutmix(xu, mask), view_b.boxes, view_b.ks)
+            xs_b = torch.where(view_b.region_mask > 0, clean, xs_b)
+        xs_a, xs_b = self._input(xs_a), self._input(xs_b)
 
         def for_b(t: torch.Tensor, scale: int = 1) -> torch.Tensor:
             return t if view_b is None else rotate_regions(t, view_b.boxes, view_b.ks, scale=scale)
@@ -424,8 +546,11 @@ class DACTrainer(SupervisedTrainer):
             terms["feat"] = objective.feature(out["proj_a"], tgt_a) + objective.feature(out["proj_b"], tgt_b)
 
         # 5. asymmetric auxiliary tasks: A localises the mixed region, B predicts the rotation
+        #    (and their accuracy: mixed-region IoU beside the best constant predictor's, rotation accuracy)
         if comp.aux_mask:
             terms["aux_mask"] = objective.mixed_region(out["mask"], mask)
+            metrics.update(mixed_region_iou(out["mask"].detach(), mask))
         if comp.aux_rotation:
             terms["aux_rot"] = objective.rotation(out["rotation"], view_b.region_mask, view_b.ks)
+            metrics["aux_rot_acc"] = rotation_accuracy(out["rotation"].detach(), view_b.region_mask, view_b.ks)
         return terms
