@@ -76,7 +76,10 @@ def test_generated_configs_are_the_committed_ones_and_agree_with_training_config
                                     "arguments": "@network_args", "dropout": 0.0}
     inference = json.loads((CONFIGS / "inference.json").read_text())
     assert inference["network_def"] == train["network_def"]  # the same network, read from models/ at inference
-    assert train["train"]["handlers"][0]["interval"] == "@val_interval" and train["val_interval"] == 1
+    handlers = train["train"]["handlers"]
+    assert handlers[0]["_target_"] == "medfound.handlers.StopOnNonFiniteLoss"  # first: before any other handler
+    validation = next(h for h in handlers if h["_target_"] == "ValidationHandler")
+    assert validation["interval"] == "@val_interval" and train["val_interval"] == 1
 
 
 def test_slice_stack_inferer_runs_each_slice_as_an_image():
@@ -238,9 +241,9 @@ def test_transfer_json_writes_table_and_plot_at_demo_scale(trained_bundle, multi
     out = trained_bundle / "eval" / "transfer"
     assert (out / "transfer_plot.png").is_file()
     rows = (out / "transfer_summary.csv").read_text().splitlines()
-    assert rows[0].startswith("task,metric,encoder,mode,fraction_percent")
+    assert rows[0].startswith("task,data,metric,encoder,mode,fraction_percent,n_train")
     assert len(rows) == 1 + 2 * 2 * 2  # encoders x modes x fractions
-    assert {r.split(",")[2] for r in rows[1:]} == {"umedpt", "random"}
+    assert {r.split(",")[3] for r in rows[1:]} == {"umedpt", "random"}
 
 
 DDP_WORKER = """

@@ -518,6 +518,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_output_folder(out_dir: Path) -> None:
+    """Raise :class:`ConfigError` when ``out_dir`` could not be created or written, without creating it."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create the output folder {out_dir}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write into" if existing == out_dir else "create"
+        raise ConfigError(f"cannot {what} the output folder {out_dir}: permission denied")
+
+
 def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0) -> dict:
     """Convert a UMedPT ``.pt.zip`` archive into medfound state dicts and a bundle-ready ``model.pt``.
 
@@ -537,12 +549,9 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
     from medfound.networks.umedpt import UMedPT  # convert -> networks, never the other way
 
     archive, out_dir = Path(archive), Path(out_dir)
-    try:  # first: a folder that cannot be written should not wait for the archive to be read
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write into the output folder {out_dir}: permission denied")
+    # first: a folder that cannot be written should not wait for the archive to be read; it is
+    # created only once the archive has converted, so a refused archive leaves nothing behind
+    _check_output_folder(out_dir)
     content = read_umedpt_archive(archive)
     blocks = content["blocks"]
     if "encoder" not in blocks:
@@ -578,6 +587,10 @@ def convert_umedpt(archive: str | os.PathLike, out_dir: str | os.PathLike, seed:
             raise WeightsError(f"{archive}: decoder expects {got} deepest channels, the squeezer gives {expected}")
 
     written = {"encoder": "encoder.pt"}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
     atomic_torch_save(encoder, out_dir / "encoder.pt")
     if "squeezer" in mapped:
         atomic_torch_save(dict(model.shared["squeezer"].state_dict()), out_dir / "squeezer.pt")

@@ -44,7 +44,7 @@ Example
 >>> bundle["train"]["trainer"]["_target_"], bundle["optimizer"]["_mode_"], bundle["run"]
 ('medfound.dac.trainer.DACTrainer', 'callable', ['$@train#trainer.run()'])
 >>> [h["_target_"].rsplit(".", 1)[1] for h in bundle["train"]["handlers"]][:3]
-['StatsHandler', 'TensorBoardStatsHandler', 'TrainingLog']
+['StopOnNonFiniteLoss', 'StatsHandler', 'TensorBoardStatsHandler']
 """
 
 from __future__ import annotations

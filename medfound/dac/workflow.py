@@ -115,7 +115,8 @@ def training_parser(config: ConfigLike, overrides: Mapping[str, Any] | None = No
     bundle = train_bundle_config(cfg)
     # MONAI's StatsHandler logs a failing run's traceback before the error reaches the caller: for a
     # medfound error (bad input, named in its message) the caller's report is enough
-    stats = logging.getLogger(bundle["train"]["handlers"]["stats"]["name"])
+    stats_name = next(h["name"] for h in bundle["train"]["handlers"] if h["_target_"] == "monai.handlers.StatsHandler")
+    stats = logging.getLogger(stats_name)
     if not any(isinstance(f, HandledErrorEcho) for f in stats.filters):
         stats.addFilter(HandledErrorEcho())
     out = Path(cfg.train.output_dir)

@@ -335,7 +335,8 @@ def bundle_train_config(
     if cfg["validate"]:
         cfg["validate"]["inferer"] = {"_target_": "SimpleInferer"}
         cfg["validate"]["evaluator"]["inferer"] = "@validate#inferer"
-        handler = cfg["train"]["handlers"][0]  # training_config's ValidationHandler
+        handler = next(h for h in cfg["train"]["handlers"]  # training_config's ValidationHandler
+                       if str(h.get("_target_", "")).endswith("ValidationHandler"))
         cfg["val_interval"] = handler["interval"]
         handler["interval"] = "@val_interval"
     cfg["curves"] = {"_target_": "medfound.handlers.CurvePlot", "path": "$@output_dir + '/curves.png'",
