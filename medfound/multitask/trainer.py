@@ -65,7 +65,7 @@ from torch import nn
 
 from medfound.errors import ConfigError, WeightsError
 from medfound.multitask.batches import padded_size, prepare_task_batch
-from medfound.multitask.distributed import all_reduce_gradients, broadcast_module
+from medfound.multitask.distributed import all_reduce_gradients, broadcast_buffers, broadcast_module
 from medfound.multitask.heads import ensure_heads, move_head, split_parameters
 from medfound.multitask.outputs import decollate_output, detach_output
 from medfound.multitask.sampling import CyclicTaskLoader
@@ -422,6 +422,7 @@ class MultiTaskTrainer(Trainer):
             self.head_optimizers[name].step()
             self.head_steps[name] += 1
         self.head_optimizers[name].zero_grad(set_to_none=True)
+        broadcast_buffers(self.network.heads[name])  # e.g. a batch-standardising head's running statistics
         self.fire_event(MultiTaskEvents.HEAD_STEP_COMPLETED)
 
     def _step_shared(self) -> None:
