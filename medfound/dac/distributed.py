@@ -55,7 +55,7 @@ from torch import nn
 
 from medfound.errors import ConfigError
 from medfound.utils import resolve_device, world_size
-from medfound.utils.devices import rank
+from medfound.utils.devices import broadcast_buffers, rank  # broadcast_buffers: shared with the multi-task trainer
 
 #: the arguments this torch's DistributedDataParallel takes
 _DDP_ARGUMENTS = frozenset(inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters)
@@ -118,26 +118,6 @@ def wrap_training_forward(module: nn.Module, device: torch.device | str,
     if device.type == "cuda":
         kwargs.setdefault("device_ids", [device.index if device.index is not None else torch.cuda.current_device()])
     return nn.parallel.DistributedDataParallel(module, **kwargs)
-
-
-@torch.no_grad()
-def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
-    """Copy ``src``'s buffers (e.g. BatchNorm running statistics) to every process.
-
-    One flat broadcast per (device, dtype) instead of one per buffer.
-    """
-    if world_size() == 1:
-        return
-    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-    for b in module.buffers():
-        groups.setdefault((b.device, b.dtype), []).append(b)
-    for buffers in groups.values():
-        flat = torch.cat([b.reshape(-1) for b in buffers])
-        dist.broadcast(flat, src=src)
-        offset = 0
-        for b in buffers:
-            b.copy_(flat[offset:offset + b.numel()].view_as(b))
-            offset += b.numel()
 
 
 def convert_sync_batchnorm(module: nn.Module, enabled: bool = True) -> nn.Module:

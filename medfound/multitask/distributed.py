@@ -29,7 +29,7 @@ from torch import nn
 
 from medfound.utils.devices import world_size
 
-__all__ = ["all_reduce_gradients", "broadcast_buffers", "broadcast_module"]
+__all__ = ["all_reduce_gradients", "broadcast_module"]
 
 #: the largest flat buffer of one all-reduce (in elements)
 BUCKET_ELEMENTS = 25 * 1024 * 1024 // 4
@@ -69,17 +69,4 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):
-            t.copy_(idist.broadcast(t.detach().clone(), src=src))
-
-
-def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
-    """Copy ``src``'s buffers (e.g. BatchNorm running statistics) to every process.
-
-    Gradients are averaged, but running statistics are updated from each process's own batch;
-    like DDP's ``broadcast_buffers`` the processes take ``src``'s, so all end with equal states.
-    """
-    if world_size() == 1:
-        return
-    with torch.no_grad():
-        for t in module.buffers():
             t.copy_(idist.broadcast(t.detach().clone(), src=src))

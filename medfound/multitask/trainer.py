@@ -65,13 +65,13 @@ from torch import nn
 
 from medfound.errors import ConfigError, WeightsError
 from medfound.multitask.batches import padded_size, prepare_task_batch
-from medfound.multitask.distributed import all_reduce_gradients, broadcast_buffers, broadcast_module
+from medfound.multitask.distributed import all_reduce_gradients, broadcast_module
 from medfound.multitask.heads import ensure_heads, move_head, split_parameters
 from medfound.multitask.outputs import decollate_output, detach_output
 from medfound.multitask.sampling import CyclicTaskLoader
 from medfound.multitask.tasks import TaskSpec, per_task
 from medfound.utils import capture_rng_state, check_bool, check_float, check_int, resolve_device, restore_rng_state
-from medfound.utils.devices import rank, world_size
+from medfound.utils.devices import broadcast_buffers, rank, world_size
 
 __all__ = ["MultiTaskEvents", "MultiTaskTrainer", "RunPlan", "plan_run", "task_loss"]
 

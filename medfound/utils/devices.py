@@ -21,10 +21,12 @@ import os
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from medfound.errors import ConfigError
 
-__all__ = ["resolve_device", "local_rank", "world_size", "rank"]
+__all__ = ["resolve_device", "local_rank", "world_size", "rank", "broadcast_buffers"]
 
 
 def world_size() -> int:
@@ -83,3 +85,23 @@ def resolve_device(device: Any = "auto", what: str = "device") -> torch.device:
     elif device.type not in ("cpu", "mps", "meta"):
         raise ConfigError(f"{what} {str(device)!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
     return device
+
+
+@torch.no_grad()
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s buffers (e.g. BatchNorm running statistics) to every process.
+
+    One flat broadcast per (device, dtype) instead of one per buffer.
+    """
+    if world_size() == 1:
+        return
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for b in module.buffers():
+        groups.setdefault((b.device, b.dtype), []).append(b)
+    for buffers in groups.values():
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        dist.broadcast(flat, src=src)
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
