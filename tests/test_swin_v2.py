@@ -177,6 +177,26 @@ def test_paths_agree_in_training_with_gradients():
         assert (grads[True][key] - ref).abs().max() <= 1e-9 * ref.abs().max(), key
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_padded_windows_train_under_float16_autocast(fused):
+    """Zero keys of padded tokens must not turn float16 gradients into NaN (AMP would skip every step).
+
+    40x56 pads the 10x14 stride-4 map to windows of 4 and the 2x2 last stage to 4x4. With
+    ``F.normalize``'s 1 / max(|k|, 1e-12) the zero keys' gradient is ~1e12 (inf in float16) and
+    the ``qkv`` weight gradient ``inf * 0`` is NaN; a float32 run is unaffected either way.
+    """
+    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+    model = _small(fused_attention=fused).train()
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = model(x)
+    assert all(o.dtype == torch.float16 and torch.isfinite(o).all() for o in out)
+    (sum(o.float().mean() for o in out) * 2.0**8).backward()  # a GradScaler-like scale
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert bad == []
+    qkv = [p.grad for n, p in model.named_parameters() if n.endswith("attn.qkv.weight")]
+    assert len(qkv) >= 2 and all(g.abs().sum() > 0 for g in qkv)
+
+
 def test_frozen_encoder_gradient_to_input_uses_cached_bias():
     """Frozen parameters: the bias is cached, gradients still reach the input exactly."""
     x = torch.rand(1, 3, 48, 40, dtype=torch.float64)

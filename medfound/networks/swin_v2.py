@@ -210,6 +210,25 @@ class StochasticDepth(nn.Module):
         return f"p={self.p}"
 
 
+def _unit_rows(x: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
+    """``x / |x|`` along the last axis (times ``factor``), 0 for a zero row, in ``x``'s dtype.
+
+    torchvision's ``F.normalize`` divides by ``max(|x|, 1e-12)``: for the zero keys of padded
+    tokens (Swin V2 has no key bias) the gradient then carries a factor 1e12, which is inf in
+    float16, and ``inf * 0`` in the ``qkv`` weight gradient makes it NaN, so under AMP every
+    step that sees a padded window is skipped. Here a zero row maps to 0 with gradient 0 (the
+    padded tokens' gradients are discarded anyway), the norm runs in float32 at least, and rows with a
+    norm above 1e-12 get exactly ``F.normalize``'s values.
+    """
+    x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # float16/bfloat16 up, float64 kept
+    norm = torch.linalg.vector_norm(x32, dim=-1, keepdim=True)
+    safe = norm.clamp_min(1e-12)  # finite 1 / safe, so the unselected branch's gradient is 0, not 0 * inf
+    scale = torch.where(norm > 1e-12, 1.0 / safe, torch.zeros_like(safe))
+    if factor is not None:
+        scale = scale * factor
+    return (x32 * scale).to(x.dtype)
+
+
 class ShiftedWindowAttentionV2(nn.Module):
     """Swin V2 (shifted) window attention on NHWC maps, torchvision-compatible.
 
@@ -341,7 +360,7 @@ class ShiftedWindowAttentionV2(nn.Module):
         """Explicit cosine attention, as torchvision computes it."""
         heads = self.num_heads
         q, k, v = qkv.view(b * n_win, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = _unit_rows(q) @ _unit_rows(k).transpose(-2, -1)
         attn = attn * scale + bias
         if mask is not None:
             attn = (attn.view(b, n_win, heads, n, n) + mask.view(1, n_win, 1, n, n)).view(-1, heads, n, n)
@@ -356,18 +375,14 @@ class ShiftedWindowAttentionV2(nn.Module):
         if mask is None:
             # one bias for every window: (B * nW, heads, N, d) views of qkv broadcast against it
             qkv = qkv.view(b * n_win, n, 3, heads, d)
-            qk = qkv[:, :, :2]
-            qk = qk * (factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12))
+            qk = _unit_rows(qkv[:, :, :2], factor)
             q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=1.0)
             return out.transpose(1, 2).reshape(b, n_win * n, c)
         # the shift mask differs per window: put windows next to heads, (B, nW * heads, N, d), so
         # SDPA broadcasts one (nW * heads, N, N) mask over the batch instead of a per-sample copy
         qkv = qkv.view(b, n_win, n, 3, heads, d).permute(3, 0, 1, 4, 2, 5).contiguous()
-        qk = qkv[:2]
-        qk = qk * (
-            factor.view(2, 1, 1, heads, 1, 1) / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12)
-        )
+        qk = _unit_rows(qkv[:2], factor.view(2, 1, 1, heads, 1, 1))
         q, k, v = (t.view(b, n_win * heads, n, d) for t in (qk[0], qk[1], qkv[2]))
         attn_mask = (bias + mask.unsqueeze(1)).reshape(1, n_win * heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=1.0)
