@@ -13,6 +13,12 @@ Modalities and what the pipeline does (train adds the random augmentations in br
   letterbox resize [small affine, gamma, noise].
 - ``mr``: robust percentile normalisation; 2D, or volumes as 2.5D axial slices (neighbours as the
   3 channels) with ``volume=True``; letterbox resize [affine, gamma, bias-like scaling, noise].
+
+  CT/MR geometry is never guessed: without ``volume=True`` an item must be one slice, a 2D image
+  or a volume of one slice (a single DICOM file; its slice axis is dropped). A volume of several
+  slices is refused with :class:`~medfound.errors.InvalidImageError` naming its file and shape,
+  because resizing it would letterbox all three axes into a cube (48 slices of 512 x 512 become
+  a 128 x 128 x 128 block of 12 slices and padding, for ``spatial_size=128``).
 - ``xray``: the file's window/level (or robust percentiles), MONOCHROME1 inverted; letterbox
   resize [affine, gamma, noise; no flip, laterality matters].
 - ``microscopy``: per-channel percentiles (1, 99.8); train: random crops of ``spatial_size``
@@ -43,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     DivisiblePadd,
@@ -59,9 +66,11 @@ from monai.transforms import (
     RandShiftIntensityd,
     RandSpatialCropd,
     SpatialPadd,
+    SqueezeDim,
 )
 
-from medfound.errors import ConfigError
+from medfound.errors import ConfigError, InvalidImageError
+from medfound.transforms._utils import source_of, spatial_tuple
 from medfound.transforms.common import BinarizeMaskd, ResizeWithPadd, SwapSpatialAxesd, ToEncoderInputd
 from medfound.transforms.fundus import DecodeDiscCupd, FieldOfViewCropd
 from medfound.transforms.intensity import CLAHEd
@@ -106,6 +115,48 @@ def _loader(modality: str, keys: Sequence[str], reader: Any, allow_missing: bool
     # dtype=None keeps the stored type: uint8 photographs and masks are scaled by their type's range later
     return LoadImaged(keys, reader=reader, image_only=True, ensure_channel_first=True, dtype=None,
                       allow_missing_keys=allow_missing)
+
+
+class _OneSliced(MapTransform):
+    """CT/MR without ``volume=True``: pass 2D images, drop the slice axis of a one-slice volume,
+    refuse a volume of several slices (:class:`~medfound.errors.InvalidImageError` naming the file,
+    its shape and what resizing it would have made)."""
+
+    def __init__(self, keys: KeysCollection, modality: str, spatial_size: int | Sequence[int],
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.modality, self.spatial_size = modality, spatial_size
+        self.squeeze = SqueezeDim(dim=3, update_meta=True)
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            shape = tuple(int(s) for s in img.shape)
+            if len(shape) == 4 and shape[3] == 1:
+                d[key] = self.squeeze(img)
+            elif len(shape) != 3:
+                d[key] = self._refuse(key, img, shape)
+        return d
+
+    def _refuse(self, key, img, shape: tuple[int, ...]):
+        name = source_of(img)[len(" (file: "):-1] or f"item {key!r}"
+        what = f"the {self.modality!r} preset without volume=True makes 2D images (C, H, W)"
+        if len(shape) != 4:
+            raise InvalidImageError(f"{name}: {what}; got shape {shape} (key {key!r})")
+        try:
+            target = spatial_tuple(self.spatial_size, 3, "spatial_size")
+        except ValueError:
+            would = ""
+        else:  # as ResizeWithPad: one scale for all axes, then padding
+            scale = min(t / s for t, s in zip(target, shape[1:]))
+            kept = max(1, min(target[2], round(shape[3] * scale)))
+            would = (f": resizing it would letterbox all three axes into a {'x'.join(map(str, target))} block "
+                     f"({shape[3]} slices -> {kept}, padded to {target[2]})")
+        raise InvalidImageError(
+            f"{name}: a volume of shape {shape} ({shape[3]} slices along the last axis), and {what}{would}. "
+            f"Pass volume=True to cut it into axial 2D slices, or give one slice (key {key!r})"
+        )
 
 
 def _spatial_modes(
@@ -194,6 +245,8 @@ def get_preset(
 
     # --- modality-specific intensity and geometry, up to a 2D image of any size
     if modality in ("ct", "mr"):
+        if not volume:
+            steps.append(_OneSliced(spatial_keys, modality, spatial_size, allow_missing_keys=allow_missing))
         if volume and pixdim is not None:
             steps.append(ResampleToSpacingd(spatial_keys, pixdim=pixdim, label_keys=label_keys,
                                             allow_missing_keys=allow_missing))
