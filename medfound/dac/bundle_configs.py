@@ -61,6 +61,7 @@ from medfound.dac.selection import BEST_MODEL, BestModelSaver
 from medfound.errors import ConfigError
 from medfound.handlers.checkpoint import LAST_CHECKPOINT
 from medfound.handlers.curves import CurvePlot
+from medfound.utils import check_module
 
 __all__ = [
     "train_bundle_config",
@@ -240,6 +241,10 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
                            "mean": d.normalize_mean if d.normalize == "fixed" else None,
                            "std": d.normalize_std if d.normalize == "fixed" else None},
     }
+    if t.tensorboard:
+        check_module("torch.utils.tensorboard", "train.tensorboard", package="tensorboard")
+    if t.progress_bar:
+        check_module("tqdm", "train.progress_bar")
     if t.tensorboard:
         bundle["tensorboard_writer"] = {"_target_": "torch.utils.tensorboard.SummaryWriter",
                                         "log_dir": "$@output_dir + '/tensorboard'"}

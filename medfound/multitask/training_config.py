@@ -53,7 +53,7 @@ from torch import nn
 from medfound.errors import ConfigError
 from medfound.multitask.optim import DEFAULT_OPTIMIZER, optimizer_config, scheduler_config
 from medfound.networks.umedpt import UMedPT
-from medfound.utils import check_bool, check_choice, check_float, check_int, check_mapping
+from medfound.utils import check_bool, check_choice, check_float, check_int, check_mapping, check_module
 
 __all__ = [
     "TRAINER_DEFAULTS",
@@ -228,6 +228,10 @@ def training_config(
     stats = check_bool(stats, "stats")
     if tensorboard and output_dir is None:
         raise ConfigError("tensorboard logs need an output folder")
+    if tensorboard:
+        check_module("torch.utils.tensorboard", "tensorboard", package="tensorboard")
+    if progress_bar:
+        check_module("tqdm", "progress_bar")
     out = None if output_dir is None else os.path.abspath(os.fspath(output_dir))
     loss_out = "$monai.handlers.from_engine(['loss'], first=True)"
     cfg: dict[str, Any] = {

@@ -27,6 +27,7 @@ from medfound.utils.checks import (
     check_float,
     check_int,
     check_mapping,
+    check_module,
     check_pair,
     check_probability,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_mapping",
+    "check_module",
     "check_pair",
     "check_probability",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "check_bool",
     "check_pair",
     "check_mapping",
+    "check_module",
 ]
 
 
@@ -138,3 +139,29 @@ def check_mapping(value: Any, name: str, known: Collection[str] | None = None) -
         if unknown:
             raise ConfigError(f"unknown key(s) {unknown} in {name}; known: {sorted(known)}")
     return dict(value)
+
+
+def check_module(module: str, name: str, package: str | None = None) -> None:
+    """Raise :class:`~medfound.errors.ConfigError` naming the option ``name`` when ``module``
+    cannot be imported: an option that needs an optional package (``tensorboard``, ``tqdm``) fails
+    before the run with one line, not with a traceback from the component that imports it.
+
+    Example
+    -------
+    >>> check_module("json", "train.log_json")
+    >>> try:
+    ...     check_module("no_such_module", "train.tensorboard", package="no-such-package")
+    ... except ValueError as err:
+    ...     print(err)  # doctest: +ELLIPSIS
+    train.tensorboard = true needs the no-such-package package, which cannot be imported here (No module ...
+    """
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        package = package or module.split(".")[0]
+        raise ConfigError(
+            f"{name} = true needs the {package} package, which cannot be imported here ({err}); install it "
+            f"(pip install {package}) or set {name} to false"
+        ) from None
