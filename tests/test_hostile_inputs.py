@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from _bad_input_cases import hostile_case_ids
 from _crafted_files import WRITERS
 
 HERE = Path(__file__).parent
-#: every case the worker runs (entry point per crafted file)
-EXPECTED_CASES = 11
+#: every case the worker runs (entry point per crafted file): the defect-4 sweep rows of the bad-input table
+EXPECTED_CASES = hostile_case_ids()
 ADDRESS_SPACE = 2 << 30  # enough for torch + MONAI (about 0.45 GiB resident); far below any bomb
 PEAK_RSS = 1 << 30
 
@@ -47,7 +48,8 @@ def test_crafted_files_are_small_on_disk(tmp_path):
 
 def test_every_crafted_file_gives_a_medfound_error_naming_it(sweep):
     cases, _ = sweep
-    assert len(cases) == EXPECTED_CASES  # the summary count: a case that vanished is a failure too
+    assert [c["case"] for c in cases] and {c["case"] for c in cases} == EXPECTED_CASES  # none vanished or unlisted
+    assert len(cases) == len(EXPECTED_CASES)
     bad = [c for c in cases if c["outcome"] not in ("medfound-error", "cli-error") or c["file"] not in c["message"]]
     assert not bad, json.dumps(bad, indent=1)
     for c in cases:
