@@ -238,6 +238,8 @@ CASES: tuple[Case, ...] = (
          _MISSING + "test_dac_option_without_its_package_is_one_line"),
     Case("also", "progress-bars-with-eta", "medfound pretrain / dac train", "ProgressBar", None,
          "tests/test_bad_input_summary.py::test_long_runs_show_a_progress_bar_by_default"),
+    Case("also", "transfer-runs-with-eta", "medfound transfer", "ETA", None,
+         "tests/test_bad_input_summary.py::test_transfer_logs_each_run_with_its_progress_and_eta"),
     Case("also", "dac-evaluate-saved-config", "medfound dac evaluate", "config.json", None,
          _CLI + "test_evaluate_uses_the_run_as_it_was_trained"),
     Case("also", "set-keeps-config-path", "medfound dac train --set", "--set", None,

@@ -4,7 +4,7 @@ every defect class of the issue has cases. Run with ``-s`` to see the table of c
 
 Also here, two checks of the issue that belong to no other test module: README's ``torch.load``
 calls pass ``weights_only=True`` (defect 9), and the long runs show a progress bar with the time
-left by default (pretrain and DAC; "Also").
+left by default (pretrain and DAC), and the transfer protocol counts its runs with an ETA ("Also").
 """
 
 from __future__ import annotations
@@ -103,3 +103,20 @@ def test_long_runs_show_a_progress_bar_by_default(tmp_path):
     split = write_tiny_split(tmp_path / "data", per_domain=3, n_validation=1)
     dac = train_bundle_config(DACConfig.from_dict({"data": {"split": split}, "train": {"output_dir": str(tmp_path)}}))
     assert "ignite.handlers.ProgressBar" in [h["_target_"] for h in dac["train"]["handlers"]]
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_transfer_logs_each_run_with_its_progress_and_eta(tmp_path, caplog):
+    """"Also": the transfer protocol (many short runs) counts its runs with the time spent and left."""
+    from _multitask_utils import TINY, memory_task
+
+    from medfound.multitask.transfer import run_transfer
+
+    task = memory_task("target", "classification", n=8)
+    with caplog.at_level("INFO", logger="medfound.multitask.transfer.protocol"):
+        run_transfer(task, {"r": "random"}, tmp_path, modes=["linear"], fractions=[50, 100], repeats=2,
+                     network=TINY, device="cpu")
+    lines = [r.getMessage() for r in caplog.records if "repeat" in r.getMessage()]
+    marks = [re.search(r"\[(\d)/(\d), (\d+:\d\d:\d\d) elapsed, ETA (\d+:\d\d:\d\d)\]$", m) for m in lines]
+    assert all(marks) and [(m[1], m[2]) for m in marks] == [("1", "4"), ("2", "4"), ("3", "4"), ("4", "4")], lines
+    assert marks[-1][4] == "0:00:00"  # nothing left after the last run

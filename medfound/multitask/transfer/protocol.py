@@ -144,10 +144,31 @@ def _probe_params(spec: TaskSpec, feats: ProbeFeatures, idx: np.ndarray, lin: Ma
     return params
 
 
+class _RunClock:
+    """Progress of the protocol's runs for its log lines: runs done of all, time spent, time left
+    (the mean time per run so far times the runs left; the runs of a long protocol are its
+    progress bar, as ignite's ``ProgressBar`` is that of one training run)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = int(total), 0, time.time()
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        seconds = int(round(seconds))
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+    def tick(self) -> str:
+        """Count one run done; ``"[done/total, H:MM:SS elapsed, ETA H:MM:SS]"``."""
+        self.done += 1
+        elapsed = time.time() - self.started
+        left = elapsed / self.done * max(0, self.total - self.done)
+        return f"[{self.done}/{self.total}, {self._clock(elapsed)} elapsed, ETA {self._clock(left)}]"
+
+
 def _encoder_runs(name: str, base_model: nn.Module, spec: TaskSpec, train_items: list, test_items: list,
                   subsets: Mapping[tuple[float, int], np.ndarray], modes: Sequence[str], fractions: Sequence[float],
                   repeats: int, seed: int, lin: Mapping[str, Any], ft: Mapping[str, Any],
-                  device: torch.device) -> list[dict[str, Any]]:
+                  device: torch.device, clock: _RunClock | None = None) -> list[dict[str, Any]]:
     """Every mode x fraction x repeat of one encoder."""
     lp_ft = "finetune" in modes and ft["head_init"] == "linear_probe"
     feats = None
@@ -166,8 +187,8 @@ def _encoder_runs(name: str, base_model: nn.Module, spec: TaskSpec, train_items:
                     values = train_and_score(copy.deepcopy(base_model), spec, [train_items[i] for i in idx],
                                              test_items, ft, seed + r, device, frozen=mode == "linear", probe=probe)
                 rows.append(_run_row(name, mode, f, r, seed + r, len(idx), values, started))
-                logger.info("  %10s %8s %5g%% (n=%4d) repeat %d: %s %.3f", name, mode, f, len(idx), r,
-                            spec.primary_metric, rows[-1]["score"])
+                logger.info("  %10s %8s %5g%% (n=%4d) repeat %d: %s %.3f  %s", name, mode, f, len(idx), r,
+                            spec.primary_metric, rows[-1]["score"], clock.tick() if clock is not None else "")
     return rows
 
 
@@ -234,12 +255,13 @@ def run_transfer(
     base_network = encoder_network_args(encoders, network)
     runs: list[dict[str, Any]] = []
     started = time.time()
+    clock = _RunClock(len(encoders) * len(modes) * len(fractions) * repeats)
     for name, source in encoders.items():
         base_model, _ = build_encoder_model(source, base_network, seed)
         logger.info("encoder %r (%s): %.2f M parameters", name, source,
                     sum(p.numel() for p in base_model.parameters()) / 1e6)
         runs += _encoder_runs(name, base_model, spec, train_items, test_items, subsets, modes, fractions, repeats,
-                              seed, lin, ft, device)
+                              seed, lin, ft, device, clock)
     result = {
         "task": spec.name,
         "kind": spec.kind,
