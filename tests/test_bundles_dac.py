@@ -442,8 +442,9 @@ def test_scgm_inference_restacks_volumes_with_input_affine(tmp_path):
 def test_scgm_inference_on_dicom_series_keeps_series_geometry(tmp_path):
     """SCGM inference on a DICOM series, with weights from a (2-iteration) training run of the
     bundle: the saved mask has the series' shape, affine and spacing as ``DicomSeriesReader``
-    reads them, class indices only, and the same labels, voxel for voxel in world space, as
-    inference on the NIfTI volume the series was written from."""
+    reads them, class indices only (the argmax of the network's inverted logits), and the same
+    logits and labels, voxel for voxel in world space, as inference on the NIfTI volume the series
+    was written from."""
     import nibabel as nib
 
     from medfound.io import DicomSeriesReader, write_dicom_series
@@ -463,11 +464,18 @@ def test_scgm_inference_on_dicom_series_keeps_series_geometry(tmp_path):
     reader = DicomSeriesReader()
     voxels, meta = reader.get_data(reader.read(series))
 
+    # the bundle's masks, and (argmax off, float output) the inverted class logits they come from:
+    # a 2-iteration network may label every voxel background, its logits still vary voxel by voxel
+    logits = {"postprocessing#transforms#1#argmax": False, "postprocessing#transforms#2#output_dtype": "$numpy.float32",
+              "output_postfix": "logits"}
     for folder in (series.parent, nifti):
-        override = {**TINY_INFER, "dataset_dir": str(folder), "output_dir": str(tmp_path / "eval" / folder.name)}
-        _bundle_run(root, ["configs/inference.json", _write(tmp_path / "o.json", override)])
-    from_dicom = nib.load(tmp_path / "eval" / "series" / "case01_seg.nii.gz")
-    from_nifti = nib.load(tmp_path / "eval" / "nifti" / "case01_seg.nii.gz")
+        for extra in ({}, logits):
+            override = {**TINY_INFER, **extra, "dataset_dir": str(folder),
+                        "output_dir": str(tmp_path / "eval" / folder.name)}
+            _bundle_run(root, ["configs/inference.json", _write(tmp_path / "o.json", override)])
+    out = {(where, kind): nib.load(tmp_path / "eval" / where / f"case01_{kind}.nii.gz")
+           for where in ("series", "nifti") for kind in ("seg", "logits")}
+    from_dicom = out["series", "seg"]
 
     assert from_dicom.shape == voxels.shape == source.shape
     np.testing.assert_allclose(from_dicom.affine, meta["affine"], atol=1e-4)
@@ -475,11 +483,14 @@ def test_scgm_inference_on_dicom_series_keeps_series_geometry(tmp_path):
     assert from_dicom.affine[2, 2] < 0 < source.affine[2, 2]  # the geometry is the series', not the NIfTI's
     mask = np.asarray(from_dicom.dataobj)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 2}
-    assert len(np.unique(mask)) > 1  # a mask with classes to compare, not one constant
-    # the same world geometry and labels as from the NIfTI volume (compared in canonical orientation)
-    a, b = nib.as_closest_canonical(from_dicom), nib.as_closest_canonical(from_nifti)
-    np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
-    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    scores = np.asarray(out["series", "logits"].dataobj)
+    assert scores.shape == (*source.shape, 3) and np.ptp(scores) > 0
+    np.testing.assert_array_equal(mask, scores.argmax(-1))  # the mask is the argmax of the network's classes
+    # the same world geometry, logits and labels as from the NIfTI volume (in canonical orientation)
+    for kind in ("seg", "logits"):
+        a, b = nib.as_closest_canonical(out["series", kind]), nib.as_closest_canonical(out["nifti", kind])
+        np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), rtol=1e-4, atol=1e-4)
 
 
 def test_readme_main_job_names_this_bundle():
