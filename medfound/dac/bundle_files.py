@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from medfound.dac.bundle_configs import evaluate_bundle_config, train_bundle_config
+from medfound.dac.bundle_data import prepare_split
 from medfound.dac.config import DACConfig
 from medfound.errors import ConfigError
 
@@ -153,8 +154,6 @@ def _refer_preprocessing(pre: dict[str, Any], top: dict[str, Any]) -> dict[str, 
 
 def _split_parameters() -> dict[str, Any]:
     """The split options of :func:`~medfound.dac.bundle_data.prepare_split`, with its defaults."""
-    from medfound.dac.bundle_data import prepare_split
-
     defaults = {k: p.default for k, p in inspect.signature(prepare_split).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     return {"labeled_domain": defaults["labeled_domain"], "labeled_ratio": defaults["labeled_ratio"],
