@@ -92,6 +92,73 @@ def test_metadata_rejected_without_required_key(tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_generated_configs_are_the_committed_ones(name):
+    """train.json, evaluate.json, multi_gpu_train.json and demo.json are generated
+    (``python -m medfound.dac.bundle_files bundles``): the committed files are exactly that output."""
+    from medfound.dac.bundle_files import bundle_configs
+
+    configs = bundle_configs(name)
+    assert sorted(configs) == ["demo.json", "evaluate.json", "multi_gpu_train.json", "train.json"]
+    for file, config in configs.items():
+        committed = json.loads((BUNDLES / name / "configs" / file).read_text())
+        assert committed == config, f"{name}/configs/{file} is stale: python -m medfound.dac.bundle_files bundles"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundle_train_config_is_the_library_config(name, tmp_path):
+    """The bundle's train.json is :func:`train_bundle_config` of the library's DACConfig: the same
+    objects under the same ids, only the composition-time choices turned into switches."""
+    from medfound.dac.bundle_configs import train_bundle_config
+    from medfound.dac.bundle_files import BUNDLES as SPECS
+    from medfound.dac.bundle_files import NETWORK_KWARGS, bundle_train_config
+    from medfound.dac.config import DACConfig
+
+    split = _write(tmp_path / "split.json", {
+        "labeled": [{"image": "a.png", "label": "a_m.png"}], "unlabeled": [{"image": "b.png", "hidden_label": "c.png"}],
+        "validation": [{"image": "d.png", "label": "d_m.png"}], "test": [], "class_names": ["background", "x"]})
+    cfg = DACConfig.from_dict({"data": {"split": split, **SPECS[name]["data"]}, "network": {"kwargs": NETWORK_KWARGS}})
+    library, bundle = train_bundle_config(cfg), bundle_train_config(name)
+    for key in ("optimizer", "lr_scheduler", "max_iterations", "seed", "amp", "network", "checkpoint",
+                "checkpoint_objects", "resume"):
+        assert bundle[key] == library[key], key
+    assert bundle["objective"] == {**library["objective"], "confidence_threshold": "@confidence_threshold",
+                                   "rampup_iterations": "$int(round(@rampup_fraction * @max_iterations))"}
+    assert bundle["rampup_fraction"] == cfg.method.rampup_fraction
+    assert bundle["train"]["trainer"] == {**library["train"]["trainer"], "track_pseudo_labels": "@track_pseudo_labels"}
+    assert bundle["train"]["augmentation"] == library["train"]["augmentation"]
+    assert [h["_target_"] for h in bundle["train"]["handlers"]] == [
+        h["_target_"] for h in library["train"]["handlers"]]
+    assert bundle["train"]["handlers"][0] == library["train"]["handlers"][0]  # the non-finite loss stop, on every rank
+    assert bundle["validate"]["postprocessing"] == library["validate"]["postprocessing"]
+    assert bundle["validate"]["key_metric"] == library["validate"]["key_metric"]
+    pre = library["train"]["preprocessing"]
+    assert {k: bundle[k] for k in ("spatial_size", "in_channels", "intensity", "normalize_mean", "normalize_std",
+                                   "label_values")} == {k: pre[k] for k in pre if k not in ("_target_", "num_classes",
+                                                                                              "with_label")}
+
+
+def test_bundle_configs_follow_a_changed_library_default(monkeypatch):
+    """A default changed in the library's config reaches the generated bundle config (and the
+    committed-file test then fails until the files are rewritten)."""
+    import medfound.dac.bundle_files as bundle_files
+    from medfound.dac.config import DACConfig
+
+    class Changed(DACConfig):
+        @classmethod
+        def from_dict(cls, values=None):
+            values = dict(values or {})
+            values["optim"] = {"lr": 0.02}
+            values["augment"] = {"style_mix_prob": 0.5}
+            return DACConfig.from_dict(values)
+
+    monkeypatch.setattr(bundle_files, "DACConfig", Changed)
+    train = bundle_files.bundle_train_config("dac_polyp_segmentation")
+    assert train["optimizer"]["lr"] == 0.02 and train["train"]["trainer"]["style_mix"]["prob"] == 0.5
+    with pytest.raises(Exception, match="unknown DAC bundle"):
+        bundle_files.bundle_configs("dac_unknown_segmentation")
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_verify_net_in_out(name):
     """The zoo's shape check: ``network_def`` maps ``inputs.image`` to ``outputs.pred`` (one tensor)."""
     from monai.bundle import verify_net_in_out
@@ -368,6 +435,62 @@ def test_scgm_inference_restacks_volumes_with_input_affine(tmp_path):
         assert mask.shape == image.shape
         np.testing.assert_allclose(mask.affine, image.affine, atol=1e-4)
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+@pytest.mark.dicom
+def test_scgm_inference_on_dicom_series_keeps_series_geometry(tmp_path):
+    """SCGM inference on a DICOM series, with weights from a (2-iteration) training run of the
+    bundle: the saved mask has the series' shape, affine and spacing as ``DicomSeriesReader``
+    reads them, class indices only (the argmax of the network's inverted logits), and the same
+    logits and labels, voxel for voxel in world space, as inference on the NIfTI volume the series
+    was written from."""
+    import nibabel as nib
+
+    from medfound.io import DicomSeriesReader, write_dicom_series
+
+    root = _copy_bundle("dac_scgm_segmentation", tmp_path)
+    _bundle_run(root, ["configs/train.json", _write(tmp_path / "tiny.json", TINY_TRAIN)])
+    assert (root / "models" / "model.pt").is_file()
+
+    # the demo's held-out volume (site4, written by the training run), as a DICOM series; its
+    # NIfTI affine is left-handed, so the series is read back with the slice order reversed
+    volume = sorted((root / "cache").glob("demo_small_seed0/scgm/site4-sc*-image.nii.gz"))[0]
+    source = nib.load(volume)
+    series, nifti = tmp_path / "series" / "case01", tmp_path / "nifti"
+    write_dicom_series(np.asarray(source.dataobj), series, source.affine, modality="MR")
+    nifti.mkdir()
+    shutil.copy(volume, nifti / "case01.nii.gz")
+    reader = DicomSeriesReader()
+    voxels, meta = reader.get_data(reader.read(series))
+
+    # the bundle's masks, and (argmax off, float output) the inverted class logits they come from:
+    # a 2-iteration network may label every voxel background, its logits still vary voxel by voxel
+    logits = {"postprocessing#transforms#1#argmax": False, "postprocessing#transforms#2#output_dtype": "$numpy.float32",
+              "output_postfix": "logits"}
+    for folder in (series.parent, nifti):
+        for extra in ({}, logits):
+            override = {**TINY_INFER, **extra, "dataset_dir": str(folder),
+                        "output_dir": str(tmp_path / "eval" / folder.name)}
+            _bundle_run(root, ["configs/inference.json", _write(tmp_path / "o.json", override)])
+    out = {(where, kind): nib.load(tmp_path / "eval" / where / f"case01_{kind}.nii.gz")
+           for where in ("series", "nifti") for kind in ("seg", "logits")}
+    from_dicom = out["series", "seg"]
+
+    assert from_dicom.shape == voxels.shape == source.shape
+    np.testing.assert_allclose(from_dicom.affine, meta["affine"], atol=1e-4)
+    np.testing.assert_allclose(from_dicom.header.get_zooms(), meta["spacing"], atol=1e-5)
+    assert from_dicom.affine[2, 2] < 0 < source.affine[2, 2]  # the geometry is the series', not the NIfTI's
+    mask = np.asarray(from_dicom.dataobj)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 2}
+    scores = np.asarray(out["series", "logits"].dataobj)
+    assert scores.shape == (*source.shape, 3) and np.ptp(scores) > 0
+    np.testing.assert_array_equal(mask, scores.argmax(-1))  # the mask is the argmax of the network's classes
+    # the same world geometry, logits and labels as from the NIfTI volume (in canonical orientation)
+    for kind in ("seg", "logits"):
+        a, b = nib.as_closest_canonical(out["series", kind]), nib.as_closest_canonical(out["nifti", kind])
+        np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), rtol=1e-4, atol=1e-4)
 
 
 def test_readme_main_job_names_this_bundle():
