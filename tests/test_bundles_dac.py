@@ -509,4 +509,5 @@ def test_readme_main_job_names_this_bundle():
         assert all(p.is_file() for p in paths), paths
         parser = ConfigParser()
         parser.read_config([str(p) for p in paths])
-        assert parser["network_def"]["backbone"] == "resnet18" and parser["max_epochs"] <= 4
+        assert parser["network_def"]["backbone"] == "resnet18"
+        assert parser["max_epochs"] * parser["iterations_per_epoch"] <= 200  # demo scale
