@@ -222,11 +222,11 @@ def _unit_rows(x: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Ten
     """
     x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # float16/bfloat16 up, float64 kept
     norm = torch.linalg.vector_norm(x32, dim=-1, keepdim=True)
-    safe = norm.clamp_min(1e-12)  # finite 1 / safe, so the unselected branch's gradient is 0, not 0 * inf
-    scale = torch.where(norm > 1e-12, 1.0 / safe, torch.zeros_like(safe))
-    if factor is not None:
-        scale = scale * factor
-    return (x32 * scale).to(x.dtype)
+    safe = norm.clamp_min(1e-12)
+    # the float32 arithmetic of F.normalize (x / max(|x|, eps)) and of q * (scale / |q|), bit for bit
+    out = x32 / safe if factor is None else x32 * (factor / safe)
+    # zero rows: 0 with gradient 0 (the unselected branch's gradient is 0, and 1 / safe is finite)
+    return torch.where(norm > 1e-12, out, torch.zeros_like(out)).to(x.dtype)
 
 
 class ShiftedWindowAttentionV2(nn.Module):
