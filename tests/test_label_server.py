@@ -48,8 +48,14 @@ START_TIMEOUT = 240  # seconds for the server to answer /info/ (imports on a sha
 REQUEST_TIMEOUT = 120
 TRAIN_TIMEOUT = 420
 UMEDPT_TASK = "fundus_seg"
+UMEDPT_CLS_TASK = "fundus_cls"
+UMEDPT_CLS_NAMES = ["healthy", "glaucoma"]
 UMEDPT_ARGS = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4,
                "squeezer_channels": 16, "det_channels": 8, "seg_hidden_channels": 8}
+UMEDPT_TASKS = [{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3},
+                {"name": UMEDPT_CLS_TASK, "kind": "classification", "num_classes": 2}]
+#: MC-dropout passes per image of the epistemic scoring (MONAI Label's default is 5)
+EPISTEMIC_SAMPLES = 8
 TRAIN = {"max_epochs": 1, "iterations_per_epoch": 2, "device": "cpu", "val_split": 0.2}
 
 
@@ -81,14 +87,15 @@ def _umedpt_network():
     from medfound.networks.umedpt import UMedPT
 
     torch.manual_seed(0)
-    return UMedPT(**UMEDPT_ARGS, tasks=[{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3}])
+    return UMedPT(**UMEDPT_ARGS, tasks=UMEDPT_TASKS)
 
 
 def _umedpt_folder(folder: Path) -> Path:
-    """A UMedPT folder as pre-training writes it (small network, seeded weights): network.json + model.pt."""
+    """A UMedPT folder as pre-training writes it (small network, seeded weights): network.json + model.pt
+    (the classification task's entry also names its classes)."""
     folder.mkdir()
-    (folder / "network.json").write_text(json.dumps({
-        "umedpt": UMEDPT_ARGS, "tasks": [{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3}]}))
+    tasks = [dict(UMEDPT_TASKS[0]), {**UMEDPT_TASKS[1], "class_names": UMEDPT_CLS_NAMES}]
+    (folder / "network.json").write_text(json.dumps({"umedpt": UMEDPT_ARGS, "tasks": tasks}))
     torch.save(_umedpt_network().state_dict(), folder / "model.pt")
     return folder
 
@@ -102,7 +109,10 @@ def _serve(root: Path, studies_dir: Path, conf: list[str], studies: dict, model_
     port = _free_port()
     log = root / "server.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+           "OMP_NUM_THREADS": "1", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+           # no background scoring subprocesses (MONAI Label starts one per scoring method at start-up,
+           # after training and after each /activelearning): the tests score through /scoring
+           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app),
                "--studies", str(studies_dir), "--host", "127.0.0.1", "--port", str(port)]
     for pair in zip(conf[::2], conf[1::2], strict=True):
@@ -146,7 +156,7 @@ def server(tmp_path_factory):
                             unlabeled_per_domain=2, domains=["Domain1", "Domain2", "Domain3"])
     umedpt = _umedpt_folder(root / "umedpt")
     conf = ["models", MODEL, "bundle_overlay", "demo.json", "bundles", str(BUNDLE.parent), "device", "cpu",
-            "umedpt_model", str(umedpt), "umedpt_task", UMEDPT_TASK]
+            "umedpt_model", str(umedpt), "umedpt_task", f"{UMEDPT_TASK},{UMEDPT_CLS_TASK}"]
     with _serve(root, root / "studies", conf, studies) as srv:
         yield srv
 
@@ -163,6 +173,8 @@ def test_info_lists_models_trainers_and_strategies(server):
     # before any training the model has no weights: /info lists only usable infer models
     assert MODEL not in info["models"]
     assert info["models"][f"umedpt_{UMEDPT_TASK}"]["labels"] == {"class_1": 1, "class_2": 2}
+    assert info["models"][f"umedpt_{UMEDPT_CLS_TASK}"]["type"] == "classification"
+    assert info["models"][f"umedpt_{UMEDPT_CLS_TASK}"]["labels"] == {"healthy": 0, "glaucoma": 1}
     assert info["name"] == "medfound"
 
 
@@ -267,6 +279,60 @@ def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server):
     expected = sorted(server.unlabeled, key=lambda i: (-measured[i], i))
     assert [i for i, _ in ranking] == expected
     assert answer["id"] == expected[0]
+
+
+def _mc_dropout_entropy(network, x: torch.Tensor, samples: int) -> float:
+    """MONAI Label's epistemic score recomputed here: mean over pixels of the entropy of the mean softmax of
+    ``samples`` Monte-Carlo dropout passes (``EpistemicScoring.entropy_volume``, its 5e-5 floor included)."""
+    with torch.no_grad():
+        probs = torch.stack([torch.softmax(network(x), dim=1)[0] for _ in range(samples)]).double()
+    mean = probs.clamp_min(5e-5).mean(0)
+    return float((-(mean * mean.log())).sum(0).mean())
+
+
+def test_epistemic_mc_dropout_scores_and_ranks_the_unlabelled_images(server):
+    """MONAI Label's built-in Epistemic scoring and strategy on the bundle's network (its ``network_def``
+    takes ``dropout``): every unlabelled image gets the entropy of its MC-dropout prediction, and the
+    strategy returns the image with the highest score.
+
+    The scores are random (dropout masks drawn in the server): each is compared with this test's own
+    estimate from 64 passes of the published network with only its dropout sampling, within 6 standard
+    deviations of an ``EPISTEMIC_SAMPLES``-pass estimate (measured here from 16 such estimates). With MONAI
+    Label's ``train_mode`` (``network.train()``: BatchNorm on batch statistics) the scoring fails outright:
+    DeepLabV3+'s image-pooling branch cannot normalise a batch of one image.
+    """
+    from medfound.dac.evaluation import load_trained_network
+    from medfound.label.infer import mc_dropout_mode
+
+    key = f"{MODEL}_epistemic_entropy"
+    r = server.post(f"/scoring/{MODEL}_epistemic", params={"run_sync": "true"},
+                    json={"simulation_size": EPISTEMIC_SAMPLES, "max_workers": 1}, timeout=TRAIN_TIMEOUT)
+    assert r.status_code == 200, r.text
+    summary = r.json()
+    assert summary["total"] == summary["executed"] == len(server.unlabeled)
+    scores = {}
+    for image in server.unlabeled:
+        info = server.get("/datastore/image/info", params={"image": image}).json()
+        scores[image] = float(info[key])
+    assert "EPISTEMIC:: " in server.log_text()
+
+    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
+    network = mc_dropout_mode(load_trained_network(bundle.network(), server.model_dir / MODEL / "model.pt"))
+    pre = bundle.preprocessing()
+    torch.manual_seed(0)
+    for image, score in scores.items():
+        x = torch.as_tensor(pre({"image": str(server.root / "studies" / f"{image}.png")})["image"])[None]
+        estimates = [_mc_dropout_entropy(network, x, EPISTEMIC_SAMPLES) for _ in range(16)]
+        spread = float(np.std(estimates, ddof=1))
+        assert spread > 0  # dropout samples: the estimate varies
+        assert 0 < score <= np.log(len(bundle.class_names))
+        assert abs(score - _mc_dropout_entropy(network, x, 64)) <= 6 * spread + 1e-6, (image, score, estimates)
+
+    r = server.post(f"/activelearning/{MODEL}_epistemic", json={})
+    assert r.status_code == 200, r.text
+    best = max(server.unlabeled, key=lambda i: (scores[i], i))
+    assert r.json()["id"] == best
+    assert r.json()["epistemic_entropy"]["score"] == pytest.approx(scores[best])
 
 
 @pytest.mark.parametrize("strategy", ["random", "first"])
@@ -379,3 +445,27 @@ def test_dicom_series_in_dicom_seg_out_reads_back_to_the_bundle_mask(tmp_path):
         k = slice_of[item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
         decoded[:, :, k][frame.T > 0] = segment  # DICOM frames are (row = y, column = x)
     np.testing.assert_array_equal(decoded, expected)
+
+
+def test_umedpt_classification_head_answers_the_network_s_probabilities(server):
+    """The UMedPT classification head on the foundation encoder is served with a JSON answer: the softmax of
+    the head's logits computed here from the PNG (whole image, MONAI's (C, W, H) layout), the arg-max class."""
+    from medfound.networks.umedpt import UMedPTTaskOutput
+
+    image = server.unlabeled[0]
+    pixels = np.array(Image.open(server.root / "studies" / f"{image}.png").convert("RGB"))
+    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image, "output": "json"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    x = torch.as_tensor(pixels, dtype=torch.float32).permute(2, 1, 0)[None] / 255.0
+    with torch.no_grad():
+        probs = torch.softmax(UMedPTTaskOutput(_umedpt_network().eval(), UMEDPT_CLS_TASK)(x)[0], dim=0)
+    assert answer["format"] == "classification" and answer["task"] == UMEDPT_CLS_TASK
+    assert answer["class_names"] == UMEDPT_CLS_NAMES
+    for k, name in enumerate(UMEDPT_CLS_NAMES):
+        assert answer["probabilities"][name] == pytest.approx(float(probs[k]), abs=1e-5)
+    assert answer["prediction"] == UMEDPT_CLS_NAMES[int(probs.argmax())]
+    assert answer["prediction_index"] == int(probs.argmax())
+    # without `output` MONAI Label answers the JSON alone when there is no result file
+    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image})
+    assert r.status_code == 200 and r.json()["prediction"] == answer["prediction"]

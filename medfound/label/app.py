@@ -18,9 +18,11 @@ Options (``--conf KEY VALUE``):
 ``ab_checkpoint``      co-training checkpoint for the disagreement strategy (default: the newest
                        run's ``last.pt``)
 ``umedpt_model``       a UMedPT folder (``network.json`` + ``model.pt``, as medfound's pre-training
-                       writes it): adds the model ``umedpt_<task>``
-                       (:class:`~medfound.label.umedpt.UMedPTSegmentation`)
-``umedpt_task``        its segmentation task to serve (default ``segmentation``)
+                       writes it): adds the model ``umedpt_<task>`` per served task
+                       (:class:`~medfound.label.umedpt.UMedPTSegmentation` for a segmentation
+                       head, :class:`~medfound.label.umedpt.UMedPTClassification` for a
+                       classification or multilabel head: a JSON answer)
+``umedpt_task``        comma-separated tasks of that folder to serve (default ``segmentation``)
 =====================  ============================================================================
 
 Per model ``<m>`` it registers: the infer task ``<m>``
@@ -57,7 +59,7 @@ from medfound.label.bundle import InferenceBundle
 from medfound.label.datastore import SeriesDatastore
 from medfound.label.infer import BundleSegmentation
 from medfound.label.train import DEFAULT_DOMAIN_PATTERN, DACDatastoreTrainTask, domain_rule
-from medfound.label.umedpt import UMedPTSegmentation
+from medfound.label.umedpt import umedpt_infer_task
 
 __all__ = ["MODELS", "MedfoundLabelApp", "default_bundles_dir"]
 
@@ -128,8 +130,8 @@ class MedfoundLabelApp(MONAILabelApp):
                                name, task.path[0], task.path[1], name)
             infers[name] = task
         if self.conf.get("umedpt_model"):
-            task = self.conf.get("umedpt_task") or "segmentation"
-            infers[f"umedpt_{task}"] = UMedPTSegmentation(self.conf["umedpt_model"], task)
+            for task in _list(self.conf.get("umedpt_task")) or ["segmentation"]:
+                infers[f"umedpt_{task}"] = umedpt_infer_task(self.conf["umedpt_model"], task)
         return infers
 
     def init_trainers(self) -> dict[str, Any]:
