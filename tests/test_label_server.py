@@ -387,6 +387,52 @@ def test_umedpt_head_on_the_foundation_encoder_gives_the_network_s_mask(server):
     np.testing.assert_array_equal(mask, expected)
 
 
+def test_umedpt_classification_head_answers_the_network_s_probabilities(server):
+    """The UMedPT classification head on the foundation encoder is served with a JSON answer: the softmax of
+    the head's logits computed here from the PNG (whole image, MONAI's (C, W, H) layout), the arg-max class."""
+    from medfound.networks.umedpt import UMedPTTaskOutput
+
+    image = server.unlabeled[0]
+    pixels = np.array(Image.open(server.root / "studies" / f"{image}.png").convert("RGB"))
+    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image, "output": "json"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    x = torch.as_tensor(pixels, dtype=torch.float32).permute(2, 1, 0)[None] / 255.0
+    with torch.no_grad():
+        probs = torch.softmax(UMedPTTaskOutput(_umedpt_network().eval(), UMEDPT_CLS_TASK)(x)[0], dim=0)
+    assert answer["format"] == "classification" and answer["task"] == UMEDPT_CLS_TASK
+    assert answer["class_names"] == UMEDPT_CLS_NAMES
+    for k, name in enumerate(UMEDPT_CLS_NAMES):
+        assert answer["probabilities"][name] == pytest.approx(float(probs[k]), abs=1e-5)
+    assert answer["prediction"] == UMEDPT_CLS_NAMES[int(probs.argmax())]
+    assert answer["prediction_index"] == int(probs.argmax())
+    # without `output` MONAI Label answers the JSON alone when there is no result file
+    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image})
+    assert r.status_code == 200 and r.json()["prediction"] == answer["prediction"]
+
+
+def test_2d_client_example_segments_the_next_image_and_submits_its_label(server, tmp_path):
+    """examples/monailabel/client_2d.py (MONAI Label's Python client) against the server: the strategy's
+    image, the served mask (same as /infer answers), an overlay of the photograph's size, and with
+    --submit the mask becomes the image's final label (the image leaves the unlabelled set)."""
+    r = server.post("/activelearning/first", json={})
+    image = r.json()["id"]
+    out = tmp_path / "masks"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "monailabel" / "client_2d.py"), "--server",
+                           server.url, "--model", MODEL, "--strategy", "first", "--out", str(out), "--submit"],
+                          capture_output=True, text=True, timeout=REQUEST_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"next image (first): {image}" in done.stdout
+    mask = np.asarray(Image.open(out / f"{image}_{MODEL}.png"))
+    expected = _png(server.post(f"/infer/{MODEL}", params={"image": image, "output": "image"}).content)
+    np.testing.assert_array_equal(mask, expected)
+    photo = np.asarray(Image.open(server.root / "studies" / f"{image}.png"))
+    assert np.asarray(Image.open(out / f"{image}_{MODEL}_overlay.png")).shape == (*photo.shape[:2], 3)
+    label = server.root / "studies" / "labels" / "final" / f"{image}.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(label)), mask)
+    assert server.post("/activelearning/first", json={}).json()["id"] != image
+
+
 SCGM_BUNDLE = ROOT / "bundles" / "dac_scgm_segmentation"
 
 
@@ -446,26 +492,3 @@ def test_dicom_series_in_dicom_seg_out_reads_back_to_the_bundle_mask(tmp_path):
         decoded[:, :, k][frame.T > 0] = segment  # DICOM frames are (row = y, column = x)
     np.testing.assert_array_equal(decoded, expected)
 
-
-def test_umedpt_classification_head_answers_the_network_s_probabilities(server):
-    """The UMedPT classification head on the foundation encoder is served with a JSON answer: the softmax of
-    the head's logits computed here from the PNG (whole image, MONAI's (C, W, H) layout), the arg-max class."""
-    from medfound.networks.umedpt import UMedPTTaskOutput
-
-    image = server.unlabeled[0]
-    pixels = np.array(Image.open(server.root / "studies" / f"{image}.png").convert("RGB"))
-    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image, "output": "json"})
-    assert r.status_code == 200, r.text
-    answer = r.json()
-    x = torch.as_tensor(pixels, dtype=torch.float32).permute(2, 1, 0)[None] / 255.0
-    with torch.no_grad():
-        probs = torch.softmax(UMedPTTaskOutput(_umedpt_network().eval(), UMEDPT_CLS_TASK)(x)[0], dim=0)
-    assert answer["format"] == "classification" and answer["task"] == UMEDPT_CLS_TASK
-    assert answer["class_names"] == UMEDPT_CLS_NAMES
-    for k, name in enumerate(UMEDPT_CLS_NAMES):
-        assert answer["probabilities"][name] == pytest.approx(float(probs[k]), abs=1e-5)
-    assert answer["prediction"] == UMEDPT_CLS_NAMES[int(probs.argmax())]
-    assert answer["prediction_index"] == int(probs.argmax())
-    # without `output` MONAI Label answers the JSON alone when there is no result file
-    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image})
-    assert r.status_code == 200 and r.json()["prediction"] == answer["prediction"]
