@@ -406,9 +406,10 @@ def test_umedpt_classification_head_answers_the_network_s_probabilities(server):
         assert answer["probabilities"][name] == pytest.approx(float(probs[k]), abs=1e-5)
     assert answer["prediction"] == UMEDPT_CLS_NAMES[int(probs.argmax())]
     assert answer["prediction_index"] == int(probs.argmax())
-    # without `output` MONAI Label answers the JSON alone when there is no result file
-    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image})
-    assert r.status_code == 200 and r.json()["prediction"] == answer["prediction"]
+    # output=image: the same JSON as a file (no mask exists; MONAI Label would answer a bare 500 without a file)
+    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image, "output": "image"})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.content)["probabilities"] == answer["probabilities"]
 
 
 def test_2d_client_example_segments_the_next_image_and_submits_its_label(server, tmp_path):

@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     mask_file, result = client.infer(args.model, image, {})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if mask_file is None:  # a classification model answers JSON only
+    if result.get("format") == "classification":  # a UMedPT classification head: the JSON is the answer
+        if mask_file:
+            Path(mask_file).unlink(missing_ok=True)  # the same JSON as a file
         print(json.dumps({k: v for k, v in result.items() if k not in ("latencies", "centroids")}, indent=2))
         return 0
     mask_path = out / f"{image}_{args.model}.png"

@@ -14,8 +14,9 @@ takes them (grey images repeated to three channels, RGBA without alpha).
   size (UMedPT pads to its size divisor and crops back), so the mask needs no resampling; the
   result is a class-index mask in the input's format
   (:func:`medfound.label.infer.save_mask`): PNG for photographs, NIfTI for NIfTI.
-- :class:`UMedPTClassification` (classification and multilabel tasks): no file, the JSON
-  result (``output=json``) is :func:`classification_result`'s, e.g. ::
+- :class:`UMedPTClassification` (classification and multilabel tasks): no mask; the JSON
+  result (``output=json``; ``output=image`` gives the same JSON as a file) is
+  :func:`classification_result`'s, e.g. ::
 
       {"format": "classification", "task": "fundus_cls", "kind": "classification",
        "class_names": ["healthy", "glaucoma"], "probabilities": {"healthy": 0.81, "glaucoma": 0.19},
@@ -26,12 +27,19 @@ takes them (grey images repeated to three channels, RGBA without alpha).
   with probability >= 0.5 (multilabel). The whole image is classified at its own size (the
   encoder pools its features).
 
+Inputs are taken as 8-bit images (values 0-255 scaled to [0, 1]): the modality-specific
+preprocessing of pre-training (e.g. CT intensity windows) is not applied, so CT or MR volumes
+in their physical units are not prepared as the heads saw them in training.
+
 Needs the ``label`` extra.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +51,14 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, WeightsError
 from medfound.label.infer import result_format, save_mask
+from medfound.multitask.tasks import load_tasks
 from medfound.networks.umedpt import UMedPT, UMedPTTaskOutput
 from medfound.utils import load_torch_file, read_config_file
 
 __all__ = ["SERVED_KINDS", "UMedPTClassification", "UMedPTSegmentation", "classification_result",
            "load_umedpt_task", "umedpt_infer_task"]
+
+logger = logging.getLogger(__name__)
 
 #: task kinds the app serves (detection heads are not served: MONAI Label has no box result for 2D images)
 SERVED_KINDS = ("segmentation", "classification", "multilabel")
@@ -57,8 +68,9 @@ def load_umedpt_task(folder: str | os.PathLike, task: str,
                      kinds: tuple[str, ...] = ("segmentation",)) -> tuple[UMedPTTaskOutput, list[str]]:
     """The output of ``task`` (one of ``kinds``) of a UMedPT folder (``network.json`` + ``model.pt``), weights loaded.
 
-    Returns the network (eval mode, logits) and the task's class names (``network.json``'s,
-    else ``background, class_1, ...`` for segmentation and ``class_0, class_1, ...`` otherwise).
+    Returns the network (eval mode, logits) and the task's class names: ``network.json``'s, else
+    those of the task file the run's ``train.json`` names (``tasks.source``, when it is still
+    there), else ``background, class_1, ...`` for segmentation and ``class_0, class_1, ...`` otherwise.
 
     Raises
     ------
@@ -88,7 +100,19 @@ def load_umedpt_task(folder: str | os.PathLike, task: str,
     count = int(heads[task]["num_classes"])
     default = (["background", *(f"class_{k}" for k in range(1, count))] if heads[task]["kind"] == "segmentation"
                else [f"class_{k}" for k in range(count)])
-    return UMedPTTaskOutput(model, task).eval(), [str(n) for n in (names[task] or default)]
+    return UMedPTTaskOutput(model, task).eval(), [str(n) for n in (names[task] or _run_class_names(root, task, count)
+                                                                   or default)]
+
+
+def _run_class_names(root: Path, task: str, count: int) -> list[str] | None:
+    """The class names of ``task`` in the task file of the run's ``train.json`` (``None`` when not found)."""
+    try:
+        source = read_config_file(root / "train.json", expect=dict, what="UMedPT run config")["tasks"]["source"]
+        names = list(load_tasks(source, names=[task])[0].class_names)
+    except Exception as err:  # noqa: BLE001 - optional metadata: any failure falls back to generic names
+        logger.info("UMedPT %s: no class names for %s from train.json (%s): generic names", root, task, err)
+        return None
+    return names if len(names) == count else None
 
 
 def umedpt_infer_task(folder: str | os.PathLike, task: str) -> BasicInferTask:
@@ -199,8 +223,8 @@ class UMedPTSegmentation(_UMedPTTask):
 class UMedPTClassification(_UMedPTTask):
     """Whole-image classification with one classification or multilabel head of a UMedPT foundation model.
 
-    The answer is JSON only (:func:`classification_result`, plus the task name): ask with
-    ``output=json`` (or no ``output``); there is no mask file.
+    The answer is :func:`classification_result`'s JSON plus the task name: ``output=json`` gives
+    it, ``output=image`` gives the same JSON as a ``.json`` file (there is no mask).
 
     Parameters
     ----------
@@ -224,4 +248,10 @@ class UMedPTClassification(_UMedPTTask):
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, dict[str, Any]]:
         logits = torch.as_tensor(data[self.output_label_key]).detach().cpu()
-        return None, {**classification_result(logits, self.class_names, self.kind), "task": self.task}
+        result = {**classification_result(logits, self.class_names, self.kind), "task": self.task}
+        # the same JSON as the result file, so that output=image answers it too (MONAI Label's endpoint
+        # fails with a bare 500 when a model has no result file); MONAI Label deletes it after sending
+        fd, path = tempfile.mkstemp(suffix=".json", prefix="medfound_label_")
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f)
+        return path, result
