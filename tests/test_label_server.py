@@ -498,3 +498,55 @@ def test_dicom_series_in_dicom_seg_out_reads_back_to_the_bundle_mask(tmp_path):
         decoded[:, :, k][frame.T > 0] = segment  # DICOM frames are (row = y, column = x)
     np.testing.assert_array_equal(decoded, expected)
 
+
+
+def test_scgm_volumes_train_from_the_datastore_on_their_axial_slices(tmp_path):
+    """POST /train/dac_scgm on a studies folder of NIfTI volumes: the datastore's volumes are split by volume
+    (labelled / validation / unlabelled), each is cut into the 2D axial slices the SCGM bundle trains on, the
+    unlabelled volumes' slices are DAC's unlabelled set, and the published network segments a volume."""
+    import nibabel as nib
+
+    if not SCGM_BUNDLE.is_dir():
+        pytest.skip(f"{SCGM_BUNDLE} not in this checkout (the DAC bundles branch)")
+    write_demo_data(tmp_path / "demo", datasets=["scgm"], size="small", seed=0)
+    source, studies = tmp_path / "demo" / "scgm", tmp_path / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    labelled, unlabelled = [], []
+    for site in ("site1", "site2", "site3"):
+        for subject, ids in (("sc01", labelled), ("sc02", unlabelled)):
+            case = f"{site}_{subject}"  # <domain>_<name>: the app's default domain rule gives the site
+            shutil.copyfile(source / f"{site}-{subject}-image.nii.gz", studies / f"{case}.nii.gz")
+            if ids is labelled:  # rater 1's mask as the final label (class indices 0/1/2)
+                shutil.copyfile(source / f"{site}-{subject}-mask-r1.nii.gz",
+                                studies / "labels" / "final" / f"{case}.nii.gz")
+            ids.append(case)
+
+    conf = ["models", "dac_scgm", "bundle_overlay", "demo.json", "bundles", str(SCGM_BUNDLE.parent), "device", "cpu"]
+    with _serve(tmp_path, studies, conf, {"images": {}}) as srv:
+        assert "dac_scgm" in srv.get("/info/").json()["trainers"]
+        r = srv.post("/train/dac_scgm", params={"run_sync": "true"}, json=TRAIN, timeout=TRAIN_TIMEOUT)
+        assert r.status_code == 200, r.text
+        run = next((srv.model_dir / "dac_scgm" / "runs").iterdir())
+        split = json.loads((run / "split.json").read_text())
+        assert split["volume_counts"] == {"labeled": 2, "validation": 1, "unlabeled": 3, "test": 0}
+        assert split["volumes"]["unlabeled"] == unlabelled
+        assert sorted(split["volumes"]["labeled"] + split["volumes"]["validation"]) == labelled
+        assert split["regions"] == {"gm": [1], "cord": [1, 2]}
+        for part in ("labeled", "validation", "unlabeled"):
+            # every slice of each volume of the part, none of another part's volumes
+            depth = {v: nib.load(studies / f"{v}.nii.gz").shape[2] for v in split["volumes"][part]}
+            assert split["counts"][part] == sum(depth.values()) == len(split[part])
+            assert {it["subject"] for it in split[part]} == set(depth)
+            assert all(("label" in it) == (part != "unlabeled") for it in split[part])
+            assert all(nib.load(it["image"]).ndim == 2 for it in split[part][:3])
+        assert {it["domain"] for it in split["unlabeled"]} == {"site1", "site2", "site3"}
+        log = srv.log_text()
+        assert "volumes sliced" in log and f"{split['counts']['unlabeled']} unlabelled images" in log
+        assert (srv.model_dir / "dac_scgm" / "model.pt").is_file()
+        # the published network serves the volumes: a mask of the volume's shape with the bundle's classes
+        r = srv.post("/infer/dac_scgm", params={"image": unlabelled[0], "output": "image"})
+        assert r.status_code == 200, r.text
+        (tmp_path / "mask.nii.gz").write_bytes(r.content)
+        mask = np.asarray(nib.load(tmp_path / "mask.nii.gz").dataobj)
+        assert mask.shape == nib.load(studies / f"{unlabelled[0]}.nii.gz").shape
+        assert set(np.unique(mask).tolist()) <= {0, 1, 2}

@@ -53,6 +53,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 
 import medfound
+from medfound.data.datalist import SCGM
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, WeightsError
 from medfound.label.activelearning import ABDisagreement, ABDisagreementScorer, ABDisagreementScoring
 from medfound.label.bundle import InferenceBundle
@@ -135,9 +136,12 @@ class MedfoundLabelApp(MONAILabelApp):
         return infers
 
     def init_trainers(self) -> dict[str, Any]:
+        # volumes (dac_scgm) train on their axial slices, scored on the SCGM regions (gm, cord)
         return {name: DACDatastoreTrainTask(bundle, os.path.join(self.model_dir, name),
-                                            os.path.dirname(self._trained_path(name)), domain=self.domain)
-                for name, bundle in self.bundles.items() if MODELS[name][1] == 2}
+                                            os.path.dirname(self._trained_path(name)), domain=self.domain,
+                                            volumes=MODELS[name][1] == 3,
+                                            regions=SCGM.regions if MODELS[name][1] == 3 else None)
+                for name, bundle in self.bundles.items()}
 
     def init_strategies(self) -> dict[str, Any]:
         strategies: dict[str, Any] = {"random": Random(), "first": First()}
