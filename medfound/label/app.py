@@ -26,8 +26,9 @@ Options (``--conf KEY VALUE``):
 =====================  ============================================================================
 
 Per model ``<m>`` it registers: the infer task ``<m>``
-(:class:`~medfound.label.infer.BundleSegmentation`), for 2D bundles the trainer ``<m>``
-(:class:`~medfound.label.train.DACDatastoreTrainTask`), the strategy and scoring method
+(:class:`~medfound.label.infer.BundleSegmentation`), the trainer ``<m>``
+(:class:`~medfound.label.train.DACDatastoreTrainTask`; for ``dac_scgm`` on NIfTI volumes cut
+into axial slices), the strategy and scoring method
 ``<m>_disagreement`` (:mod:`medfound.label.activelearning`) and ``<m>_epistemic`` (MONAI
 Label's MC-dropout entropy), besides MONAI Label's ``random`` and ``first``.
 
