@@ -48,8 +48,14 @@ START_TIMEOUT = 240  # seconds for the server to answer /info/ (imports on a sha
 REQUEST_TIMEOUT = 120
 TRAIN_TIMEOUT = 420
 UMEDPT_TASK = "fundus_seg"
+UMEDPT_CLS_TASK = "fundus_cls"
+UMEDPT_CLS_NAMES = ["healthy", "glaucoma"]
 UMEDPT_ARGS = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4,
                "squeezer_channels": 16, "det_channels": 8, "seg_hidden_channels": 8}
+UMEDPT_TASKS = [{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3},
+                {"name": UMEDPT_CLS_TASK, "kind": "classification", "num_classes": 2}]
+#: MC-dropout passes per image of the epistemic scoring (MONAI Label's default is 5)
+EPISTEMIC_SAMPLES = 8
 TRAIN = {"max_epochs": 1, "iterations_per_epoch": 2, "device": "cpu", "val_split": 0.2}
 
 
@@ -81,14 +87,15 @@ def _umedpt_network():
     from medfound.networks.umedpt import UMedPT
 
     torch.manual_seed(0)
-    return UMedPT(**UMEDPT_ARGS, tasks=[{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3}])
+    return UMedPT(**UMEDPT_ARGS, tasks=UMEDPT_TASKS)
 
 
 def _umedpt_folder(folder: Path) -> Path:
-    """A UMedPT folder as pre-training writes it (small network, seeded weights): network.json + model.pt."""
+    """A UMedPT folder as pre-training writes it (small network, seeded weights): network.json + model.pt
+    (the classification task's entry also names its classes)."""
     folder.mkdir()
-    (folder / "network.json").write_text(json.dumps({
-        "umedpt": UMEDPT_ARGS, "tasks": [{"name": UMEDPT_TASK, "kind": "segmentation", "num_classes": 3}]}))
+    tasks = [dict(UMEDPT_TASKS[0]), {**UMEDPT_TASKS[1], "class_names": UMEDPT_CLS_NAMES}]
+    (folder / "network.json").write_text(json.dumps({"umedpt": UMEDPT_ARGS, "tasks": tasks}))
     torch.save(_umedpt_network().state_dict(), folder / "model.pt")
     return folder
 
@@ -102,7 +109,10 @@ def _serve(root: Path, studies_dir: Path, conf: list[str], studies: dict, model_
     port = _free_port()
     log = root / "server.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+           "OMP_NUM_THREADS": "1", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+           # no background scoring subprocesses (MONAI Label starts one per scoring method at start-up,
+           # after training and after each /activelearning): the tests score through /scoring
+           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app),
                "--studies", str(studies_dir), "--host", "127.0.0.1", "--port", str(port)]
     for pair in zip(conf[::2], conf[1::2], strict=True):
@@ -146,7 +156,7 @@ def server(tmp_path_factory):
                             unlabeled_per_domain=2, domains=["Domain1", "Domain2", "Domain3"])
     umedpt = _umedpt_folder(root / "umedpt")
     conf = ["models", MODEL, "bundle_overlay", "demo.json", "bundles", str(BUNDLE.parent), "device", "cpu",
-            "umedpt_model", str(umedpt), "umedpt_task", UMEDPT_TASK]
+            "umedpt_model", str(umedpt), "umedpt_task", f"{UMEDPT_TASK},{UMEDPT_CLS_TASK}"]
     with _serve(root, root / "studies", conf, studies) as srv:
         yield srv
 
@@ -163,6 +173,8 @@ def test_info_lists_models_trainers_and_strategies(server):
     # before any training the model has no weights: /info lists only usable infer models
     assert MODEL not in info["models"]
     assert info["models"][f"umedpt_{UMEDPT_TASK}"]["labels"] == {"class_1": 1, "class_2": 2}
+    assert info["models"][f"umedpt_{UMEDPT_CLS_TASK}"]["type"] == "classification"
+    assert info["models"][f"umedpt_{UMEDPT_CLS_TASK}"]["labels"] == {"healthy": 0, "glaucoma": 1}
     assert info["name"] == "medfound"
 
 
@@ -269,6 +281,65 @@ def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server):
     assert answer["id"] == expected[0]
 
 
+def _entropy_of_mean(probs: torch.Tensor) -> float:
+    """MONAI Label's epistemic score of MC-dropout softmax maps ``(N, K, H, W)``: mean over pixels of the entropy
+    of their mean (``EpistemicScoring.entropy_volume``, its 5e-5 floor included)."""
+    mean = probs.double().clamp_min(5e-5).mean(0)
+    return float((-(mean * mean.log())).sum(0).mean())
+
+
+def test_epistemic_mc_dropout_scores_and_ranks_the_unlabelled_images(server):
+    """MONAI Label's built-in Epistemic scoring and strategy on the bundle's network (its ``network_def``
+    takes ``dropout``): every unlabelled image gets the entropy of its MC-dropout prediction, and the
+    strategy returns the image with the highest score.
+
+    The scores are random (dropout masks drawn in the server): each is compared with this test's own
+    estimate from 64 passes of the published network with only its dropout sampling, within 6 standard
+    deviations of an ``EPISTEMIC_SAMPLES``-pass estimate (measured here from the 8 disjoint groups of
+    ``EPISTEMIC_SAMPLES`` passes among those 64); two scorings
+    give different scores (the server samples: without dropout they would be equal). With MONAI
+    Label's ``train_mode`` (``network.train()``: BatchNorm on batch statistics) the scoring fails outright:
+    DeepLabV3+'s image-pooling branch cannot normalise a batch of one image.
+    """
+    from medfound.dac.evaluation import load_trained_network
+    from medfound.label.infer import mc_dropout_mode
+
+    key = f"{MODEL}_epistemic_entropy"
+
+    def score_all() -> dict[str, float]:
+        r = server.post(f"/scoring/{MODEL}_epistemic", params={"run_sync": "true"},
+                        json={"simulation_size": EPISTEMIC_SAMPLES, "max_workers": 1}, timeout=TRAIN_TIMEOUT)
+        assert r.status_code == 200, r.text
+        summary = r.json()
+        assert summary["total"] == summary["executed"] == len(server.unlabeled)
+        return {image: float(server.get("/datastore/image/info", params={"image": image}).json()[key])
+                for image in server.unlabeled}
+
+    first, scores = score_all(), score_all()
+    assert first != scores  # the server's passes sample dropout masks: two scorings differ
+    assert "EPISTEMIC:: " in server.log_text()
+
+    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
+    network = mc_dropout_mode(load_trained_network(bundle.network(), server.model_dir / MODEL / "model.pt"))
+    pre = bundle.preprocessing()
+    torch.manual_seed(0)
+    for image, score in scores.items():
+        x = torch.as_tensor(pre({"image": str(server.root / "studies" / f"{image}.png")})["image"])[None]
+        with torch.no_grad():
+            probs = torch.stack([torch.softmax(network(x), dim=1)[0] for _ in range(8 * EPISTEMIC_SAMPLES)])
+        estimates = [_entropy_of_mean(group) for group in probs.split(EPISTEMIC_SAMPLES)]
+        spread = float(np.std(estimates, ddof=1))
+        assert spread > 0  # dropout samples: the estimate varies
+        assert 0 < score <= np.log(len(bundle.class_names))
+        assert abs(score - _entropy_of_mean(probs)) <= 6 * spread + 1e-6, (image, score, estimates)
+
+    r = server.post(f"/activelearning/{MODEL}_epistemic", json={})
+    assert r.status_code == 200, r.text
+    best = max(server.unlabeled, key=lambda i: (scores[i], i))
+    assert r.json()["id"] == best
+    assert r.json()["epistemic_entropy"]["score"] == pytest.approx(scores[best])
+
+
 @pytest.mark.parametrize("strategy", ["random", "first"])
 def test_standard_strategies_return_an_unlabelled_image(server, strategy):
     r = server.post(f"/activelearning/{strategy}", json={})
@@ -319,6 +390,53 @@ def test_umedpt_head_on_the_foundation_encoder_gives_the_network_s_mask(server):
         expected = UMedPTTaskOutput(_umedpt_network().eval(), UMEDPT_TASK)(x).argmax(1)[0].T.numpy()
     assert mask.shape == pixels.shape[:2]
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_umedpt_classification_head_answers_the_network_s_probabilities(server):
+    """The UMedPT classification head on the foundation encoder is served with a JSON answer: the softmax of
+    the head's logits computed here from the PNG (whole image, MONAI's (C, W, H) layout), the arg-max class."""
+    from medfound.networks.umedpt import UMedPTTaskOutput
+
+    image = server.unlabeled[0]
+    pixels = np.array(Image.open(server.root / "studies" / f"{image}.png").convert("RGB"))
+    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image, "output": "json"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    x = torch.as_tensor(pixels, dtype=torch.float32).permute(2, 1, 0)[None] / 255.0
+    with torch.no_grad():
+        probs = torch.softmax(UMedPTTaskOutput(_umedpt_network().eval(), UMEDPT_CLS_TASK)(x)[0], dim=0)
+    assert answer["format"] == "classification" and answer["task"] == UMEDPT_CLS_TASK
+    assert answer["class_names"] == UMEDPT_CLS_NAMES
+    for k, name in enumerate(UMEDPT_CLS_NAMES):
+        assert answer["probabilities"][name] == pytest.approx(float(probs[k]), abs=1e-5)
+    assert answer["prediction"] == UMEDPT_CLS_NAMES[int(probs.argmax())]
+    assert answer["prediction_index"] == int(probs.argmax())
+    # output=image: the same JSON as a file (no mask exists; MONAI Label would answer a bare 500 without a file)
+    r = server.post(f"/infer/umedpt_{UMEDPT_CLS_TASK}", params={"image": image, "output": "image"})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.content)["probabilities"] == answer["probabilities"]
+
+
+def test_2d_client_example_segments_the_next_image_and_submits_its_label(server, tmp_path):
+    """examples/monailabel/client_2d.py (MONAI Label's Python client) against the server: the strategy's
+    image, the served mask (same as /infer answers), an overlay of the photograph's size, and with
+    --submit the mask becomes the image's final label (the image leaves the unlabelled set)."""
+    r = server.post("/activelearning/first", json={})
+    image = r.json()["id"]
+    out = tmp_path / "masks"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "monailabel" / "client_2d.py"), "--server",
+                           server.url, "--model", MODEL, "--strategy", "first", "--out", str(out), "--submit"],
+                          capture_output=True, text=True, timeout=REQUEST_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"next image (first): {image}" in done.stdout
+    mask = np.asarray(Image.open(out / f"{image}_{MODEL}.png"))
+    expected = _png(server.post(f"/infer/{MODEL}", params={"image": image, "output": "image"}).content)
+    np.testing.assert_array_equal(mask, expected)
+    photo = np.asarray(Image.open(server.root / "studies" / f"{image}.png"))
+    assert np.asarray(Image.open(out / f"{image}_{MODEL}_overlay.png")).shape == (*photo.shape[:2], 3)
+    label = server.root / "studies" / "labels" / "final" / f"{image}.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(label)), mask)
+    assert server.post("/activelearning/first", json={}).json()["id"] != image
 
 
 SCGM_BUNDLE = ROOT / "bundles" / "dac_scgm_segmentation"
@@ -379,3 +497,56 @@ def test_dicom_series_in_dicom_seg_out_reads_back_to_the_bundle_mask(tmp_path):
         k = slice_of[item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
         decoded[:, :, k][frame.T > 0] = segment  # DICOM frames are (row = y, column = x)
     np.testing.assert_array_equal(decoded, expected)
+
+
+
+def test_scgm_volumes_train_from_the_datastore_on_their_axial_slices(tmp_path):
+    """POST /train/dac_scgm on a studies folder of NIfTI volumes: the datastore's volumes are split by volume
+    (labelled / validation / unlabelled), each is cut into the 2D axial slices the SCGM bundle trains on, the
+    unlabelled volumes' slices are DAC's unlabelled set, and the published network segments a volume."""
+    import nibabel as nib
+
+    if not SCGM_BUNDLE.is_dir():
+        pytest.skip(f"{SCGM_BUNDLE} not in this checkout (the DAC bundles branch)")
+    write_demo_data(tmp_path / "demo", datasets=["scgm"], size="small", seed=0)
+    source, studies = tmp_path / "demo" / "scgm", tmp_path / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    labelled, unlabelled = [], []
+    for site in ("site1", "site2", "site3"):
+        for subject, ids in (("sc01", labelled), ("sc02", unlabelled)):
+            case = f"{site}_{subject}"  # <domain>_<name>: the app's default domain rule gives the site
+            shutil.copyfile(source / f"{site}-{subject}-image.nii.gz", studies / f"{case}.nii.gz")
+            if ids is labelled:  # rater 1's mask as the final label (class indices 0/1/2)
+                shutil.copyfile(source / f"{site}-{subject}-mask-r1.nii.gz",
+                                studies / "labels" / "final" / f"{case}.nii.gz")
+            ids.append(case)
+
+    conf = ["models", "dac_scgm", "bundle_overlay", "demo.json", "bundles", str(SCGM_BUNDLE.parent), "device", "cpu"]
+    with _serve(tmp_path, studies, conf, {"images": {}}) as srv:
+        assert "dac_scgm" in srv.get("/info/").json()["trainers"]
+        r = srv.post("/train/dac_scgm", params={"run_sync": "true"}, json=TRAIN, timeout=TRAIN_TIMEOUT)
+        assert r.status_code == 200, r.text
+        run = next((srv.model_dir / "dac_scgm" / "runs").iterdir())
+        split = json.loads((run / "split.json").read_text())
+        assert split["volume_counts"] == {"labeled": 2, "validation": 1, "unlabeled": 3, "test": 0}
+        assert split["volumes"]["unlabeled"] == unlabelled
+        assert sorted(split["volumes"]["labeled"] + split["volumes"]["validation"]) == labelled
+        assert split["regions"] == {"gm": [1], "cord": [1, 2]}
+        for part in ("labeled", "validation", "unlabeled"):
+            # every slice of each volume of the part, none of another part's volumes
+            depth = {v: nib.load(studies / f"{v}.nii.gz").shape[2] for v in split["volumes"][part]}
+            assert split["counts"][part] == sum(depth.values()) == len(split[part])
+            assert {it["subject"] for it in split[part]} == set(depth)
+            assert all(("label" in it) == (part != "unlabeled") for it in split[part])
+            assert all(nib.load(it["image"]).ndim == 2 for it in split[part][:3])
+        assert {it["domain"] for it in split["unlabeled"]} == {"site1", "site2", "site3"}
+        log = srv.log_text()
+        assert "volumes sliced" in log and f"{split['counts']['unlabeled']} unlabelled images" in log
+        assert (srv.model_dir / "dac_scgm" / "model.pt").is_file()
+        # the published network serves the volumes: a mask of the volume's shape with the bundle's classes
+        r = srv.post("/infer/dac_scgm", params={"image": unlabelled[0], "output": "image"})
+        assert r.status_code == 200, r.text
+        (tmp_path / "mask.nii.gz").write_bytes(r.content)
+        mask = np.asarray(nib.load(tmp_path / "mask.nii.gz").dataobj)
+        assert mask.shape == nib.load(studies / f"{unlabelled[0]}.nii.gz").shape
+        assert set(np.unique(mask).tolist()) <= {0, 1, 2}

@@ -18,14 +18,17 @@ Options (``--conf KEY VALUE``):
 ``ab_checkpoint``      co-training checkpoint for the disagreement strategy (default: the newest
                        run's ``last.pt``)
 ``umedpt_model``       a UMedPT folder (``network.json`` + ``model.pt``, as medfound's pre-training
-                       writes it): adds the model ``umedpt_<task>``
-                       (:class:`~medfound.label.umedpt.UMedPTSegmentation`)
-``umedpt_task``        its segmentation task to serve (default ``segmentation``)
+                       writes it): adds the model ``umedpt_<task>`` per served task
+                       (:class:`~medfound.label.umedpt.UMedPTSegmentation` for a segmentation
+                       head, :class:`~medfound.label.umedpt.UMedPTClassification` for a
+                       classification or multilabel head: a JSON answer)
+``umedpt_task``        comma-separated tasks of that folder to serve (default ``segmentation``)
 =====================  ============================================================================
 
 Per model ``<m>`` it registers: the infer task ``<m>``
-(:class:`~medfound.label.infer.BundleSegmentation`), for 2D bundles the trainer ``<m>``
-(:class:`~medfound.label.train.DACDatastoreTrainTask`), the strategy and scoring method
+(:class:`~medfound.label.infer.BundleSegmentation`), the trainer ``<m>``
+(:class:`~medfound.label.train.DACDatastoreTrainTask`; for ``dac_scgm`` on NIfTI volumes cut
+into axial slices), the strategy and scoring method
 ``<m>_disagreement`` (:mod:`medfound.label.activelearning`) and ``<m>_epistemic`` (MONAI
 Label's MC-dropout entropy), besides MONAI Label's ``random`` and ``first``.
 
@@ -51,13 +54,14 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 
 import medfound
+from medfound.data.datalist import SCGM
 from medfound.errors import ConfigError, DatasetLayoutError, ImageReadError, WeightsError
 from medfound.label.activelearning import ABDisagreement, ABDisagreementScorer, ABDisagreementScoring
 from medfound.label.bundle import InferenceBundle
 from medfound.label.datastore import SeriesDatastore
 from medfound.label.infer import BundleSegmentation
 from medfound.label.train import DEFAULT_DOMAIN_PATTERN, DACDatastoreTrainTask, domain_rule
-from medfound.label.umedpt import UMedPTSegmentation
+from medfound.label.umedpt import umedpt_infer_task
 
 __all__ = ["MODELS", "MedfoundLabelApp", "default_bundles_dir"]
 
@@ -128,14 +132,17 @@ class MedfoundLabelApp(MONAILabelApp):
                                name, task.path[0], task.path[1], name)
             infers[name] = task
         if self.conf.get("umedpt_model"):
-            task = self.conf.get("umedpt_task") or "segmentation"
-            infers[f"umedpt_{task}"] = UMedPTSegmentation(self.conf["umedpt_model"], task)
+            for task in _list(self.conf.get("umedpt_task")) or ["segmentation"]:
+                infers[f"umedpt_{task}"] = umedpt_infer_task(self.conf["umedpt_model"], task)
         return infers
 
     def init_trainers(self) -> dict[str, Any]:
+        # volumes (dac_scgm) train on their axial slices, scored on the SCGM regions (gm, cord)
         return {name: DACDatastoreTrainTask(bundle, os.path.join(self.model_dir, name),
-                                            os.path.dirname(self._trained_path(name)), domain=self.domain)
-                for name, bundle in self.bundles.items() if MODELS[name][1] == 2}
+                                            os.path.dirname(self._trained_path(name)), domain=self.domain,
+                                            volumes=MODELS[name][1] == 3,
+                                            regions=SCGM.regions if MODELS[name][1] == 3 else None)
+                for name, bundle in self.bundles.items()}
 
     def init_strategies(self) -> dict[str, Any]:
         strategies: dict[str, Any] = {"random": Random(), "first": First()}

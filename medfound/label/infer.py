@@ -42,7 +42,7 @@ from medfound.errors import DatasetLayoutError, ImageReadError
 from medfound.label.bundle import InferenceBundle
 from medfound.label.dicom_seg import write_dicom_seg
 
-__all__ = ["BundleSegmentation", "result_format", "save_mask"]
+__all__ = ["BundleSegmentation", "mc_dropout_mode", "result_format", "save_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,24 @@ def save_mask(mask: Any, ext: str) -> str:
     return out
 
 
+def mc_dropout_mode(network: torch.nn.Module) -> torch.nn.Module:
+    """Monte-Carlo dropout: the network in eval mode except its dropout layers, which keep sampling.
+
+    Normalisation layers use their running statistics, as at inference; returns the network.
+
+    Example
+    -------
+    >>> net = mc_dropout_mode(torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.5)))
+    >>> net[0].training, net[1].training
+    (False, True)
+    """
+    network.eval()
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.train()
+    return network
+
+
 class BundleSegmentation(BasicInferTask):
     """Segmentation with a DAC bundle's network, pre- and post-processing.
 
@@ -90,7 +108,11 @@ class BundleSegmentation(BasicInferTask):
     description : shown by ``/info``.
     probabilities : return the class probabilities at the network's working size instead of a
         mask file (softmax replaces the bundle's post-processing, no writer), with dropout on:
-        the Monte-Carlo dropout samples MONAI Label's ``EpistemicScoring`` averages.
+        the Monte-Carlo dropout samples MONAI Label's ``EpistemicScoring`` averages. Only the
+        dropout layers sample (:func:`mc_dropout_mode`); MONAI Label's own ``train_mode``
+        (``network.train()``) would also put BatchNorm in training mode, which normalises a
+        single image by its own statistics (other outputs than the served model's) and fails
+        in DeepLabV3+'s image-pooling branch on a batch of one.
     """
 
     def __init__(self, bundle: InferenceBundle, trained_path: str, dimension: int = 2,
@@ -104,10 +126,10 @@ class BundleSegmentation(BasicInferTask):
             dimension=dimension,
             description=description or f"DAC segmentation ({bundle.name}): {', '.join(names[1:])}",
             load_strict=True,
-            train_mode=probabilities,
             skip_writer=probabilities,
         )
         self.bundle = bundle
+        self.mc_dropout = probabilities
         self.class_names = names
         self._preprocessing = bundle.preprocessing()
         self._postprocessing = ([Activationsd(keys=self.output_label_key, softmax=True)] if probabilities
@@ -153,8 +175,8 @@ class BundleSegmentation(BasicInferTask):
             if cached is not None:
                 logger.info("weights changed (%s): reloading", path)
             network = load_trained_network(copy.deepcopy(self.network), path).to(torch.device(device))
-            if self.train_mode:
-                network.train()
+            if self.mc_dropout:
+                mc_dropout_mode(network)
             self._networks[device] = (network, stamp)
             return network
 

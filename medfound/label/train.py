@@ -27,6 +27,7 @@ method needs), not from the served weights, which would make A and B equal.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,11 +39,12 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from monailabel.tasks.train.handler import prepare_stats
 
 from medfound.dac.workflow import run_workflow
+from medfound.data.scgm import process_scgm_subject
 from medfound.errors import ConfigError
 from medfound.label.bundle import InferenceBundle, training_parser
-from medfound.utils import atomic_write_json, check_float, check_int, make_rng
+from medfound.utils import atomic_write_json, check_float, check_int, make_rng, safe_filename
 
-__all__ = ["DEFAULT_DOMAIN_PATTERN", "domain_rule", "datastore_split", "DACDatastoreTrainTask"]
+__all__ = ["DEFAULT_DOMAIN_PATTERN", "domain_rule", "datastore_split", "slice_volumes", "DACDatastoreTrainTask"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def datastore_split(
     class_names: Sequence[str],
     val_split: float = 0.2,
     seed: int = 0,
+    regions: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """A CD-SSDG-style split (the format :func:`medfound.dac.data.load_split` reads) from datastore items.
 
@@ -89,6 +92,7 @@ def datastore_split(
     val_split : fraction of the labelled items held out for model selection (seeded; at least
         one when the fraction is positive and two or more items are labelled).
     seed : seed of that choice.
+    regions : named unions of classes the validation scores (default: one per class).
 
     Example
     -------
@@ -121,6 +125,7 @@ def datastore_split(
         "dataset": "monailabel-datastore",
         "source": "MONAI Label datastore",
         "class_names": list(class_names),
+        **({"regions": {str(k): [int(c) for c in v] for k, v in regions.items()}} if regions else {}),
         "test_domain": None,
         "labeled_domain": sorted({it["domain"] for it in labeled}),
         "unlabeled_domains": sorted({it["domain"] for it in parts["unlabeled"]}),
@@ -129,6 +134,44 @@ def datastore_split(
         "counts": {k: len(v) for k, v in parts.items()},
         **parts,
     }
+
+
+def slice_volumes(split: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The split of datastore **volumes** turned into the split of their 2D axial slices the SCGM bundle trains on.
+
+    Each volume (NIfTI; its final label a class-index volume 0/1/2 on the same grid) goes
+    through :func:`medfound.data.scgm.process_scgm_subject` with the SCGM adapter's defaults
+    (reoriented so the cord runs along the last axis, each slice normalised on its own, 2D
+    NIfTI slices under ``out_dir/<case_id>/``), the label as its one "rater". Slice items keep
+    the volume's ``domain`` and name it as ``subject``; the parts stay as the volume split made
+    them (validation volumes, not slices, are held out). The volume counts move to
+    ``volume_counts``; a DICOM series folder cannot be sliced this way and raises.
+
+    Raises
+    ------
+    ConfigError
+        An item is a DICOM series folder (label the volume as NIfTI).
+    """
+    out = Path(out_dir)
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for part in ("labeled", "unlabeled", "validation", "test"):
+        items = []
+        for volume in split.get(part, []):
+            if os.path.isdir(volume["image"]):
+                raise ConfigError(f"{volume['case_id']}: a DICOM series; training from the app slices NIfTI volumes "
+                                  "only (store the volume and its label as NIfTI)")
+            subject = {"image": Path(volume["image"]), "masks": [Path(volume["label"])] if "label" in volume else [],
+                       "subject": volume["case_id"]}
+            for record in process_scgm_subject(subject, out / safe_filename(volume["case_id"])):
+                k = record["slice_index"]
+                item = {"image": record["image"], "domain": volume["domain"], "subject": volume["case_id"],
+                        "slice_index": k, "case_id": f"{volume['case_id']}/z{k:03d}"}
+                if "label" in record:
+                    item["label"] = record["label"]
+                items.append(item)
+        parts[part] = items
+    return {**split, **parts, "volume_counts": dict(split["counts"]), "counts": {k: len(v) for k, v in parts.items()},
+            "volumes": {part: [v["case_id"] for v in split.get(part, [])] for part in parts}}
 
 
 class DACDatastoreTrainTask(BasicTrainTask):
@@ -144,11 +187,15 @@ class DACDatastoreTrainTask(BasicTrainTask):
     domain : ``(image_id, info) -> domain`` (see :func:`domain_rule`).
     config : request defaults shown by ``/info`` (``max_epochs``, ``iterations_per_epoch``,
         ``val_split``, ``method``, ``seed``, ``bundle_overrides``); a request overrides them.
+    volumes : the datastore holds volumes (the spinal-cord bundle): the volume split is turned
+        into the split of their axial slices (:func:`slice_volumes`) in the run folder.
+    regions : named unions of classes the validation scores (default: one per class).
     """
 
     def __init__(self, bundle: InferenceBundle, model_dir: str, publish_dir: str,
                  domain: Callable[[str, Mapping[str, Any]], str] | None = None,
-                 config: Mapping[str, Any] | None = None, description: str | None = None) -> None:
+                 config: Mapping[str, Any] | None = None, description: str | None = None,
+                 volumes: bool = False, regions: Mapping[str, Sequence[int]] | None = None) -> None:
         defaults = {"max_epochs": 100, "iterations_per_epoch": 200, "val_split": 0.2, "method": "dac", "seed": 0,
                     "bundle_overrides": {}, "multi_gpu": False}
         defaults.update(config or {})
@@ -158,6 +205,8 @@ class DACDatastoreTrainTask(BasicTrainTask):
         self.bundle = bundle
         self.publish_dir = str(publish_dir)
         self.domain = domain or domain_rule()
+        self.volumes = bool(volumes)
+        self.regions = dict(regions) if regions else None
 
     # -- the parts of SupervisedTrainer-based training that DAC replaces ------------------------
     # BasicTrainTask declares them abstract; DAC builds all of them from the bundle's train.json
@@ -197,7 +246,7 @@ class DACDatastoreTrainTask(BasicTrainTask):
             else:
                 unlabeled.append(item)
         split = datastore_split(labeled, unlabeled, self.bundle.class_names, request.get("val_split", 0.2),
-                                request.get("seed", 0))
+                                request.get("seed", 0), regions=self.regions)
         logger.info("datastore split: %d labelled (domains %s), %d validation, %d unlabelled (domains %s)",
                     split["counts"]["labeled"], split["labeled_domain"], split["counts"]["validation"],
                     split["counts"]["unlabeled"], split["unlabeled_domains"])
@@ -206,6 +255,9 @@ class DACDatastoreTrainTask(BasicTrainTask):
     def train(self, rank: int, world_size: int, request: dict[str, Any], datalist: dict[str, Any]):
         start = time.time()
         run_dir = Path(self._model_dir) / "runs" / str(request["run_id"])
+        if self.volumes:
+            datalist = slice_volumes(datalist, run_dir / "slices")
+            logger.info("volumes sliced: %s volumes -> %s slices", datalist["volume_counts"], datalist["counts"])
         split_file = atomic_write_json(run_dir / "split.json", datalist, sort_keys=True)
         overrides = {
             "split_file": str(split_file), "output_dir": str(run_dir), "ckpt_dir": self.publish_dir,
@@ -227,7 +279,8 @@ class DACDatastoreTrainTask(BasicTrainTask):
         stats = prepare_stats(start, trainer, evaluator)
         stats.update({
             "run_dir": str(run_dir), "split_file": str(split_file), "counts": datalist["counts"],
-            "unlabeled_images": [it["case_id"] for it in datalist["unlabeled"]],
+            "unlabeled_images": (datalist["volumes"]["unlabeled"] if self.volumes
+                                 else [it["case_id"] for it in datalist["unlabeled"]]),
             "published": str(Path(self.publish_dir) / "model.pt"), "method": overrides["method"],
             "iterations": int(trainer.state.iteration),
         })
