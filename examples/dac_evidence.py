@@ -43,6 +43,9 @@ import torch
 
 METHODS = ("supervised", "cps", "fixmatch", "dac", "dac_no_feat", "dac_no_aux")
 QUICK_METHODS = ("supervised", "cps", "dac")
+AUX_KEYS = ("aux_rot_acc", "aux_mask_iou", "aux_mask_iou_const")
+#: per finished run: its Dice, best iteration, last log record and seconds (read back instead of retraining)
+RUN_RECORD = "evidence_run.json"
 #: per benchmark: demo writer, datalist reader, image side, intensity scaling of the images
 BENCHMARKS: dict[str, dict[str, Any]] = {
     "fundus": {"writer": "fundus", "reader": ("medfound.data.fundus", "fundus_datalist"), "size": 128,
@@ -73,6 +76,34 @@ def run_config(bench: str, split: Path, out: Path, method: str, seed: int, args:
                   "log_interval": 10_000, "seed": seed, "device": args.device, "progress_bar": False,
                   "tensorboard": False},
     }
+
+
+def finished_run(bench: str, split: Path, run_dir: Path, method: str, seed: int, domain: str,
+                 regions: list[str], args: argparse.Namespace) -> dict[str, Any] | None:
+    """The record of a finished run (Dice per region, best iteration, last log record, seconds), or ``None``.
+
+    A run that trained to its end is never trained again: its ``evidence_run.json`` is read, or,
+    for a run finished without one (an older version of this script), its final ``model.pt``
+    is evaluated (not ``train()``, which would rewrite the run's files) and the record written;
+    ``seconds`` is then the training time read from the files (``config.json`` is written when
+    training starts, ``model.pt`` when it ends).
+    """
+    from medfound.dac import evaluate
+    from medfound.utils import atomic_write_json
+
+    if (run_dir / RUN_RECORD).exists():
+        return json.loads((run_dir / RUN_RECORD).read_text())
+    if not (run_dir / "model.pt").exists():
+        return None
+    seconds = round((run_dir / "model.pt").stat().st_mtime - (run_dir / "config.json").stat().st_mtime, 1)
+    cfg = run_config(bench, split, run_dir, method, seed, args)
+    per = evaluate(cfg)["test"].summary()["per_domain"][domain]
+    best = run_dir / "best_model.json"
+    record = {"dice": {r: float(per[r]["dice"]["mean"]) for r in regions},
+              "best_iteration": json.loads(best.read_text())["iteration"] if best.exists() else -1,
+              "last_epoch": last_epoch(run_dir), "seconds": seconds}
+    atomic_write_json(run_dir / RUN_RECORD, record)
+    return record
 
 
 def last_epoch(out: Path) -> dict[str, float]:
@@ -150,9 +181,12 @@ def markdown(bench: str, summary: dict, methods: list[str], domains: list[str], 
     if p:
         lines.append("| DAC - CPS (95 % CI) | " + " | ".join(diff(p[d][r]) for d in [*domains, "mean"]
                                                            for r in regions) + " |")
-    if summary["aux"]:
-        lines += ["", "DAC auxiliary tasks, last epoch (mean +- std over domains and seeds): " + ", ".join(
-            f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in summary["aux"].items())]
+    by_method = summary.get("aux_by_method") or ({"dac": summary["aux"]} if summary["aux"] else {})
+    if by_method:
+        lines += ["", "Auxiliary tasks, last epoch (mean +- std over domains and seeds; rotation chance 0.25, "
+                  "aux_mask_iou_const: the constant predictor's IoU):"]
+        lines += [f"- {m}: " + ", ".join(f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in a.items())
+                  for m, a in by_method.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +223,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
     from medfound.dac import evaluate, train
     from medfound.data.splits import make_cdssdg_split, save_split
     from medfound.data.synthetic import write_demo_data
+    from medfound.evaluation.statistics import mean_interval
     from medfound.utils import atomic_write_json, atomic_write_text
 
     spec = BENCHMARKS[bench]
@@ -205,7 +240,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
     regions = dict(datalist["regions"])
     methods = list(args.methods)
     dice: dict[str, Any] = {m: {d: {r: {} for r in regions} for d in domains} for m in methods}
-    aux: dict[str, list[float]] = {"aux_rot_acc": [], "aux_mask_iou": [], "aux_mask_iou_const": []}
+    aux_by_method: dict[str, dict[str, list[float]]] = {}  # method -> auxiliary metric -> last-epoch values
     trivial: dict[str, dict[str, float]] = {}
     runs: dict[str, Any] = {}
     start = time.time()
@@ -217,29 +252,33 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"\n{bench}: unseen {d}, labelled {split['labeled_domain']} {split['counts']}", flush=True)
         for seed in args.seeds:
             for m in methods:
-                run_dir = out / "runs" / f"seed{seed}" / f"test-{d}" / m  # finished runs are not trained again
-                if args.collect and not (run_dir / "model.pt").exists():
+                run_dir = out / "runs" / f"seed{seed}" / f"test-{d}" / m
+                record = finished_run(bench, split_path, run_dir, m, seed, d, list(regions), args)
+                if record is None and args.collect:
                     continue  # --collect: tabulate the finished runs only
-                cfg = run_config(bench, split_path, run_dir, m, seed, args)
-                t0 = time.time()
-                summary = train(cfg)
-                res = evaluate(cfg)["test"]
-                per = res.summary()["per_domain"][d]
+                if record is None:
+                    cfg = run_config(bench, split_path, run_dir, m, seed, args)
+                    t0 = time.time()
+                    summary = train(cfg)
+                    per = evaluate(cfg)["test"].summary()["per_domain"][d]
+                    record = {"dice": {r: float(per[r]["dice"]["mean"]) for r in regions},
+                              "best_iteration": summary["best_iteration"], "last_epoch": last_epoch(run_dir),
+                              "seconds": round(time.time() - t0, 1)}
+                    atomic_write_json(run_dir / RUN_RECORD, record)
                 for r in regions:
-                    dice[m][d][r][seed] = float(per[r]["dice"]["mean"])
-                last = last_epoch(run_dir)
-                if m == "dac":
-                    for k in aux:
-                        if k in last:
-                            aux[k].append(float(last[k]))
-                runs[f"seed{seed}/test-{d}/{m}"] = {
-                    "dice": {r: dice[m][d][r][seed] for r in regions}, "best_iteration": summary["best_iteration"],
-                    "last_epoch": last, "seconds": round(time.time() - t0, 1)}
+                    dice[m][d][r][seed] = record["dice"][r]
+                last = record["last_epoch"]
+                for k in AUX_KEYS:
+                    if k in last:
+                        aux_by_method.setdefault(m, {}).setdefault(k, []).append(float(last[k]))
+                runs[f"seed{seed}/test-{d}/{m}"] = record
                 print(f"  seed {seed} {m:<12} " + "  ".join(f"{r} {dice[m][d][r][seed]:.3f}" for r in regions)
                       + "".join(f"  {k} {last[k]:.2f}" for k in ("aux_rot_acc", "aux_mask_iou") if k in last)
-                      + f"  ({time.time() - t0:.0f} s)", flush=True)
+                      + f"  ({record['seconds']} s)", flush=True)
+    aux = aux_by_method.get("dac", {})
     regs = list(regions)
     summary = summarise(dice, trivial, aux, methods, domains, regs)
+    summary["aux_by_method"] = {m: {k: mean_interval(v) for k, v in a.items()} for m, a in aux_by_method.items()}
     settings = (f"{args.iterations} iterations, labelled ratio {args.labeled_ratio}, {args.size or spec['size']} px, "
                 f"ResNet-18 width {args.width}, batch {args.batch} + {args.batch}, seeds {args.seeds}, "
                 f"style mixing p {args.style_mix}")
