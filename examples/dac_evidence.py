@@ -15,13 +15,16 @@ value is the DAC default of :mod:`medfound.dac.config` at demo scale), the model
 on the source validation part is evaluated on the held-out domain at native resolution.
 
 Reported per benchmark: Dice per unseen domain and structure as mean +- std over the
-seeds; the paired DAC - CPS difference (pairs = seeds) with its 95 % t interval
+seeds; the paired differences DAC - CPS, CPS - supervised, DAC - supervised, FixMatch -
+supervised and DAC minus each ablation (pairs = seeds) with their 95 % t intervals
 (:func:`medfound.evaluation.statistics.paired_difference`); the Dice of the trivial
 all-foreground prediction beside each domain (a degenerate model must never read as
 generalisation); and the auxiliary tasks' accuracy at the end of DAC training (rotation
-accuracy, mixed-region IoU against the constant predictor's). Written to
+accuracy, mixed-region IoU against the constant predictor's), per method that has them. Written to
 ``OUT/<benchmark>/evidence.json``, ``evidence.md`` and ``evidence.png`` (bars with error
-bars).
+bars). Each finished run leaves ``evidence_run.json`` in its folder; a rerun or ``--collect``
+reads it back and never trains a finished run again, so the matrix can be split over several
+processes (different ``--methods`` / ``--seeds``) and tabulated at the end with ``--collect``.
 
 Usage (demo scale; ``--quick``: one held-out domain, supervised / CPS / DAC, one seed, 60 iterations)::
 
@@ -43,6 +46,9 @@ import torch
 
 METHODS = ("supervised", "cps", "fixmatch", "dac", "dac_no_feat", "dac_no_aux")
 QUICK_METHODS = ("supervised", "cps", "dac")
+#: the paired differences reported (first - second, pairs = seeds): the paper's ordering and the two ablations
+PAIRS = (("dac", "cps"), ("cps", "supervised"), ("dac", "supervised"), ("fixmatch", "supervised"),
+         ("dac", "dac_no_feat"), ("dac", "dac_no_aux"))
 AUX_KEYS = ("aux_rot_acc", "aux_mask_iou", "aux_mask_iou_const")
 #: per finished run: its Dice, best iteration, last log record and seconds (read back instead of retraining)
 RUN_RECORD = "evidence_run.json"
@@ -132,8 +138,9 @@ def all_foreground_dice(items: list[dict], regions: dict[str, list[int]]) -> dic
 def summarise(dice: dict, trivial: dict, aux: dict, methods: list[str], domains: list[str],
               regions: list[str]) -> dict[str, Any]:
     """mean +- std per method/domain/region over the seeds that ran (``dice[m][d][r] = {seed: value}``),
-    the mean over domains per seed (seeds with every domain), and the paired DAC - CPS difference
-    per domain/region (pairs = seeds both methods ran). ``None`` where nothing ran."""
+    the mean over domains per seed (seeds with every domain), and the paired differences of
+    :data:`PAIRS` (DAC - CPS also as ``dac_minus_cps``) per domain/region (pairs = seeds both
+    methods ran). ``None`` where nothing ran."""
     from medfound.evaluation.statistics import mean_interval, paired_difference
 
     def stats(values: list[float]) -> dict | None:
@@ -148,15 +155,19 @@ def summarise(dice: dict, trivial: dict, aux: dict, methods: list[str], domains:
         table[m] = {d: {r: stats(list(dice[m][d][r].values())) for r in regions} for d in domains}
         table[m]["mean"] = {r: stats(list(domain_mean(m, r).values())) for r in regions}
     paired: dict[str, Any] = {}
-    if "dac" in methods and "cps" in methods:
+    for first, second in PAIRS:
+        if first not in methods or second not in methods:
+            continue
+        pair = paired[f"{first} - {second}"] = {}
         for d in [*domains, "mean"]:
-            paired[d] = {}
+            pair[d] = {}
             for r in regions:
-                a, b = (domain_mean(m, r) if d == "mean" else dice[m][d][r] for m in ("dac", "cps"))
+                a, b = (domain_mean(m, r) if d == "mean" else dice[m][d][r] for m in (first, second))
                 common = sorted(set(a) & set(b))
-                paired[d][r] = paired_difference([a[s] for s in common], [b[s] for s in common]) if common else None
+                pair[d][r] = paired_difference([a[s] for s in common], [b[s] for s in common]) if common else None
     aux_summary = {k: mean_interval(v) for k, v in aux.items() if v}
-    return {"table": table, "dac_minus_cps": paired, "all_foreground": trivial, "aux": aux_summary}
+    return {"table": table, "dac_minus_cps": paired.get("dac - cps", {}), "paired_differences": paired,
+            "all_foreground": trivial, "aux": aux_summary}
 
 
 def markdown(bench: str, summary: dict, methods: list[str], domains: list[str], regions: list[str],
@@ -181,10 +192,16 @@ def markdown(bench: str, summary: dict, methods: list[str], domains: list[str], 
     if p:
         lines.append("| DAC - CPS (95 % CI) | " + " | ".join(diff(p[d][r]) for d in [*domains, "mean"]
                                                            for r in regions) + " |")
+    pairs = summary.get("paired_differences") or {}
+    if pairs:
+        lines += ["", "Paired differences (pairs = seeds), mean [95 % t interval]:", "",
+                  "| difference | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(diff(pair[d][r]) for d in [*domains, "mean"] for r in regions) + " |"
+                  for name, pair in pairs.items()]
     by_method = summary.get("aux_by_method") or ({"dac": summary["aux"]} if summary["aux"] else {})
     if by_method:
-        lines += ["", "Auxiliary tasks, last epoch (mean +- std over domains and seeds; rotation chance 0.25, "
-                  "aux_mask_iou_const: the constant predictor's IoU):"]
+        lines += ["", ("Auxiliary tasks, last epoch (mean +- std over domains and seeds; rotation chance 0.25, "
+                       "aux_mask_iou_const: the constant predictor's IoU):")]
         lines += [f"- {m}: " + ", ".join(f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in a.items())
                   for m, a in by_method.items()]
     return "\n".join(lines) + "\n"

@@ -74,6 +74,13 @@ def test_evidence_script_tables_statistics_and_plot(tmp_path, scripts, demo_root
     diff = result["dac_minus_cps"]["site4"]["gm"]
     dac, cps = (result["dice_per_seed"][m]["site4"]["gm"] for m in ("dac", "cps"))
     assert diff["mean"] == pytest.approx((dac[0] - cps[0] + dac[1] - cps[1]) / 2) and diff["n"] == 2
+    assert result["paired_differences"]["dac - cps"] == result["dac_minus_cps"]
+    sup = result["dice_per_seed"]["supervised"]["site4"]["cord"]
+    cps_cord = result["dice_per_seed"]["cps"]["site4"]["cord"]
+    gain = result["paired_differences"]["cps - supervised"]["site4"]["cord"]
+    assert gain["mean"] == pytest.approx((cps_cord[0] - sup[0] + cps_cord[1] - sup[1]) / 2) and gain["n"] == 2
+    # only pairs whose two methods ran
+    assert set(result["paired_differences"]) == {"dac - cps", "cps - supervised", "dac - supervised"}
     # the trivial all-foreground Dice is 2|G| / (|G| + N) per case: in (0, 1) for a non-empty structure
     assert 0 < result["all_foreground"]["site4"]["cord"] < 1
     assert {"aux_rot_acc", "aux_mask_iou", "aux_mask_iou_const"} <= set(result["aux"])
@@ -81,7 +88,7 @@ def test_evidence_script_tables_statistics_and_plot(tmp_path, scripts, demo_root
     assert set(result["aux_by_method"]) == {"dac"}  # supervised and CPS log no auxiliary task
     text = (tmp_path / "out" / "scgm" / "evidence.md").read_text()
     assert "SYNTHETIC" in text and "| all-foreground |" in text and "DAC - CPS" in text
-    assert "- dac: aux_rot_acc" in text
+    assert "- dac: aux_rot_acc" in text and "| cps - supervised |" in text
     assert (tmp_path / "out" / "scgm" / "evidence.png").stat().st_size > 0
 
 
