@@ -213,7 +213,7 @@ def plot(path: Path, bench: str, summary: dict, methods: list[str], domains: lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(regions), figsize=(5 + 2.2 * len(domains), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(regions), figsize=((3.2 + 2.2 * len(domains)) * len(regions), 4), squeeze=False)
     width = 0.8 / (len(methods) + 1)
     x = np.arange(len(domains) + 1)
     for ax, r in zip(axes[0], regions):
@@ -227,7 +227,7 @@ def plot(path: Path, bench: str, summary: dict, methods: list[str], domains: lis
         ax.bar(x + len(methods) * width, triv, width, color="lightgrey", hatch="//", label="all-foreground")
         ax.set_xticks(x + 0.4 - width / 2, [*domains, "mean"], rotation=20)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{bench} (SYNTHETIC): {r} Dice, unseen domain")
+        ax.set_title(f"{bench} (SYNTHETIC): {r} Dice, unseen domain", fontsize=9)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
