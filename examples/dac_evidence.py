@@ -15,13 +15,16 @@ value is the DAC default of :mod:`medfound.dac.config` at demo scale), the model
 on the source validation part is evaluated on the held-out domain at native resolution.
 
 Reported per benchmark: Dice per unseen domain and structure as mean +- std over the
-seeds; the paired DAC - CPS difference (pairs = seeds) with its 95 % t interval
+seeds; the paired differences DAC - CPS, CPS - supervised, DAC - supervised, FixMatch -
+supervised and DAC minus each ablation (pairs = seeds) with their 95 % t intervals
 (:func:`medfound.evaluation.statistics.paired_difference`); the Dice of the trivial
 all-foreground prediction beside each domain (a degenerate model must never read as
 generalisation); and the auxiliary tasks' accuracy at the end of DAC training (rotation
-accuracy, mixed-region IoU against the constant predictor's). Written to
+accuracy, mixed-region IoU against the constant predictor's), per method that has them. Written to
 ``OUT/<benchmark>/evidence.json``, ``evidence.md`` and ``evidence.png`` (bars with error
-bars).
+bars). Each finished run leaves ``evidence_run.json`` in its folder; a rerun or ``--collect``
+reads it back and never trains a finished run again, so the matrix can be split over several
+processes (different ``--methods`` / ``--seeds``) and tabulated at the end with ``--collect``.
 
 Usage (demo scale; ``--quick``: one held-out domain, supervised / CPS / DAC, one seed, 60 iterations)::
 
@@ -43,6 +46,12 @@ import torch
 
 METHODS = ("supervised", "cps", "fixmatch", "dac", "dac_no_feat", "dac_no_aux")
 QUICK_METHODS = ("supervised", "cps", "dac")
+#: the paired differences reported (first - second, pairs = seeds): the paper's ordering and the two ablations
+PAIRS = (("dac", "cps"), ("cps", "supervised"), ("dac", "supervised"), ("fixmatch", "supervised"),
+         ("dac", "dac_no_feat"), ("dac", "dac_no_aux"))
+AUX_KEYS = ("aux_rot_acc", "aux_mask_iou", "aux_mask_iou_const")
+#: per finished run: its Dice, best iteration, last log record and seconds (read back instead of retraining)
+RUN_RECORD = "evidence_run.json"
 #: per benchmark: demo writer, datalist reader, image side, intensity scaling of the images
 BENCHMARKS: dict[str, dict[str, Any]] = {
     "fundus": {"writer": "fundus", "reader": ("medfound.data.fundus", "fundus_datalist"), "size": 128,
@@ -75,6 +84,34 @@ def run_config(bench: str, split: Path, out: Path, method: str, seed: int, args:
     }
 
 
+def finished_run(bench: str, split: Path, run_dir: Path, method: str, seed: int, domain: str,
+                 regions: list[str], args: argparse.Namespace) -> dict[str, Any] | None:
+    """The record of a finished run (Dice per region, best iteration, last log record, seconds), or ``None``.
+
+    A run that trained to its end is never trained again: its ``evidence_run.json`` is read, or,
+    for a run finished without one (an older version of this script), its final ``model.pt``
+    is evaluated (not ``train()``, which would rewrite the run's files) and the record written;
+    ``seconds`` is then the training time read from the files (``config.json`` is written when
+    training starts, ``model.pt`` when it ends).
+    """
+    from medfound.dac import evaluate
+    from medfound.utils import atomic_write_json
+
+    if (run_dir / RUN_RECORD).exists():
+        return json.loads((run_dir / RUN_RECORD).read_text())
+    if not (run_dir / "model.pt").exists():
+        return None
+    seconds = round((run_dir / "model.pt").stat().st_mtime - (run_dir / "config.json").stat().st_mtime, 1)
+    cfg = run_config(bench, split, run_dir, method, seed, args)
+    per = evaluate(cfg)["test"].summary()["per_domain"][domain]
+    best = run_dir / "best_model.json"
+    record = {"dice": {r: float(per[r]["dice"]["mean"]) for r in regions},
+              "best_iteration": json.loads(best.read_text())["iteration"] if best.exists() else -1,
+              "last_epoch": last_epoch(run_dir), "seconds": seconds}
+    atomic_write_json(run_dir / RUN_RECORD, record)
+    return record
+
+
 def last_epoch(out: Path) -> dict[str, float]:
     """The training log's last record (losses, auxiliary accuracy, source validation)."""
     log = out / "training_log.jsonl"
@@ -101,8 +138,9 @@ def all_foreground_dice(items: list[dict], regions: dict[str, list[int]]) -> dic
 def summarise(dice: dict, trivial: dict, aux: dict, methods: list[str], domains: list[str],
               regions: list[str]) -> dict[str, Any]:
     """mean +- std per method/domain/region over the seeds that ran (``dice[m][d][r] = {seed: value}``),
-    the mean over domains per seed (seeds with every domain), and the paired DAC - CPS difference
-    per domain/region (pairs = seeds both methods ran). ``None`` where nothing ran."""
+    the mean over domains per seed (seeds with every domain), and the paired differences of
+    :data:`PAIRS` (DAC - CPS also as ``dac_minus_cps``) per domain/region (pairs = seeds both
+    methods ran). ``None`` where nothing ran."""
     from medfound.evaluation.statistics import mean_interval, paired_difference
 
     def stats(values: list[float]) -> dict | None:
@@ -117,15 +155,19 @@ def summarise(dice: dict, trivial: dict, aux: dict, methods: list[str], domains:
         table[m] = {d: {r: stats(list(dice[m][d][r].values())) for r in regions} for d in domains}
         table[m]["mean"] = {r: stats(list(domain_mean(m, r).values())) for r in regions}
     paired: dict[str, Any] = {}
-    if "dac" in methods and "cps" in methods:
+    for first, second in PAIRS:
+        if first not in methods or second not in methods:
+            continue
+        pair = paired[f"{first} - {second}"] = {}
         for d in [*domains, "mean"]:
-            paired[d] = {}
+            pair[d] = {}
             for r in regions:
-                a, b = (domain_mean(m, r) if d == "mean" else dice[m][d][r] for m in ("dac", "cps"))
+                a, b = (domain_mean(m, r) if d == "mean" else dice[m][d][r] for m in (first, second))
                 common = sorted(set(a) & set(b))
-                paired[d][r] = paired_difference([a[s] for s in common], [b[s] for s in common]) if common else None
+                pair[d][r] = paired_difference([a[s] for s in common], [b[s] for s in common]) if common else None
     aux_summary = {k: mean_interval(v) for k, v in aux.items() if v}
-    return {"table": table, "dac_minus_cps": paired, "all_foreground": trivial, "aux": aux_summary}
+    return {"table": table, "dac_minus_cps": paired.get("dac - cps", {}), "paired_differences": paired,
+            "all_foreground": trivial, "aux": aux_summary}
 
 
 def markdown(bench: str, summary: dict, methods: list[str], domains: list[str], regions: list[str],
@@ -150,9 +192,18 @@ def markdown(bench: str, summary: dict, methods: list[str], domains: list[str], 
     if p:
         lines.append("| DAC - CPS (95 % CI) | " + " | ".join(diff(p[d][r]) for d in [*domains, "mean"]
                                                            for r in regions) + " |")
-    if summary["aux"]:
-        lines += ["", "DAC auxiliary tasks, last epoch (mean +- std over domains and seeds): " + ", ".join(
-            f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in summary["aux"].items())]
+    pairs = summary.get("paired_differences") or {}
+    if pairs:
+        lines += ["", "Paired differences (pairs = seeds), mean [95 % t interval]:", "",
+                  "| difference | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(diff(pair[d][r]) for d in [*domains, "mean"] for r in regions) + " |"
+                  for name, pair in pairs.items()]
+    by_method = summary.get("aux_by_method") or ({"dac": summary["aux"]} if summary["aux"] else {})
+    if by_method:
+        lines += ["", ("Auxiliary tasks, last epoch (mean +- std over domains and seeds; rotation chance 0.25, "
+                       "aux_mask_iou_const: the constant predictor's IoU):")]
+        lines += [f"- {m}: " + ", ".join(f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in a.items())
+                  for m, a in by_method.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +213,7 @@ def plot(path: Path, bench: str, summary: dict, methods: list[str], domains: lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(regions), figsize=(5 + 2.2 * len(domains), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(regions), figsize=((3.2 + 2.2 * len(domains)) * len(regions), 4), squeeze=False)
     width = 0.8 / (len(methods) + 1)
     x = np.arange(len(domains) + 1)
     for ax, r in zip(axes[0], regions):
@@ -176,7 +227,7 @@ def plot(path: Path, bench: str, summary: dict, methods: list[str], domains: lis
         ax.bar(x + len(methods) * width, triv, width, color="lightgrey", hatch="//", label="all-foreground")
         ax.set_xticks(x + 0.4 - width / 2, [*domains, "mean"], rotation=20)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{bench} (SYNTHETIC): {r} Dice, unseen domain")
+        ax.set_title(f"{bench} (SYNTHETIC): {r} Dice, unseen domain", fontsize=9)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -189,6 +240,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
     from medfound.dac import evaluate, train
     from medfound.data.splits import make_cdssdg_split, save_split
     from medfound.data.synthetic import write_demo_data
+    from medfound.evaluation.statistics import mean_interval
     from medfound.utils import atomic_write_json, atomic_write_text
 
     spec = BENCHMARKS[bench]
@@ -205,7 +257,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
     regions = dict(datalist["regions"])
     methods = list(args.methods)
     dice: dict[str, Any] = {m: {d: {r: {} for r in regions} for d in domains} for m in methods}
-    aux: dict[str, list[float]] = {"aux_rot_acc": [], "aux_mask_iou": [], "aux_mask_iou_const": []}
+    aux_by_method: dict[str, dict[str, list[float]]] = {}  # method -> auxiliary metric -> last-epoch values
     trivial: dict[str, dict[str, float]] = {}
     runs: dict[str, Any] = {}
     start = time.time()
@@ -217,29 +269,33 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"\n{bench}: unseen {d}, labelled {split['labeled_domain']} {split['counts']}", flush=True)
         for seed in args.seeds:
             for m in methods:
-                run_dir = out / "runs" / f"seed{seed}" / f"test-{d}" / m  # finished runs are not trained again
-                if args.collect and not (run_dir / "model.pt").exists():
+                run_dir = out / "runs" / f"seed{seed}" / f"test-{d}" / m
+                record = finished_run(bench, split_path, run_dir, m, seed, d, list(regions), args)
+                if record is None and args.collect:
                     continue  # --collect: tabulate the finished runs only
-                cfg = run_config(bench, split_path, run_dir, m, seed, args)
-                t0 = time.time()
-                summary = train(cfg)
-                res = evaluate(cfg)["test"]
-                per = res.summary()["per_domain"][d]
+                if record is None:
+                    cfg = run_config(bench, split_path, run_dir, m, seed, args)
+                    t0 = time.time()
+                    summary = train(cfg)
+                    per = evaluate(cfg)["test"].summary()["per_domain"][d]
+                    record = {"dice": {r: float(per[r]["dice"]["mean"]) for r in regions},
+                              "best_iteration": summary["best_iteration"], "last_epoch": last_epoch(run_dir),
+                              "seconds": round(time.time() - t0, 1)}
+                    atomic_write_json(run_dir / RUN_RECORD, record)
                 for r in regions:
-                    dice[m][d][r][seed] = float(per[r]["dice"]["mean"])
-                last = last_epoch(run_dir)
-                if m == "dac":
-                    for k in aux:
-                        if k in last:
-                            aux[k].append(float(last[k]))
-                runs[f"seed{seed}/test-{d}/{m}"] = {
-                    "dice": {r: dice[m][d][r][seed] for r in regions}, "best_iteration": summary["best_iteration"],
-                    "last_epoch": last, "seconds": round(time.time() - t0, 1)}
+                    dice[m][d][r][seed] = record["dice"][r]
+                last = record["last_epoch"]
+                for k in AUX_KEYS:
+                    if k in last:
+                        aux_by_method.setdefault(m, {}).setdefault(k, []).append(float(last[k]))
+                runs[f"seed{seed}/test-{d}/{m}"] = record
                 print(f"  seed {seed} {m:<12} " + "  ".join(f"{r} {dice[m][d][r][seed]:.3f}" for r in regions)
                       + "".join(f"  {k} {last[k]:.2f}" for k in ("aux_rot_acc", "aux_mask_iou") if k in last)
-                      + f"  ({time.time() - t0:.0f} s)", flush=True)
+                      + f"  ({record['seconds']} s)", flush=True)
+    aux = aux_by_method.get("dac", {})
     regs = list(regions)
     summary = summarise(dice, trivial, aux, methods, domains, regs)
+    summary["aux_by_method"] = {m: {k: mean_interval(v) for k, v in a.items()} for m, a in aux_by_method.items()}
     settings = (f"{args.iterations} iterations, labelled ratio {args.labeled_ratio}, {args.size or spec['size']} px, "
                 f"ResNet-18 width {args.width}, batch {args.batch} + {args.batch}, seeds {args.seeds}, "
                 f"style mixing p {args.style_mix}")

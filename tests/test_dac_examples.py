@@ -74,9 +74,46 @@ def test_evidence_script_tables_statistics_and_plot(tmp_path, scripts, demo_root
     diff = result["dac_minus_cps"]["site4"]["gm"]
     dac, cps = (result["dice_per_seed"][m]["site4"]["gm"] for m in ("dac", "cps"))
     assert diff["mean"] == pytest.approx((dac[0] - cps[0] + dac[1] - cps[1]) / 2) and diff["n"] == 2
+    assert result["paired_differences"]["dac - cps"] == result["dac_minus_cps"]
+    sup = result["dice_per_seed"]["supervised"]["site4"]["cord"]
+    cps_cord = result["dice_per_seed"]["cps"]["site4"]["cord"]
+    gain = result["paired_differences"]["cps - supervised"]["site4"]["cord"]
+    assert gain["mean"] == pytest.approx((cps_cord[0] - sup[0] + cps_cord[1] - sup[1]) / 2) and gain["n"] == 2
+    # only pairs whose two methods ran
+    assert set(result["paired_differences"]) == {"dac - cps", "cps - supervised", "dac - supervised"}
     # the trivial all-foreground Dice is 2|G| / (|G| + N) per case: in (0, 1) for a non-empty structure
     assert 0 < result["all_foreground"]["site4"]["cord"] < 1
     assert {"aux_rot_acc", "aux_mask_iou", "aux_mask_iou_const"} <= set(result["aux"])
+    assert result["aux_by_method"]["dac"]["aux_rot_acc"] == result["aux"]["aux_rot_acc"]
+    assert set(result["aux_by_method"]) == {"dac"}  # supervised and CPS log no auxiliary task
     text = (tmp_path / "out" / "scgm" / "evidence.md").read_text()
     assert "SYNTHETIC" in text and "| all-foreground |" in text and "DAC - CPS" in text
+    assert "- dac: aux_rot_acc" in text and "| cps - supervised |" in text
     assert (tmp_path / "out" / "scgm" / "evidence.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_evidence_collect_reads_finished_runs_and_never_retrains(tmp_path, scripts, demo_root):
+    _, _, evidence = scripts
+    argv = ["--benchmark", "scgm", "--out", str(tmp_path / "out"), "--data", str(demo_root), "--test-domains",
+            "site4", "--methods", "supervised", "--seeds", "0", "1", "--iterations", "2", "--size", "32",
+            "--width", "8", "--batch", "2"]
+    trained = evidence.main(argv)["scgm"]["dice_per_seed"]["supervised"]["site4"]
+    runs = tmp_path / "out" / "scgm" / "runs"
+    run0, run1 = (runs / f"seed{s}" / "test-site4" / "supervised" for s in (0, 1))
+    (run1 / "model.pt").unlink()  # seed 1 now looks unfinished: --collect must leave it out, not train it
+    (run1 / evidence.RUN_RECORD).unlink()
+    (run0 / evidence.RUN_RECORD).unlink()  # seed 0 finished without a record: evaluated, not trained again
+    files = {f: (run0 / f).stat().st_mtime_ns for f in ("last.pt", "model.pt", "config.json", "training_log.jsonl")}
+    collected = evidence.main([*argv, "--collect"])["scgm"]
+    assert collected["dice_per_seed"]["supervised"]["site4"] == {
+        "gm": {0: trained["gm"][0]}, "cord": {0: trained["cord"][0]}}
+    assert collected["table"]["supervised"]["site4"]["gm"]["n"] == 1
+    assert not (run1 / "model.pt").exists() and not (run1 / evidence.RUN_RECORD).exists()
+    assert {f: (run0 / f).stat().st_mtime_ns for f in files} == files  # the finished run was not rewritten
+    record = json.loads((run0 / evidence.RUN_RECORD).read_text())
+    assert record["dice"] == {"gm": trained["gm"][0], "cord": trained["cord"][0]}
+    assert record["seconds"] >= 0 and record["last_epoch"] == evidence.last_epoch(run0) != {}
+    # a second --collect reads the record back: same table
+    again = evidence.main([*argv, "--collect"])["scgm"]
+    assert again["table"] == collected["table"] and again["runs"] == collected["runs"]
