@@ -15,6 +15,12 @@ its first record, and the validation score, both runs).
 Usage::
 
     python examples/umedpt_recipe.py --out recipe_run [--quick] [--seed 0]
+    python examples/umedpt_recipe.py --summarise recipe_s0 recipe_s1 recipe_s2 --out recipe_seeds
+
+``--summarise`` reads the ``recipe_table.json`` of runs with different seeds and writes
+``recipe_seeds.md`` / ``recipe_seeds.json`` to ``--out``: per task the score of each run and
+seed, the mean over seeds, and in how many seeds the pre-training is above the random frozen
+encoder.
 
 The full run (900 task-iterations, validation of all images every 4 epochs) takes ~2-3 min CPU
 per run on one thread; ``--quick`` (18 iterations) only checks the machinery.
@@ -81,6 +87,48 @@ def run_recipe(out: Path, quick: bool, seed: int, synthetic_only: bool = False, 
     return result
 
 
+def summarise_seeds(tables: list[dict]) -> tuple[dict, str]:
+    """Per task over the seeds of several :func:`run_recipe` results: scores, means, and in how many
+    seeds the pre-trained score is above the random-frozen one; returns ``(summary, markdown)``.
+
+    Example
+    -------
+    >>> row = {"task": "t", "kind": "classification", "metric": "f1_macro", "synthetic": True}
+    >>> tables = [{"seed": s, "iterations": 9, "rows": [{**row, "pretrained": p, "random_frozen": r}]}
+    ...           for s, p, r in ((0, 0.8, 0.5), (1, 0.4, 0.6))]
+    >>> summary, _ = summarise_seeds(tables)
+    >>> summary["rows"][0]["above"], summary["rows"][0]["pretrained_mean"]
+    (1, 0.6000000000000001)
+    """
+    if not tables:
+        raise ValueError("summarise_seeds needs at least one recipe table")
+    seeds = [t["seed"] for t in tables]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the recipe tables repeat a seed: {seeds}")
+    rows = []
+    for i, first in enumerate(tables[0]["rows"]):
+        per = [t["rows"][i] for t in tables]
+        if any(r["task"] != first["task"] for r in per):
+            raise ValueError(f"the recipe tables list different tasks at row {i}")
+        entry = {k: first[k] for k in ("task", "kind", "metric", "synthetic")}
+        for name in RUNS:
+            entry[name] = [r[name] for r in per]
+            entry[f"{name}_mean"] = sum(entry[name]) / len(per)
+        entry["above"] = sum(r["pretrained"] > r["random_frozen"] for r in per)
+        rows.append(entry)
+    summary = {"seeds": seeds, "iterations": [t["iterations"] for t in tables], "rows": rows}
+    seed_text = ", ".join(str(s) for s in seeds)
+    lines = [f"| task | data | metric | pre-trained (seeds {seed_text}) | random frozen (seeds {seed_text}) | "
+             "mean pre-trained | mean random frozen | seeds above |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {'synthetic' if r['synthetic'] else 'real'} | {r['metric']} | "
+                     + " / ".join(f"{v:.3f}" for v in r["pretrained"]) + " | "
+                     + " / ".join(f"{v:.3f}" for v in r["random_frozen"]) + f" | {r['pretrained_mean']:.3f} | "
+                     f"{r['random_frozen_mean']:.3f} | {r['above']} of {len(seeds)} |")
+    return summary, "\n".join(lines) + "\n"
+
+
 def plot_curves(histories: dict, rows: list[dict], path: Path, iterations: int) -> Path:
     """Per task: training loss / its first record (solid) and validation score (markers), both runs."""
     import matplotlib
@@ -128,7 +176,16 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", choices=RUNS, default=list(RUNS),
                         help="train only these runs (the others must be in --out already; none: only the table)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--summarise", nargs="+", metavar="RUN_DIR", default=None,
+                        help="only summarise these runs' recipe_table.json over their seeds into --out")
     args = parser.parse_args()
+    if args.summarise:
+        tables = [json.loads((Path(d) / "recipe_table.json").read_text()) for d in args.summarise]
+        summary, text = summarise_seeds(tables)
+        atomic_write_json(Path(args.out) / "recipe_seeds.json", summary)
+        atomic_write_text(Path(args.out) / "recipe_seeds.md", text)
+        print(text)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("medfound").setLevel(logging.INFO)
     if args.threads:

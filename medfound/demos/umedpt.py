@@ -111,7 +111,8 @@ def demo_pretrain_config(tasks_file: str | Path, n_pretrain: int, quick: bool, s
 
     The task side of the recipe is in the task definitions the generator writes
     (:data:`medfound.data.synthetic.multitask.PRETRAIN_TASK_OPTIONS`: batch-standardised
-    classification heads; the CT abdomen window; X-ray nodules the detector's strides can see).
+    classification heads; the CT abdomen window; X-ray nodules the detector's strides can see; CT chest
+    nodules larger than the vessel dots, which the pre-training otherwise memorised at chance).
 
     Examples
     --------

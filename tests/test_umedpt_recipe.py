@@ -1,0 +1,61 @@
+"""The recipe check's multi-seed summary (examples/umedpt_recipe.py --summarise)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "umedpt_recipe.py"
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("umedpt_recipe", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table(seed, scores):
+    rows = [{"task": task, "kind": "segmentation", "metric": "dice_mean", "synthetic": task != "real",
+             "pretrained": p, "random_frozen": r, "difference": p - r} for task, (p, r) in scores.items()]
+    return {"seed": seed, "quick": False, "iterations": 18, "rows": rows}
+
+
+def test_summary_counts_the_seeds_where_pre_training_is_above():
+    summary, text = _recipe().summarise_seeds([
+        _table(0, {"organs": (0.7, 0.1), "real": (0.5, 0.6)}),
+        _table(1, {"organs": (0.6, 0.2), "real": (0.6, 0.6)}),   # a tie is not above
+        _table(2, {"organs": (0.8, 0.0), "real": (0.9, 0.3)}),
+    ])
+    organs, real = summary["rows"]
+    assert summary["seeds"] == [0, 1, 2]
+    assert organs["above"] == 3 and real["above"] == 1
+    assert organs["pretrained"] == [0.7, 0.6, 0.8] and organs["pretrained_mean"] == pytest.approx(0.7)
+    assert real["random_frozen_mean"] == pytest.approx(0.5)
+    assert ("| organs | synthetic | dice_mean | 0.700 / 0.600 / 0.800 | 0.100 / 0.200 / 0.000 | 0.700 | 0.100 "
+            "| 3 of 3 |") in text
+    assert "| real | real |" in text and "1 of 3 |" in text
+
+
+def test_summary_refuses_repeated_seeds_and_different_tasks():
+    recipe = _recipe()
+    with pytest.raises(ValueError, match="repeat a seed"):
+        recipe.summarise_seeds([_table(0, {"a": (1, 0)}), _table(0, {"a": (1, 0)})])
+    with pytest.raises(ValueError, match="different tasks"):
+        recipe.summarise_seeds([_table(0, {"a": (1, 0)}), _table(1, {"b": (1, 0)})])
+
+
+def test_summarise_command_writes_the_table(tmp_path):
+    for seed in (3, 4):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "recipe_table.json").write_text(json.dumps(_table(seed, {"organs": (0.7, 0.1)})))
+    subprocess.run([sys.executable, str(EXAMPLE), "--summarise", str(tmp_path / "s3"), str(tmp_path / "s4"),
+                    "--out", str(tmp_path / "seeds")], check=True, capture_output=True)
+    summary = json.loads((tmp_path / "seeds" / "recipe_seeds.json").read_text())
+    assert summary["seeds"] == [3, 4] and summary["rows"][0]["above"] == 2
+    assert "2 of 2" in (tmp_path / "seeds" / "recipe_seeds.md").read_text()
