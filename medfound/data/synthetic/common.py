@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a generator's output changes for the same seed.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1.0: larger CT chest nodules inside the lung (multitask)
 
 #: Named dataset sizes; each generator maps them to its own counts and resolutions.
 SIZES = ("small", "medium")
