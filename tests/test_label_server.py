@@ -249,12 +249,11 @@ def test_infer_on_an_uploaded_png_gives_a_png_of_its_size(server):
     assert _png(r.content).shape == np.asarray(Image.open(path)).shape[:2]
 
 
-def _measured_disagreement(server, image_ids: list[str]) -> dict[str, float]:
-    """A/B disagreement recomputed here from the run's checkpoint (A and B loaded separately)."""
+def _measured_disagreement(server, image_ids: list[str], checkpoint: Path) -> dict[str, float]:
+    """A/B disagreement recomputed here from a co-training checkpoint (A and B loaded separately)."""
     from medfound.dac.evaluation import load_trained_network
 
     bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
-    checkpoint = next((server.model_dir / MODEL / "runs").iterdir()) / "last.pt"
     a = load_trained_network(bundle.network(), checkpoint, sub_model="a")
     b = load_trained_network(bundle.network(), checkpoint, sub_model="b")
     pre = bundle.preprocessing()
@@ -266,14 +265,53 @@ def _measured_disagreement(server, image_ids: list[str]) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def _disagreeing_run(server):
+    """A newer run whose B is the trained A with class 1's bias raised, removed afterwards.
+
+    After the module's 2-iteration training A and B both label every pixel background, so every
+    disagreement is 0 and any ranking would pass. Here B = A except that class 1 wins wherever A's
+    background-vs-class-1 margin is below its 5th percentile over the unlabelled images' pixels:
+    the images then disagree in proportion to their own low-margin pixels. The strategy uses the
+    newest run's ``last.pt``.
+    """
+    from medfound.dac.evaluation import load_trained_network
+
+    runs = server.model_dir / MODEL / "runs"
+    trained = max(runs.glob("*/last.pt"), key=os.path.getmtime)
+    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
+    a = load_trained_network(bundle.network(), trained, sub_model="a")
+    pre = bundle.preprocessing()
+    with torch.no_grad():
+        margins = torch.cat([
+            (lambda logits: (logits[:, 0] - logits[:, 1]).flatten())(
+                a(torch.as_tensor(pre({"image": str(server.root / "studies" / f"{i}.png")})["image"])[None]))
+            for i in server.unlabeled])
+    state = torch.load(trained, map_location="cpu", weights_only=True)
+    net = state["network"]
+    for key in [k for k in net if k.startswith("model_a.")]:
+        net["model_b." + key[len("model_a."):]] = net[key].clone()
+    net["model_b.classifier.bias"][1] += float(torch.quantile(margins, 0.05))
+    run = runs / "zz_disagreeing"
+    run.mkdir()
+    torch.save(state, run / "last.pt")
+    try:
+        yield run / "last.pt"
+    finally:
+        shutil.rmtree(run)
+
+
 def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server):
-    r = server.post(f"/activelearning/{MODEL}_disagreement", json={})
-    assert r.status_code == 200, r.text
-    answer = r.json()
+    with _disagreeing_run(server) as checkpoint:
+        r = server.post(f"/activelearning/{MODEL}_disagreement", json={})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        measured = _measured_disagreement(server, server.unlabeled, checkpoint)
     assert answer["id"] in server.unlabeled
     ranking = answer["ranking"]
     assert sorted(i for i, _ in ranking) == server.unlabeled
-    measured = _measured_disagreement(server, server.unlabeled)
+    # the measured disagreements differ between images, so the order below is not the ids' tie-break
+    assert len({round(v, 6) for v in measured.values()}) >= 3 and max(measured.values()) > 0.01
     for image, score in ranking:
         assert score == pytest.approx(measured[image], abs=1e-6)
     expected = sorted(server.unlabeled, key=lambda i: (-measured[i], i))
