@@ -219,7 +219,8 @@ def train_bundle_config(config: DACConfig) -> dict[str, Any]:
         "checkpoint_interval": t.checkpoint_interval,
         "network_def": {"_target_": cfg.network.target, "_mode_": "callable", **_network_arguments(cfg, True)},
         "dac_model": {"_target_": "medfound.dac.model.DACModel", "network": "@network_def", "method": m.name,
-                      "feature_layer": m.feature_layer, "aux_layer": m.aux_layer,
+                      "feature_layer": m.feature_layer, "mask_layer": m.mask_layer,
+                      "rotation_layer": m.rotation_layer,
                       "projection_channels": m.projection_channels, "init_seeds": list(m.init_seeds),
                       "inference": m.inference, "aux_head_init": m.aux_head_init},
         "network": "$@dac_model.to(@device)",
@@ -388,7 +389,8 @@ def evaluate_bundle_config(config: DACConfig) -> dict[str, Any]:
         bundle["network_def"] = {
             "_target_": "medfound.dac.model.DACModel",
             "network": {"_target_": cfg.network.target, "_mode_": "callable", **_network_arguments(cfg, False)},
-            "method": m.name, "feature_layer": m.feature_layer, "aux_layer": m.aux_layer,
+            "method": m.name, "feature_layer": m.feature_layer, "mask_layer": m.mask_layer,
+            "rotation_layer": m.rotation_layer,
             "projection_channels": m.projection_channels, "init_seeds": list(m.init_seeds), "inference": "ensemble"}
     else:
         path = {"best": run_dir / BEST_MODEL, "last": run_dir / LAST_MODEL}.get(e.checkpoint, Path(e.checkpoint))

@@ -99,7 +99,8 @@ class DACModel(nn.Module):
     method : a key of :data:`medfound.dac.config.METHODS` (``"dac"``, ``"cps"``, ``"fixmatch"``,
         ``"supervised"``, ``"dac_no_feat"``, ``"dac_no_aux"``): decides which parts exist.
     feature_layer : ``forward_features`` key supervised by the feature loss.
-    aux_layer : ``forward_features`` key the auxiliary heads read.
+    mask_layer : ``forward_features`` key the mixed-region head of A reads.
+    rotation_layer : ``forward_features`` key the rotation head of B reads.
     projection_channels : hidden width of the projection heads.
     init_seeds : seeds of A and B; the training heads of A (B) are seeded from
         ``derive_seed(seed_a, "training_heads")`` (``seed_b``), with ready networks too.
@@ -112,7 +113,8 @@ class DACModel(nn.Module):
         network: NetworkSource,
         method: str = default(MethodConfig, "name"),
         feature_layer: str = default(MethodConfig, "feature_layer"),
-        aux_layer: str = default(MethodConfig, "aux_layer"),
+        mask_layer: str = default(MethodConfig, "mask_layer"),
+        rotation_layer: str = default(MethodConfig, "rotation_layer"),
         projection_channels: int = default(MethodConfig, "projection_channels"),
         init_seeds: Sequence[int] = tuple(default(MethodConfig, "init_seeds")),
         inference: str = default(MethodConfig, "inference"),
@@ -126,7 +128,8 @@ class DACModel(nn.Module):
             raise ConfigError(f"init_seeds must hold two seeds (A, B), got {init_seeds!r}")
         seed_a, seed_b = (check_int(s, "init_seeds") for s in init_seeds)
         projection_channels = check_int(projection_channels, "projection_channels", low=1)
-        self.feature_layer, self.aux_layer = str(feature_layer), str(aux_layer)
+        self.feature_layer = str(feature_layer)
+        self.mask_layer, self.rotation_layer = str(mask_layer), str(rotation_layer)
         zero = check_choice(aux_head_init, ("zero", "default"), "aux_head_init") == "zero"
 
         self._factory: Callable[[], nn.Module] | None = None
@@ -155,13 +158,14 @@ class DACModel(nn.Module):
                 ch = _layer_channels(self.model_a, self.feature_layer, "feature_layer")
                 self.projector_a = ProjectionHead(ch, projection_channels)
             if c.aux_mask:
-                self.mask_head = MixedRegionHead(_layer_channels(self.model_a, self.aux_layer, "aux_layer"), zero)
+                self.mask_head = MixedRegionHead(_layer_channels(self.model_a, self.mask_layer, "mask_layer"), zero)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed_b, "training_heads"))
             if c.feature:
                 self.projector_b = ProjectionHead(ch, projection_channels)
             if c.aux_rotation:
-                self.rotation_head = RotationHead(_layer_channels(self.model_b, self.aux_layer, "aux_layer"), zero)
+                ch_rot = _layer_channels(self.model_b, self.rotation_layer, "rotation_layer")
+                self.rotation_head = RotationHead(ch_rot, zero)
         self.inference = "a"
         self.set_inference(inference)
 

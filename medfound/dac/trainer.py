@@ -187,8 +187,8 @@ class TrainingForward(nn.Module):
     ``forward(x_a, x_b=None, n_labeled=0)`` returns ``{"a": model_a.forward_features(x_a)}``,
     plus, as the method has them, ``"b"`` (``model_b.forward_features(x_b)``), ``"proj_a"`` /
     ``"proj_b"`` (projection heads on the feature layer of the items after the first
-    ``n_labeled``), ``"mask"`` (the mixed-region head on A's auxiliary layer) and
-    ``"rotation"`` (the rotation head on B's). It holds no parameters of its own: its state
+    ``n_labeled``), ``"mask"`` (the mixed-region head on A's ``mask_layer``) and
+    ``"rotation"`` (the rotation head on B's ``rotation_layer``). It holds no parameters of its own: its state
     dict is the :class:`~medfound.dac.model.DACModel`'s under ``model.``.
 
     Example
@@ -199,7 +199,7 @@ class TrainingForward(nn.Module):
     ...                                    decoder_channels=16))
     >>> out = TrainingForward(model)(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), n_labeled=2)
     >>> sorted(out), tuple(out["rotation"].shape)
-    (['a', 'b', 'mask', 'proj_a', 'proj_b', 'rotation'], (2, 4, 8, 8))
+    (['a', 'b', 'mask', 'proj_a', 'proj_b', 'rotation'], (2, 4, 2, 2))
     """
 
     def __init__(self, model: DACModel) -> None:
@@ -216,9 +216,9 @@ class TrainingForward(nn.Module):
             out["proj_a"] = net.projector_a(out["a"][net.feature_layer][n_labeled:])
             out["proj_b"] = net.projector_b(out["b"][net.feature_layer][n_labeled:])
         if comp.aux_mask:
-            out["mask"] = net.mask_head(out["a"][net.aux_layer][n_labeled:])
+            out["mask"] = net.mask_head(out["a"][net.mask_layer][n_labeled:])
         if comp.aux_rotation:
-            out["rotation"] = net.rotation_head(out["b"][net.aux_layer][n_labeled:])
+            out["rotation"] = net.rotation_head(out["b"][net.rotation_layer][n_labeled:])
         return out
 
 
