@@ -121,6 +121,23 @@ def last_epoch(out: Path) -> dict[str, float]:
     return {k: v for k, v in last.items() if isinstance(v, (int, float))}
 
 
+def last_pseudo_label_dice(out: Path) -> dict[str, float]:
+    """``"a disc"`` -> Dice of sub-model A's pseudo labels for the disc on the unlabelled items of the last
+    epoch, mean over the unlabelled domains (a sub-model that labels everything background scores 0 there).
+
+    Read from the run's ``pseudo_labels.jsonl``; empty for methods without pseudo labels or without labels
+    on the unlabelled items.
+    """
+    log = out / "pseudo_labels.jsonl"
+    if not log.exists():
+        return {}
+    per: dict[str, list[float]] = {}
+    for key, value in json.loads(log.read_text().splitlines()[-1])["pseudo_labels"].items():
+        _, sub, region = key.split("|")
+        per.setdefault(f"{sub} {region}", []).append(float(value["dice"]))
+    return {k: float(np.mean(v)) for k, v in sorted(per.items())}
+
+
 def all_foreground_dice(items: list[dict], regions: dict[str, list[int]]) -> dict[str, float]:
     """Mean over cases of the Dice of predicting every pixel as each region (the trivial baseline)."""
     from monai.transforms import LoadImage
@@ -204,6 +221,13 @@ def markdown(bench: str, summary: dict, methods: list[str], domains: list[str], 
                        "aux_mask_iou_const: the constant predictor's IoU):")]
         lines += [f"- {m}: " + ", ".join(f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in a.items())
                   for m, a in by_method.items()]
+    pseudo = summary.get("pseudo_labels_by_method") or {}
+    if pseudo:
+        lines += ["", ("Pseudo labels on the unlabelled source domains, last epoch: Dice of sub-model A's and B's "
+                       "(mean +- std over held-out domains and seeds; 0 = that sub-model labels it background "
+                       "everywhere):")]
+        lines += [f"- {m}: " + ", ".join(f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in a.items())
+                  for m, a in pseudo.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -258,6 +282,7 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
     methods = list(args.methods)
     dice: dict[str, Any] = {m: {d: {r: {} for r in regions} for d in domains} for m in methods}
     aux_by_method: dict[str, dict[str, list[float]]] = {}  # method -> auxiliary metric -> last-epoch values
+    pseudo_by_method: dict[str, dict[str, list[float]]] = {}  # method -> "a disc" -> last-epoch pseudo-label Dice
     trivial: dict[str, dict[str, float]] = {}
     runs: dict[str, Any] = {}
     start = time.time()
@@ -288,6 +313,8 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
                 for k in AUX_KEYS:
                     if k in last:
                         aux_by_method.setdefault(m, {}).setdefault(k, []).append(float(last[k]))
+                for k, v in last_pseudo_label_dice(run_dir).items():
+                    pseudo_by_method.setdefault(m, {}).setdefault(k, []).append(v)
                 runs[f"seed{seed}/test-{d}/{m}"] = record
                 print(f"  seed {seed} {m:<12} " + "  ".join(f"{r} {dice[m][d][r][seed]:.3f}" for r in regions)
                       + "".join(f"  {k} {last[k]:.2f}" for k in ("aux_rot_acc", "aux_mask_iou") if k in last)
@@ -296,6 +323,8 @@ def run_benchmark(bench: str, args: argparse.Namespace) -> dict[str, Any]:
     regs = list(regions)
     summary = summarise(dice, trivial, aux, methods, domains, regs)
     summary["aux_by_method"] = {m: {k: mean_interval(v) for k, v in a.items()} for m, a in aux_by_method.items()}
+    summary["pseudo_labels_by_method"] = {m: {k: mean_interval(v) for k, v in a.items()}
+                                          for m, a in pseudo_by_method.items()}
     settings = (f"{args.iterations} iterations, labelled ratio {args.labeled_ratio}, {args.size or spec['size']} px, "
                 f"ResNet-18 width {args.width}, batch {args.batch} + {args.batch}, seeds {args.seeds}, "
                 f"style mixing p {args.style_mix}")

@@ -89,7 +89,23 @@ def test_evidence_script_tables_statistics_and_plot(tmp_path, scripts, demo_root
     text = (tmp_path / "out" / "scgm" / "evidence.md").read_text()
     assert "SYNTHETIC" in text and "| all-foreground |" in text and "DAC - CPS" in text
     assert "- dac: aux_rot_acc" in text and "| cps - supervised |" in text
+    # both sub-models' pseudo-label quality per co-training method (supervised has no pseudo labels)
+    pseudo = result["pseudo_labels_by_method"]
+    assert set(pseudo) == {"cps", "dac"} and set(pseudo["dac"]) == {"a cord", "a gm", "b cord", "b gm"}
+    assert all(s["n"] == 2 and 0 <= s["mean"] <= 1 for a in pseudo.values() for s in a.values())
+    assert "Pseudo labels on the unlabelled source domains" in text and "- dac: a cord" in text
     assert (tmp_path / "out" / "scgm" / "evidence.png").stat().st_size > 0
+
+
+def test_last_pseudo_label_dice_averages_the_last_epoch_over_domains(tmp_path, scripts):
+    _, _, evidence = scripts
+    assert evidence.last_pseudo_label_dice(tmp_path) == {}  # no log: a method without pseudo labels
+    first = {"D2|a|disc": {"dice": 0.1, "confident_fraction": 1.0}}
+    last = {key: {"dice": dice, "confident_fraction": 1.0}
+            for key, dice in (("D2|a|disc", 0.6), ("D3|a|disc", 0.8), ("D2|b|disc", 0.0), ("D3|b|disc", 0.0))}
+    (tmp_path / "pseudo_labels.jsonl").write_text(json.dumps({"epoch": 1, "pseudo_labels": first}) + "\n"
+                                                   + json.dumps({"epoch": 2, "pseudo_labels": last}) + "\n")
+    assert evidence.last_pseudo_label_dice(tmp_path) == {"a disc": pytest.approx(0.7), "b disc": 0.0}
 
 
 @pytest.mark.slow
