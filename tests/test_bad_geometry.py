@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _helpers import find_cause
 from helpers_io import lung_crop
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged
@@ -20,14 +21,6 @@ from monai.transforms import LoadImaged
 from medfound.errors import InvalidImageError, SeriesGeometryError
 from medfound.io import write_dicom_series
 from medfound.transforms.presets import get_preset
-
-
-def _cause(err: BaseException, kind: type) -> BaseException:
-    """The first exception of ``kind`` in ``err``'s chain (Compose wraps a transform's error)."""
-    while err is not None and not isinstance(err, kind):
-        err = err.__cause__
-    assert err is not None, f"no {kind.__name__} in the chain"
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def test_preset_refuses_a_volume_it_would_turn_into_a_cube(tmp_path, modality, m
     pre = get_preset(modality, mode=mode, spatial_size=128, keys=("image",), reader="NibabelReader")
     with pytest.raises(Exception) as info:
         pre({"image": str(path)})
-    msg = str(_cause(info.value, InvalidImageError))
+    msg = str(find_cause(info.value, InvalidImageError))
     assert msg.startswith(f"{path}: a volume of shape (1, 256, 256, 48) (48 slices"), msg
     assert "128x128x128 block (48 slices -> 24, padded to 128)" in msg and "volume=True" in msg
 
@@ -52,10 +45,10 @@ def test_preset_refusal_names_the_key_of_an_array_and_other_ranks():
     pre = get_preset("ct", mode="infer", spatial_size=64, keys=("image",), load=False)
     with pytest.raises(Exception) as info:
         pre({"image": torch.zeros(1, 40, 30, 5)})
-    assert str(_cause(info.value, InvalidImageError)).startswith("item 'image': a volume of shape (1, 40, 30, 5)")
+    assert str(find_cause(info.value, InvalidImageError)).startswith("item 'image': a volume of shape (1, 40, 30, 5)")
     with pytest.raises(Exception) as info:
         pre({"image": torch.zeros(1, 4, 4, 4, 4)})
-    assert "makes 2D images (C, H, W); got shape (1, 4, 4, 4, 4)" in str(_cause(info.value, InvalidImageError))
+    assert "makes 2D images (C, H, W); got shape (1, 4, 4, 4, 4)" in str(find_cause(info.value, InvalidImageError))
 
 
 def test_volume_true_still_cuts_the_volume_into_slices():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from _helpers import cause_chain
 from ignite.engine import Engine
 from monai.data import MetaTensor, list_data_collate
 from PIL import Image
@@ -95,9 +96,7 @@ def test_mask_of_another_size_is_a_label_mismatch_not_a_resize(bad_folder):
     det = preprocessing(3, [64, 64])  # both would be resized to 64 x 64 without the check
     with pytest.raises(Exception) as info:
         det({"image": str(bad_folder / "img.png"), "label": str(bad_folder / "lab16.png")})
-    cause = info.value
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
+    cause = cause_chain(info.value)[-1]
     assert isinstance(cause, LabelMismatchError) and "(16, 16)" in str(cause) and "lab16.png" in str(cause)
 
 

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _helpers import cause_chain
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -33,12 +34,6 @@ TINY = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "wind
 #: demo-scale overrides of train.json (2 iterations, small batches)
 DEMO_TRAIN = {"max_iterations": 2, "network_args": TINY, "train#dataloader#batch_size": 2,
               "validate#dataloader#batch_size": 2, "validate#dataloader#max_batches_per_task": 1}
-
-
-def _root_cause(err: BaseException) -> BaseException:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
 
 
 def test_metadata_is_valid_against_the_schema_copy_offline():
@@ -203,7 +198,7 @@ def test_inference_without_weights_says_how_to_get_them(multitask_demo, tmp_path
     workflow.initialize()
     with pytest.raises(Exception) as info:
         workflow.run()
-    cause = _root_cause(info.value)
+    cause = cause_chain(info.value)[-1]
     assert isinstance(cause, WeightsError)
     assert "medfound convert-umedpt" in str(cause) and "configs/train.json" in str(cause)
 

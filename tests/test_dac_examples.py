@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-EXAMPLES = Path(__file__).parents[1] / "examples"
-
+from _helpers import EXAMPLES, load_script
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def scripts():
-    sys.path[:0] = [str(EXAMPLES), str(EXAMPLES / "benchmarks")]
-    import dac_cost
-    import dac_evidence
-    import dac_synthetic_fundus
-
-    yield dac_synthetic_fundus, dac_cost, dac_evidence
-    for p in (str(EXAMPLES), str(EXAMPLES / "benchmarks")):
-        sys.path.remove(p)
+    return (load_script(EXAMPLES / "dac_synthetic_fundus.py"), load_script(EXAMPLES / "benchmarks" / "dac_cost.py"),
+            load_script(EXAMPLES / "dac_evidence.py"))
 
 
 @pytest.mark.slow

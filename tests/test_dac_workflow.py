@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from _dac_helpers import TINY_NET, tiny_config, write_tiny_split
+from _helpers import cause_chain
 from PIL import Image
 
 import medfound.dac.bundle_configs as bundle_configs_mod
@@ -87,9 +88,7 @@ def test_label_values_outside_the_classes_name_the_file(tmp_path):
     det = preprocessing(3, [8, 8])
     with pytest.raises(Exception) as info:
         det({"image": str(tmp_path / "img.png"), "label": str(tmp_path / "lab.png")})
-    cause = info.value
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
+    cause = cause_chain(info.value)[-1]
     assert isinstance(cause, LabelMismatchError) and "lab.png" in str(cause) and "[7]" in str(cause)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import load_script
 from monai.bundle import ConfigParser
 
 from medfound.errors import ConfigError, ShapeError, WeightsError
@@ -93,9 +93,7 @@ def test_classifier_bias_known_answer():
 
 def test_backbone_weights_torchvision_format(data_dir, tmp_path):
     folder = data_dir / "networks"
-    spec = importlib.util.spec_from_file_location("resnet_reference", folder / "resnet_reference.py")
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
+    ref = load_script(folder / "resnet_reference.py")
     keys = json.loads((folder / "torchvision_resnet_keys.json").read_text())["resnet18"]
     arrays = np.load(folder / "resnet_reference.npz")
     state = ref.reference_state_dict(keys, 18)  # full torchvision resnet18 state dict, fc included

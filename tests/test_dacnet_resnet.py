@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
+from _helpers import load_script
 
 from medfound.errors import ConfigError, MedfoundError, WeightsError
 from medfound.networks.resnet import (
@@ -36,9 +36,7 @@ def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 def ref(data_dir):
     """The committed torchvision fixture: key names/shapes, outputs, and the weight recipe."""
     folder = data_dir / "networks"
-    spec = importlib.util.spec_from_file_location("resnet_reference", folder / "resnet_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(folder / "resnet_reference.py")
     keys = json.loads((folder / "torchvision_resnet_keys.json").read_text())
     arrays = dict(np.load(folder / "resnet_reference.npz"))
     return module, keys, arrays

@@ -161,6 +161,14 @@ def server(tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def bundle(server):
+    """The bundle the module's server serves, parsed once here; the tests only read it (``network()`` is a
+    new untrained network on each call, and the deterministic preprocessing and postprocessing keep no state
+    between images)."""
+    return InferenceBundle(BUNDLE, overlays=["demo.json"])
+
+
 def _png(content: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(content)))
 
@@ -213,8 +221,7 @@ def test_train_uses_the_unlabelled_images_and_publishes_the_model(server):
     assert MODEL in server.get("/info/").json()["models"]
 
 
-def test_infer_serves_the_trained_model_with_a_mask_of_the_image_size(server):
-    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
+def test_infer_serves_the_trained_model_with_a_mask_of_the_image_size(server, bundle):
     image = server.unlabeled[0]
     source = np.asarray(Image.open(server.root / "studies" / f"{image}.png"))
     r = server.post(f"/infer/{MODEL}", params={"image": image, "output": "image"})
@@ -249,11 +256,11 @@ def test_infer_on_an_uploaded_png_gives_a_png_of_its_size(server):
     assert _png(r.content).shape == np.asarray(Image.open(path)).shape[:2]
 
 
-def _measured_disagreement(server, image_ids: list[str], checkpoint: Path) -> dict[str, float]:
+def _measured_disagreement(server, bundle: InferenceBundle, image_ids: list[str],
+                           checkpoint: Path) -> dict[str, float]:
     """A/B disagreement recomputed here from a co-training checkpoint (A and B loaded separately)."""
     from medfound.dac.evaluation import load_trained_network
 
-    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
     a = load_trained_network(bundle.network(), checkpoint, sub_model="a")
     b = load_trained_network(bundle.network(), checkpoint, sub_model="b")
     pre = bundle.preprocessing()
@@ -266,7 +273,7 @@ def _measured_disagreement(server, image_ids: list[str], checkpoint: Path) -> di
 
 
 @contextlib.contextmanager
-def _disagreeing_run(server):
+def _disagreeing_run(server, bundle: InferenceBundle):
     """A newer run whose B is the trained A with class 1's bias raised, removed afterwards.
 
     After the module's 2-iteration training A and B both label every pixel background, so every
@@ -279,7 +286,6 @@ def _disagreeing_run(server):
 
     runs = server.model_dir / MODEL / "runs"
     trained = max(runs.glob("*/last.pt"), key=os.path.getmtime)
-    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
     a = load_trained_network(bundle.network(), trained, sub_model="a")
     pre = bundle.preprocessing()
     with torch.no_grad():
@@ -301,12 +307,12 @@ def _disagreeing_run(server):
         shutil.rmtree(run)
 
 
-def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server):
-    with _disagreeing_run(server) as checkpoint:
+def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server, bundle):
+    with _disagreeing_run(server, bundle) as checkpoint:
         r = server.post(f"/activelearning/{MODEL}_disagreement", json={})
         assert r.status_code == 200, r.text
         answer = r.json()
-        measured = _measured_disagreement(server, server.unlabeled, checkpoint)
+        measured = _measured_disagreement(server, bundle, server.unlabeled, checkpoint)
     assert answer["id"] in server.unlabeled
     ranking = answer["ranking"]
     assert sorted(i for i, _ in ranking) == server.unlabeled
@@ -326,7 +332,7 @@ def _entropy_of_mean(probs: torch.Tensor) -> float:
     return float((-(mean * mean.log())).sum(0).mean())
 
 
-def test_epistemic_mc_dropout_scores_and_ranks_the_unlabelled_images(server):
+def test_epistemic_mc_dropout_scores_and_ranks_the_unlabelled_images(server, bundle):
     """MONAI Label's built-in Epistemic scoring and strategy on the bundle's network (its ``network_def``
     takes ``dropout``): every unlabelled image gets the entropy of its MC-dropout prediction, and the
     strategy returns the image with the highest score.
@@ -357,7 +363,6 @@ def test_epistemic_mc_dropout_scores_and_ranks_the_unlabelled_images(server):
     assert first != scores  # the server's passes sample dropout masks: two scorings differ
     assert "EPISTEMIC:: " in server.log_text()
 
-    bundle = InferenceBundle(BUNDLE, overlays=["demo.json"])
     network = mc_dropout_mode(load_trained_network(bundle.network(), server.model_dir / MODEL / "model.pt"))
     pre = bundle.preprocessing()
     torch.manual_seed(0)

@@ -7,16 +7,12 @@ here from its file.
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
+from _helpers import EXAMPLES, load_script
 
-_PATH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "torchvision_reference.py"
-_spec = importlib.util.spec_from_file_location("torchvision_reference", _PATH)
-torchvision_reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(torchvision_reference)
+torchvision_reference = load_script(EXAMPLES / "benchmarks" / "torchvision_reference.py")
 import_torchvision_models = torchvision_reference.import_torchvision_models
 
 

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from _helpers import EXAMPLES, load_script
 
 from medfound.demos.real_nuclei import DATA_DIR
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "umedpt_real_transfer.py"
-
-
-def _study():
-    spec = importlib.util.spec_from_file_location("umedpt_real_transfer", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+EXAMPLE = EXAMPLES / "umedpt_real_transfer.py"
 
 
 def test_nuclei_tasks_keep_the_held_out_half_out_of_pre_training(tmp_path):
-    study = _study()
+    study = load_script(EXAMPLE)
     tasks = {t["name"]: t for t in study.nuclei_tasks(tmp_path)}
     assert tasks["nuclei_bottom_count_cls"]["role"] == "transfer" and tasks["nuclei_top_seg"]["role"] == "pretrain"
     assert all(t["synthetic"] is False for t in tasks.values())
@@ -48,7 +41,7 @@ def test_nuclei_tasks_keep_the_held_out_half_out_of_pre_training(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_table(tmp_path):
-    study = _study()
+    study = load_script(EXAMPLE)
     kwargs = dict(sources=None, quick=True, seed=3, repeats=2, min_per_class=2, finetune_fractions=(100.0,),
                   iterations_per_task=None)
     first = study.run_study(tmp_path / "a", **kwargs)

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from _helpers import EXAMPLES, load_script
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "umedpt_recipe.py"
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("umedpt_recipe", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+EXAMPLE = EXAMPLES / "umedpt_recipe.py"
 
 
 def _table(seed, scores):
@@ -27,7 +19,7 @@ def _table(seed, scores):
 
 
 def test_summary_counts_the_seeds_where_pre_training_is_above():
-    summary, text = _recipe().summarise_seeds([
+    summary, text = load_script(EXAMPLE).summarise_seeds([
         _table(0, {"organs": (0.7, 0.1), "real": (0.5, 0.6)}),
         _table(1, {"organs": (0.6, 0.2), "real": (0.6, 0.6)}),   # a tie is not above
         _table(2, {"organs": (0.8, 0.0), "real": (0.9, 0.3)}),
@@ -43,7 +35,7 @@ def test_summary_counts_the_seeds_where_pre_training_is_above():
 
 
 def test_summary_refuses_repeated_seeds_and_different_tasks():
-    recipe = _recipe()
+    recipe = load_script(EXAMPLE)
     with pytest.raises(ValueError, match="repeat a seed"):
         recipe.summarise_seeds([_table(0, {"a": (1, 0)}), _table(0, {"a": (1, 0)})])
     with pytest.raises(ValueError, match="different tasks"):
