@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medfound.evaluation.statistics import paired_difference
 from medfound.multitask.tasks import TaskSpec
 from medfound.utils import check_mapping
 
@@ -122,8 +124,9 @@ def reference_table(specs: Sequence[TaskSpec], histories: Mapping[str, Mapping[s
 
 def summarise_seeds(tables: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str]:
     """Per task over the seeds of several :func:`reference_table` results (each with a ``seed``):
-    scores, means, and in how many seeds the pre-trained score is above the random frozen one
-    (a tie is not above); returns ``(summary, markdown)``.
+    scores, means, in how many seeds the pre-trained score is above the random frozen one (a tie
+    is not above) and the paired difference over seeds (mean and Student-t 95 % interval,
+    :func:`~medfound.evaluation.statistics.paired_difference`); returns ``(summary, markdown)``.
 
     Example
     -------
@@ -133,6 +136,8 @@ def summarise_seeds(tables: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any]
     >>> summary, _ = summarise_seeds(tables)
     >>> summary["rows"][0]["above"], summary["rows"][0]["pretrained_mean"]
     (1, 0.6000000000000001)
+    >>> round(summary["rows"][0]["difference"]["mean"], 3)
+    0.05
     """
     if not tables:
         raise ValueError("summarise_seeds needs at least one reference table")
@@ -151,19 +156,25 @@ def summarise_seeds(tables: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any]
             entry[run] = [r[run] for r in per]
             entry[f"{run}_mean"] = sum(entry[run]) / len(per)
         entry["above"] = sum(r["pretrained"] > r["random_frozen"] for r in per)
-        entry["min_difference"] = min(r["pretrained"] - r["random_frozen"] for r in per)
+        entry["difference"] = paired_difference(entry["pretrained"], entry["random_frozen"])
         rows.append(entry)
     summary = {"seeds": seeds, "iterations": [t.get("iterations") for t in tables], "rows": rows}
     seed_text = ", ".join(str(s) for s in seeds)
     lines = [f"| task | data | metric | pre-trained (seeds {seed_text}) | random frozen (seeds {seed_text}) | "
-             "mean pre-trained | mean random frozen | seeds above |",
-             "|---|---|---|---|---|---|---|---|"]
+             "mean pre-trained | mean random frozen | seeds above | difference, mean [95 % interval over seeds] |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {'synthetic' if r['synthetic'] else 'real'} | {r['metric']} | "
                      + " / ".join(f"{v:.3f}" for v in r["pretrained"]) + " | "
                      + " / ".join(f"{v:.3f}" for v in r["random_frozen"]) + f" | {r['pretrained_mean']:.3f} | "
-                     f"{r['random_frozen_mean']:.3f} | {r['above']} of {len(seeds)} |")
+                     f"{r['random_frozen_mean']:.3f} | {r['above']} of {len(seeds)} | {_interval(r['difference'])} |")
     return summary, "\n".join(lines) + "\n"
+
+
+def _interval(d: Mapping[str, float]) -> str:
+    if math.isnan(d["low"]):
+        return f"{d['mean']:+.3f}"
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
 def plot_reference_curves(histories: Mapping[str, Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
