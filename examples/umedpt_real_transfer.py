@@ -30,9 +30,19 @@ convert-umedpt`` when you have those weights). Writes per held-out task the prot
 per task of whether the frozen pre-trained encoder reaches the baseline's 100 % score, and at
 which fraction first.
 
+Does the pre-training learn its tasks? ``--random-frozen-reference`` also trains the same heads,
+with the same config and seed, on the encoder frozen at its random initialisation
+(:mod:`medfound.multitask.frozen_reference`, as ``examples/umedpt_recipe.py`` does for the demo)
+and writes ``pretrain_reference.md`` / ``.json`` (each pre-training task's final validation
+score in both runs and the difference) and ``pretrain_reference_curves.png``;
+``--pretrain-only`` stops there; ``--summarise RUN_DIR ...`` puts several seeds' reference
+tables side by side (``pretrain_reference_seeds.md`` / ``.json``).
+
 Usage::
 
-    python examples/umedpt_real_transfer.py --out real_run --sources ../shared/fixtures [--quick]
+    python examples/umedpt_real_transfer.py --out real_run --sources ../shared/fixtures [--quick] \
+        [--random-frozen-reference [--pretrain-only]]
+    python examples/umedpt_real_transfer.py --summarise ref_s0 ref_s1 ref_s2 --out ref_seeds
 
 The same ``--seed`` gives the same table (CPU, one torch thread). These are SMALL real sets (one
 image, one CT and one MR volume): patches of one image or volume are correlated, and the numbers

@@ -47,6 +47,14 @@ def test_summary_counts_the_seeds_where_pre_training_is_above():
     assert "| real | real |" in text and "1 of 3 |" in text
 
 
+def test_summary_of_one_seed_has_no_interval():
+    summary, text = _recipe().summarise_seeds([_table(5, {"organs": (0.7, 0.1)})])
+    difference = summary["rows"][0]["difference"]
+    assert difference["mean"] == pytest.approx(0.6) and difference["low"] is None and difference["n"] == 1
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary  # strict JSON: no NaN
+    assert text.rstrip().endswith("| 1 of 1 | +0.600 |")
+
+
 def test_summary_refuses_repeated_seeds_and_different_tasks():
     recipe = _recipe()
     with pytest.raises(ValueError, match="repeat a seed"):

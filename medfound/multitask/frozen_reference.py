@@ -126,7 +126,8 @@ def summarise_seeds(tables: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any]
     """Per task over the seeds of several :func:`reference_table` results (each with a ``seed``):
     scores, means, in how many seeds the pre-trained score is above the random frozen one (a tie
     is not above) and the paired difference over seeds (mean and Student-t 95 % interval,
-    :func:`~medfound.evaluation.statistics.paired_difference`); returns ``(summary, markdown)``.
+    :func:`~medfound.evaluation.statistics.paired_difference`; with one seed the interval and
+    std are ``None``); returns ``(summary, markdown)``.
 
     Example
     -------
@@ -156,7 +157,9 @@ def summarise_seeds(tables: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any]
             entry[run] = [r[run] for r in per]
             entry[f"{run}_mean"] = sum(entry[run]) / len(per)
         entry["above"] = sum(r["pretrained"] > r["random_frozen"] for r in per)
-        entry["difference"] = paired_difference(entry["pretrained"], entry["random_frozen"])
+        # NaN (the interval of one seed) as null: the summary is written as strict JSON
+        entry["difference"] = {k: None if isinstance(v, float) and math.isnan(v) else v
+                               for k, v in paired_difference(entry["pretrained"], entry["random_frozen"]).items()}
         rows.append(entry)
     summary = {"seeds": seeds, "iterations": [t.get("iterations") for t in tables], "rows": rows}
     seed_text = ", ".join(str(s) for s in seeds)
@@ -171,8 +174,8 @@ def summarise_seeds(tables: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any]
     return summary, "\n".join(lines) + "\n"
 
 
-def _interval(d: Mapping[str, float]) -> str:
-    if math.isnan(d["low"]):
+def _interval(d: Mapping[str, float | None]) -> str:
+    if d["low"] is None:
         return f"{d['mean']:+.3f}"
     return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
