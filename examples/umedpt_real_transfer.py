@@ -30,9 +30,19 @@ convert-umedpt`` when you have those weights). Writes per held-out task the prot
 per task of whether the frozen pre-trained encoder reaches the baseline's 100 % score, and at
 which fraction first.
 
+Does the pre-training learn its tasks? ``--random-frozen-reference`` also trains the same heads,
+with the same config and seed, on the encoder frozen at its random initialisation
+(:mod:`medfound.multitask.frozen_reference`, as ``examples/umedpt_recipe.py`` does for the demo)
+and writes ``pretrain_reference.md`` / ``.json`` (each pre-training task's final validation
+score in both runs and the difference) and ``pretrain_reference_curves.png``;
+``--pretrain-only`` stops there; ``--summarise RUN_DIR ...`` puts several seeds' reference
+tables side by side (``pretrain_reference_seeds.md`` / ``.json``).
+
 Usage::
 
-    python examples/umedpt_real_transfer.py --out real_run --sources ../shared/fixtures [--quick]
+    python examples/umedpt_real_transfer.py --out real_run --sources ../shared/fixtures [--quick] \
+        [--random-frozen-reference [--pretrain-only]]
+    python examples/umedpt_real_transfer.py --summarise ref_s0 ref_s1 ref_s2 --out ref_seeds
 
 The same ``--seed`` gives the same table (CPU, one torch thread). These are SMALL real sets (one
 image, one CT and one MR volume): patches of one image or volume are correlated, and the numbers
@@ -53,6 +63,14 @@ import torch
 
 from medfound.demos.real_nuclei import DATA_DIR, boxes_from_instances
 from medfound.demos.umedpt import DEMO_NETWORK, demo_pretrain_config
+from medfound.multitask import load_tasks
+from medfound.multitask.frozen_reference import (
+    plot_reference_curves,
+    random_frozen_config,
+    read_history,
+    reference_table,
+    summarise_seeds,
+)
 from medfound.multitask.pretrain import pretrain
 from medfound.multitask.transfer import run_transfer_config, transfer_config
 from medfound.utils import atomic_path, atomic_write_json, atomic_write_text
@@ -217,10 +235,17 @@ def write_real_tasks(out: Path, sources: Path | None) -> Path:
     return out / "tasks.json"
 
 
-def run_study(out: Path, sources: Path | None, quick: bool, seed: int, repeats: int, min_per_class: int,
-              finetune_fractions: tuple[float, ...], iterations_per_task: int | None,
-              extra_encoders: dict[str, str] | None = None, finetune_epochs: int = 8,
-              finetune_repeats: int = 2) -> dict[str, Any]:
+def pretrain_real(out: Path, sources: Path | None, quick: bool, seed: int, iterations_per_task: int | None,
+                  random_frozen_reference: bool = False) -> dict[str, Any]:
+    """Write the tasks and pre-train on the ``pretrain`` ones (``out/pretrain``).
+
+    With ``random_frozen_reference`` also train the same heads, with the same config and seed,
+    on the encoder frozen at its random initialisation (``out/pretrain_random_frozen``,
+    :mod:`medfound.multitask.frozen_reference`) and write ``pretrain_reference.{md,json}``
+    (each pre-training task's final validation score in both runs and the difference) and
+    ``pretrain_reference_curves.png``. Returns ``tasks_file``, ``tasks``, ``config``, the
+    pre-training ``summary`` and the ``reference`` result (``None`` without the reference).
+    """
     tasks_file = write_real_tasks(out / "data", sources)
     tasks = json.loads(tasks_file.read_text())["tasks"]
     pre = [t for t in tasks if t["role"] == "pretrain"]
@@ -234,6 +259,32 @@ def run_study(out: Path, sources: Path | None, quick: bool, seed: int, repeats: 
             t["head"] = {"standardize": "batch"}
     atomic_write_json(tasks_file, {"tasks": tasks})
     summary = pretrain(config, output_dir=out / "pretrain")
+    reference = None
+    if random_frozen_reference:
+        pretrain(random_frozen_config(config), output_dir=out / "pretrain_random_frozen")
+        histories = {"pretrained": read_history(out / "pretrain"),
+                     "random_frozen": read_history(out / "pretrain_random_frozen")}
+        reference, text = reference_table(load_tasks(tasks_file, roles=["pretrain"]), histories, seed=seed,
+                                          quick=quick, iterations=config["trainer"]["max_iterations"],
+                                          sources=str(sources) if sources is not None else None)
+        atomic_write_json(out / "pretrain_reference.json", reference)
+        atomic_write_text(out / "pretrain_reference.md", text)
+        plot_reference_curves(histories, reference["rows"], out / "pretrain_reference_curves.png",
+                              f"UMedPT pre-training on REAL images, seed {seed}, {reference['iterations']} "
+                              "task-iterations: pre-trained vs random frozen encoder")
+    return {"tasks_file": tasks_file, "tasks": tasks, "config": config, "summary": summary, "reference": reference}
+
+
+def run_study(out: Path, sources: Path | None, quick: bool, seed: int, repeats: int, min_per_class: int,
+              finetune_fractions: tuple[float, ...], iterations_per_task: int | None,
+              extra_encoders: dict[str, str] | None = None, finetune_epochs: int = 8,
+              finetune_repeats: int = 2, random_frozen_reference: bool = False,
+              transfer: bool = True) -> dict[str, Any]:
+    """:func:`pretrain_real`, then (unless ``transfer`` is false) the transfer protocol on each held-out task."""
+    pre = pretrain_real(out, sources, quick, seed, iterations_per_task, random_frozen_reference)
+    tasks_file, tasks, summary = pre["tasks_file"], pre["tasks"], pre["summary"]
+    if not transfer:
+        return {"pretrain": summary, "reference": pre["reference"], "table": None, "summary": {}}
     encoders = {"umedpt": str(out / "pretrain"), "random": "random", **(extra_encoders or {})}
     fractions = (10, 100) if quick else FRACTIONS
     results = {}
@@ -253,7 +304,7 @@ def run_study(out: Path, sources: Path | None, quick: bool, seed: int, repeats: 
         results[t["name"]] = {"linear": lin, "finetune": fin, "modality": t["modality"], "counts": t["counts"]}
     table = _table(results, summary)
     atomic_write_text(out / "real_transfer_table.md", table)
-    return {"pretrain": summary, "table": table,
+    return {"pretrain": summary, "reference": pre["reference"], "table": table,
             "summary": {n: r["linear"]["summary"] + r["finetune"]["summary"] for n, r in results.items()}}
 
 
@@ -299,8 +350,21 @@ def main() -> None:
     parser.add_argument("--iterations-per-task", type=int, default=None, help="default: the demo's (100)")
     parser.add_argument("--encoder", action="append", default=[], metavar="NAME=SOURCE",
                         help="a further encoder, e.g. imagenet=torchvision:PATH or authors=FOLDER")
+    parser.add_argument("--random-frozen-reference", action="store_true",
+                        help="also train the pre-training heads on the encoder frozen at its random initialisation "
+                        "(same config and seed) and write pretrain_reference.md/.json")
+    parser.add_argument("--pretrain-only", action="store_true", help="stop after the pre-training (and reference)")
+    parser.add_argument("--summarise", nargs="+", metavar="RUN_DIR", default=None,
+                        help="only summarise these runs' pretrain_reference.json over their seeds into --out")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.summarise:
+        summary, text = summarise_seeds([json.loads((Path(d) / "pretrain_reference.json").read_text())
+                                         for d in args.summarise])
+        atomic_write_json(Path(args.out) / "pretrain_reference_seeds.json", summary)
+        atomic_write_text(Path(args.out) / "pretrain_reference_seeds.md", text)
+        print(text)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("medfound").setLevel(logging.INFO)
     if args.threads:
@@ -308,8 +372,12 @@ def main() -> None:
     extra = dict(e.split("=", 1) for e in args.encoder)
     result = run_study(Path(args.out), Path(args.sources) if args.sources else None, args.quick, args.seed,
                        args.repeats, args.min_per_class, tuple(args.finetune_fractions), args.iterations_per_task,
-                       extra, args.finetune_epochs, args.finetune_repeats)
-    print(result["table"])
+                       extra, args.finetune_epochs, args.finetune_repeats, args.random_frozen_reference,
+                       transfer=not args.pretrain_only)
+    if result["reference"] is not None:
+        print((Path(args.out) / "pretrain_reference.md").read_text())
+    if result["table"] is not None:
+        print(result["table"])
 
 
 if __name__ == "__main__":

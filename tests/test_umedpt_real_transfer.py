@@ -50,3 +50,59 @@ def test_same_seed_same_table(tmp_path):
     rows = first["summary"]["nuclei_bottom_count_cls"]
     assert {r["mode"] for r in rows} == {"linear", "finetune"} and all(r["n_train_min"] >= 6 for r in rows)
     assert first["table"].replace(str(tmp_path / "a"), "") == again["table"].replace(str(tmp_path / "b"), "")
+
+
+def _initial_network(run_dir: Path):
+    """The network (shared blocks and heads) a pre-training run starts from: its ``train.json``'s
+    trainer built right after the ``torch.manual_seed`` its ``initialize`` runs first."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(json.loads((run_dir / "train.json").read_text()))
+    torch.manual_seed(parser.get_parsed_content("seed"))  # what the bundle's ``initialize`` runs first
+    return parser.get_parsed_content("trainer").network
+
+
+def test_random_frozen_reference_keeps_the_encoder_at_its_initial_weights(tmp_path, single_torch_thread):
+    import torch
+
+    from medfound.utils import load_torch_file
+
+    study = _study()
+    result = study.run_study(tmp_path, sources=None, quick=True, seed=2, repeats=2, min_per_class=2,
+                             finetune_fractions=(100.0,), iterations_per_task=None, random_frozen_reference=True,
+                             transfer=False)
+    tasks = json.loads((tmp_path / "data" / "tasks.json").read_text())["tasks"]
+    pre_names = [t["name"] for t in tasks if t["role"] == "pretrain"]
+    assert pre_names == ["nuclei_top_seg", "nuclei_top_det"]
+    # the table: every pre-training task, no held-out one, both runs' final validation scores
+    reference = json.loads((tmp_path / "pretrain_reference.json").read_text())
+    assert reference == result["reference"] and reference["seed"] == 2
+    assert [r["task"] for r in reference["rows"]] == pre_names
+    for row, name in zip(reference["rows"], ("pretrain", "pretrain_random_frozen")):
+        history = json.loads((tmp_path / name / "history.json").read_text())["validation"][-1]
+        assert row["pretrained" if name == "pretrain" else "random_frozen"] == history[f"{row['task']}/{row['metric']}"]
+    for row in reference["rows"]:
+        assert row["difference"] == pytest.approx(row["pretrained"] - row["random_frozen"])
+    text = (tmp_path / "pretrain_reference.md").read_text()
+    assert all(f"| {n} | real |" in text for n in pre_names) and "nuclei_bottom_count_cls" not in text
+    assert (tmp_path / "pretrain_reference_curves.png").stat().st_size > 0
+    frozen_train = json.loads((tmp_path / "pretrain_random_frozen" / "train.json").read_text())
+    assert frozen_train["trainer"]["frozen_shared"] is True
+    assert not (tmp_path / "transfer").exists()
+
+    # values: the frozen run's shared blocks (weights and buffers) are exactly the initial ones, its heads
+    # moved; the pre-training from the same start moved the shared blocks
+    starts = {}
+    for name, shared_moves in (("pretrain_random_frozen", False), ("pretrain", True)):
+        start = starts[name] = _initial_network(tmp_path / name).state_dict()
+        final = load_torch_file(tmp_path / name / "model.pt")
+        assert set(final) == set(start)
+        shared = [k for k in start if not k.startswith("heads.") and start[k].is_floating_point()]
+        heads = [k for k in start if k.startswith("heads.") and start[k].is_floating_point()]
+        assert len(shared) > 10 and heads
+        same = [torch.equal(final[k], start[k]) for k in shared]
+        assert all(same) if not shared_moves else not all(same)
+        assert not all(torch.equal(final[k], start[k]) for k in heads)
+    # the reference starts from the pre-training's own random encoder (same seed, same config)
+    assert all(torch.equal(starts["pretrain"][k], starts["pretrain_random_frozen"][k]) for k in starts["pretrain"])

@@ -29,9 +29,22 @@ def test_summary_counts_the_seeds_where_pre_training_is_above():
     assert organs["above"] == 3 and real["above"] == 1
     assert organs["pretrained"] == [0.7, 0.6, 0.8] and organs["pretrained_mean"] == pytest.approx(0.7)
     assert real["random_frozen_mean"] == pytest.approx(0.5)
+    # paired over seeds: organs 0.6 / 0.4 / 0.8, std 0.2, Student-t(2) 97.5 % = 4.3027
+    half = 4.302653 * 0.2 / 3 ** 0.5
+    assert organs["difference"]["mean"] == pytest.approx(0.6)
+    assert (organs["difference"]["low"], organs["difference"]["high"]) == pytest.approx((0.6 - half, 0.6 + half))
+    assert "| 3 of 3 | +0.600 [+0.103, +1.097] |" in text
     assert ("| organs | synthetic | dice_mean | 0.700 / 0.600 / 0.800 | 0.100 / 0.200 / 0.000 | 0.700 | 0.100 "
             "| 3 of 3 |") in text
     assert "| real | real |" in text and "1 of 3 |" in text
+
+
+def test_summary_of_one_seed_has_no_interval():
+    summary, text = _recipe().summarise_seeds([_table(5, {"organs": (0.7, 0.1)})])
+    difference = summary["rows"][0]["difference"]
+    assert difference["mean"] == pytest.approx(0.6) and difference["low"] is None and difference["n"] == 1
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary  # strict JSON: no NaN
+    assert text.rstrip().endswith("| 1 of 1 | +0.600 |")
 
 
 def test_summary_refuses_repeated_seeds_and_different_tasks():

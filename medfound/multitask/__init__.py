@@ -13,6 +13,8 @@
 - :mod:`~medfound.multitask.optim`: :class:`WarmupCosineLR` and the config entries of optimisers;
 - :mod:`~medfound.multitask.training_config`: :func:`training_config`, the bundle config of a run;
 - :mod:`~medfound.multitask.pretrain`: :func:`pretrain`, the ``medfound pretrain`` command's API;
+- :mod:`~medfound.multitask.frozen_reference`: a pre-training against the same heads on a random frozen
+  encoder (:func:`~medfound.multitask.frozen_reference.random_frozen_config`, its table and seed summary);
 - :mod:`~medfound.multitask.transfer`: :func:`run_transfer`, the paper's transfer protocol.
 """
 
