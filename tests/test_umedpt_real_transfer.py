@@ -68,7 +68,7 @@ def test_random_frozen_reference_keeps_the_encoder_at_its_initial_weights(tmp_pa
 
     from medfound.utils import load_torch_file
 
-    study = _study()
+    study = load_script(EXAMPLE)
     result = study.run_study(tmp_path, sources=None, quick=True, seed=2, repeats=2, min_per_class=2,
                              finetune_fractions=(100.0,), iterations_per_task=None, random_frozen_reference=True,
                              transfer=False)

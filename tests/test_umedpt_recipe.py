@@ -1,4 +1,4 @@
-"""The recipe check's multi-seed summary (examples/umedpt_recipe.py --summarise)."""
+"""The recipe check (examples/umedpt_recipe.py): its multi-seed summary (--summarise) and same seed, same table."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_summary_counts_the_seeds_where_pre_training_is_above():
 
 
 def test_summary_of_one_seed_has_no_interval():
-    summary, text = _recipe().summarise_seeds([_table(5, {"organs": (0.7, 0.1)})])
+    summary, text = load_script(EXAMPLE).summarise_seeds([_table(5, {"organs": (0.7, 0.1)})])
     difference = summary["rows"][0]["difference"]
     assert difference["mean"] == pytest.approx(0.6) and difference["low"] is None and difference["n"] == 1
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary  # strict JSON: no NaN
@@ -64,3 +64,17 @@ def test_summarise_command_writes_the_table(tmp_path):
     summary = json.loads((tmp_path / "seeds" / "recipe_seeds.json").read_text())
     assert summary["seeds"] == [3, 4] and summary["rows"][0]["above"] == 2
     assert "2 of 2" in (tmp_path / "seeds" / "recipe_seeds.md").read_text()
+
+
+@pytest.mark.slow
+def test_same_seed_same_table_and_weights(tmp_path):
+    recipe = load_script(EXAMPLE)
+    first = recipe.run_recipe(tmp_path / "a", quick=True, seed=1)
+    again = recipe.run_recipe(tmp_path / "b", quick=True, seed=1)
+    assert first == again and first["seed"] == 1 and first["quick"]
+    assert (tmp_path / "a" / "recipe_table.json").read_bytes() == (tmp_path / "b" / "recipe_table.json").read_bytes()
+    for run in ("pretrained", "random_frozen"):
+        # the weights themselves, not just the scores rounded into the table
+        assert (tmp_path / "a" / run / "model.pt").read_bytes() == (tmp_path / "b" / run / "model.pt").read_bytes()
+    # the two runs differ (the reference's encoder is frozen at its random initialisation)
+    assert any(row["pretrained"] != row["random_frozen"] for row in first["rows"])
