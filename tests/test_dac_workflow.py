@@ -44,6 +44,9 @@ def test_config_rejects_bad_values_and_reads_files(tmp_path):
         DACConfig.from_dict({"method": {"nme": "dac"}})
     with pytest.raises(ConfigError, match="unknown config section"):
         DACConfig.from_dict({"methods": {}})
+    # a key of an earlier release names what replaced it
+    with pytest.raises(ConfigError, match=r"method.aux_layer no longer exists.*mask_layer.*rotation_layer"):
+        DACConfig.from_dict({"method": {"aux_layer": "decoder"}})
     with pytest.raises(ConfigError, match="method.name"):
         DACConfig.from_dict({"method": {"name": "mean_teacher"}})
     with pytest.raises(ConfigError, match="needs two sub-models"):

@@ -169,6 +169,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -546,11 +547,19 @@ _SECTIONS = {
 }
 
 
+#: keys a former release had, with what replaces them (named in the error, so an old config says how to update)
+_REPLACED_KEYS = {("method", "aux_layer"): "method.mask_layer (A's mixed-region head, default 'decoder') and "
+                                          "method.rotation_layer (B's rotation head, default 'aspp')"}
+
+
 def _build_section(cls: type, values: Any, where: str):
     if values is None:
         return cls()
     if isinstance(values, cls):
         return values
+    for (section, key), replacement in _REPLACED_KEYS.items():
+        if where == section and isinstance(values, Mapping) and key in values:
+            raise ConfigError(f"{section}.{key} no longer exists: it is replaced by {replacement}")
     values = check_mapping(values, f"config section {where!r}", known=[f.name for f in dataclasses.fields(cls)])
     return cls(**values)
 
