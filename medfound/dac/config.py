@@ -71,8 +71,8 @@ Defaults and why (the DAC paper's constants are not public)
   unlabelled domains) and both tasks learn (last-epoch rotation accuracy 0.54 / 0.55 / 0.70,
   mixed-region IoU 0.42-0.45 against the constant predictor's 0.37). Measured and not
   chosen (seed 0 unless said): both heads on ``backbone`` (layer4, seeds 0-2) or
-  ``low_level``: B segments but neither task learns (rotation accuracy 0.25-0.36, IoU at
-  or below the constant predictor's); both on ``aspp``: the mixed-region task does not learn
+  ``low_level``: B segments but neither task learns (rotation accuracy 0.25-0.36, IoU
+  0.34-0.40 against the constant predictor's 0.37); both on ``aspp``: the mixed-region task does not learn
   there (IoU 0.375 against 0.371); heads on the decoder with ``lambda_aux`` 0.3: B's pseudo
   labels find the disc only from the fourth of five epochs (0.21, then 0.69), with a head
   learning-rate scale of 1: only 0.11 at the end. B starts later than A in every
