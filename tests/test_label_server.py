@@ -477,6 +477,8 @@ def test_2d_client_example_segments_the_next_image_and_submits_its_label(server,
     np.testing.assert_array_equal(mask, expected)
     photo = np.asarray(Image.open(server.root / "studies" / f"{image}.png"))
     assert np.asarray(Image.open(out / f"{image}_{MODEL}_overlay.png")).shape == (*photo.shape[:2], 3)
+    # nothing else is left there (the client's own download folder is removed)
+    assert sorted(p.name for p in out.iterdir()) == [f"{image}_{MODEL}.png", f"{image}_{MODEL}_overlay.png"]
     label = server.root / "studies" / "labels" / "final" / f"{image}.png"
     np.testing.assert_array_equal(np.asarray(Image.open(label)), mask)
     assert server.post("/activelearning/first", json={}).json()["id"] != image

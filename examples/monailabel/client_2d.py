@@ -25,6 +25,7 @@ import io
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 from urllib.request import urlopen
@@ -55,7 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submit", action="store_true", help="save the mask as the image's final label")
     args = parser.parse_args(argv)
 
-    client = MONAILabelClient(args.server)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # The client saves a result under the server's file name in its tmpdir. With the default
+    # (/tmp) and the server on the same machine that is the server's own temporary file, which
+    # the server deletes after answering: the mask could vanish before it was moved (seen in CI).
+    # A folder of this run's own keeps the two apart.
+    with tempfile.TemporaryDirectory(prefix="client_2d_") as received:
+        return segment(MONAILabelClient(args.server, tmpdir=received), args, out)
+
+
+def segment(client: MONAILabelClient, args: argparse.Namespace, out: Path) -> int:
+    """Ask the strategy for an image (or take ``--image``), segment it, save the mask and its overlay."""
     info = client.info()
     print(f"server {info['name']} {info['version']}: models {sorted(info['models'])}, "
           f"strategies {sorted(info['strategies'])}, trainers {sorted(info['trainers'])}")
@@ -71,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         image = sample["id"]
         print(f"next image ({args.strategy}): {image}")
     mask_file, result = client.infer(args.model, image, {})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if result.get("format") == "classification":  # a UMedPT classification head: the JSON is the answer
         if mask_file:
             Path(mask_file).unlink(missing_ok=True)  # the same JSON as a file
