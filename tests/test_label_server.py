@@ -169,6 +169,16 @@ def bundle(server):
     return InferenceBundle(BUNDLE, overlays=["demo.json"])
 
 
+@pytest.fixture(scope="module")
+def trained(server):
+    """The DAC model trained once through ``POST /train`` (synchronous); the response. The tests that
+    need served weights request it, so each of them also runs alone (``-k``); in file order the two
+    tests that check the untrained server run before it."""
+    r = server.post(f"/train/{MODEL}", params={"run_sync": "true"}, json=TRAIN, timeout=TRAIN_TIMEOUT)
+    assert r.status_code == 200, r.text
+    return r
+
+
 def _png(content: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(content)))
 
@@ -193,9 +203,7 @@ def test_infer_before_training_is_a_conflict_with_the_reason(server):
     assert "no weights" in r.json()["detail"] and "POST /train" in r.json()["detail"]
 
 
-def test_train_uses_the_unlabelled_images_and_publishes_the_model(server):
-    r = server.post(f"/train/{MODEL}", params={"run_sync": "true"}, json=TRAIN, timeout=TRAIN_TIMEOUT)
-    assert r.status_code == 200, r.text
+def test_train_uses_the_unlabelled_images_and_publishes_the_model(server, trained):
     runs = sorted((server.model_dir / MODEL / "runs").iterdir())
     assert len(runs) == 1
     run = runs[0]
@@ -221,7 +229,7 @@ def test_train_uses_the_unlabelled_images_and_publishes_the_model(server):
     assert MODEL in server.get("/info/").json()["models"]
 
 
-def test_infer_serves_the_trained_model_with_a_mask_of_the_image_size(server, bundle):
+def test_infer_serves_the_trained_model_with_a_mask_of_the_image_size(server, trained, bundle):
     image = server.unlabeled[0]
     source = np.asarray(Image.open(server.root / "studies" / f"{image}.png"))
     r = server.post(f"/infer/{MODEL}", params={"image": image, "output": "image"})
@@ -248,7 +256,7 @@ def test_infer_serves_the_trained_model_with_a_mask_of_the_image_size(server, bu
     assert set(meta["classes_present"]) == set(np.unique(mask).tolist())
 
 
-def test_infer_on_an_uploaded_png_gives_a_png_of_its_size(server):
+def test_infer_on_an_uploaded_png_gives_a_png_of_its_size(server, trained):
     path = server.root / "studies" / f"{server.unlabeled[1]}.png"
     with open(path, "rb") as f:
         r = server.post(f"/infer/{MODEL}", params={"output": "image"}, files={"file": ("up.png", f, "image/png")})
@@ -307,7 +315,7 @@ def _disagreeing_run(server, bundle: InferenceBundle):
         shutil.rmtree(run)
 
 
-def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server, bundle):
+def test_disagreement_strategy_ranks_by_measured_ab_disagreement(server, trained, bundle):
     with _disagreeing_run(server, bundle) as checkpoint:
         r = server.post(f"/activelearning/{MODEL}_disagreement", json={})
         assert r.status_code == 200, r.text
@@ -332,7 +340,7 @@ def _entropy_of_mean(probs: torch.Tensor) -> float:
     return float((-(mean * mean.log())).sum(0).mean())
 
 
-def test_epistemic_mc_dropout_scores_and_ranks_the_unlabelled_images(server, bundle):
+def test_epistemic_mc_dropout_scores_and_ranks_the_unlabelled_images(server, trained, bundle):
     """MONAI Label's built-in Epistemic scoring and strategy on the bundle's network (its ``network_def``
     takes ``dropout``): every unlabelled image gets the entropy of its MC-dropout prediction, and the
     strategy returns the image with the highest score.
@@ -390,7 +398,7 @@ def test_standard_strategies_return_an_unlabelled_image(server, strategy):
     assert r.json()["id"] in server.unlabeled
 
 
-def test_malformed_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(server):
+def test_malformed_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(server, trained):
     r = server.post("/infer/no_such_model", params={"image": server.unlabeled[0]})
     assert r.status_code == 404 and "no_such_model" in r.json()["detail"]
     r = server.post(f"/infer/{MODEL}", params={"image": "no_such_image"})
@@ -404,7 +412,7 @@ def test_malformed_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(s
     assert r.status_code == 200
 
 
-def test_eight_concurrent_inferences_all_succeed(server):
+def test_eight_concurrent_inferences_all_succeed(server, trained):
     images = [server.unlabeled[k % len(server.unlabeled)] for k in range(8)]
 
     def infer(image: str) -> tuple[int, tuple[int, ...]]:
@@ -460,7 +468,7 @@ def test_umedpt_classification_head_answers_the_network_s_probabilities(server):
     assert json.loads(r.content)["probabilities"] == answer["probabilities"]
 
 
-def test_2d_client_example_segments_the_next_image_and_submits_its_label(server, tmp_path):
+def test_2d_client_example_segments_the_next_image_and_submits_its_label(server, trained, tmp_path):
     """examples/monailabel/client_2d.py (MONAI Label's Python client) against the server: the strategy's
     image, the served mask (same as /infer answers), an overlay of the photograph's size, and with
     --submit the mask becomes the image's final label (the image leaves the unlabelled set)."""
