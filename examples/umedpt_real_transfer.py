@@ -10,8 +10,8 @@ pre-training (role ``pretrain``)
     With ``--sources DIR`` (the layout of the project's shared fixtures) also
     ``ct_lung1_tissue_seg`` (chest CT lung1 of pyradiomics 3.1.0, slices at 64 px, labels by a
     HU rule: outside / lung < -400 HU inside the body / bone > 300 HU / soft tissue) and
-    ``ct_lung1_level_cls`` (cranial / middle / caudal third of the slices: exact geometry);
-    validation = every 4th slice.
+    ``ct_lung1_level_cls`` (which quarter of the scan a 64 px window of a slice at 2.3 mm is
+    from: exact geometry); validation = every 4th slice.
 held-out (role ``transfer``, never in pre-training)
     ``nuclei_bottom_count_cls`` (IN-DOMAIN, fluorescence): BOTTOM half of the nuclei image,
     32 px tiles, class = does a nucleus centre lie in the tile (none / at least one; manual
@@ -82,6 +82,14 @@ SOURCES = {
     "mr": "mri/brain1_image.nrrd + brain1_label.nrrd (PyPI sdist pyradiomics 3.1.0 data/; BSD-3)",
 }
 FRACTIONS = (1, 5, 10, 25, 50, 100)
+#: LP-FT's learning rate, encoder and head alike (``head_lr_factor`` 1): the head starts from the
+#: fitted probe, so the protocol's default (1e-4, head at 10x) throws that start away. Measured on
+#: this study's seed-0 pre-training, 3 repeats at 10 / 50 / 100 %: at 1e-4 with the head at 10x and
+#: 16 iterations, fine-tuning ended below its linear probe in 3 of 6 cells (MR 0.507 / 0.475 / 0.566
+#: against 0.565 / 0.632 / 0.636); at 1e-5, head 1x, 10 passes (at least 64 iterations) in 1 of 6
+#: (MR 10 %: 0.539 against 0.565; nuclei +0.016 / +0.013 / +0.012, MR 50 / 100 % +0.010 / +0.042);
+#: 3e-6 was below at MR 10 and 50 %.
+FINETUNE_LR = 1e-5
 
 
 def _write(out: Path, rel: str, array: np.ndarray) -> str:
@@ -159,22 +167,36 @@ def _read_volume(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
-def ct_tasks(out: Path, sources: Path) -> list[dict[str, Any]]:
-    """Pre-training CT tasks from lung1: HU-rule tissue segmentation and slice level."""
+def _body(hu_slice: np.ndarray) -> np.ndarray:
+    """The body of one CT slice: the largest connected region above -400 HU, holes filled."""
     from scipy import ndimage
 
+    body = ndimage.binary_fill_holes(hu_slice > -400)
+    lab, k = ndimage.label(body)
+    if k:
+        body = lab == 1 + int(np.argmax(ndimage.sum(body, lab, range(1, k + 1))))
+    return ndimage.binary_fill_holes(body)
+
+
+def ct_tasks(out: Path, sources: Path) -> list[dict[str, Any]]:
+    """Pre-training CT tasks from lung1: HU-rule tissue segmentation and the level of a window.
+
+    The level task classifies 64 px windows of the slices at 128 px (2.3 mm; a 32 px grid,
+    windows at least half inside the body) into the quarter of the scan they come from. It
+    replaced whole-slice thirds, which a head on a random frozen encoder already got 10-11 of
+    12 validation slices right (pre-trained minus random frozen +0.052 [-0.007, +0.111] over
+    seeds 0-4): four levels from a window are harder, and 68 validation windows score finer
+    than 12 slices.
+    """
     hu = _read_volume(sources / "ct" / "lung1_image.nrrd").astype(np.float32)
     small = _block_mean(hu, 8)  # 512 -> 64 px (4.6 mm)
+    fine = _block_mean(hu, 4)  # 512 -> 128 px (2.3 mm)
     seg: dict[str, list] = {"training": [], "validation": []}
     level: dict[str, list] = {"training": [], "validation": []}
     n = small.shape[0]
     for z in range(n):
         sl = small[z]
-        body = ndimage.binary_fill_holes(sl > -400)
-        lab, k = ndimage.label(body)
-        if k:
-            body = lab == 1 + int(np.argmax(ndimage.sum(body, lab, range(1, k + 1))))
-        body = ndimage.binary_fill_holes(body)
+        body = _body(sl)
         label = np.zeros(sl.shape, np.uint8)
         label[body] = 3
         label[body & (sl < -400)] = 1
@@ -182,13 +204,19 @@ def ct_tasks(out: Path, sources: Path) -> list[dict[str, Any]]:
         split = "validation" if z % 4 == 3 else "training"
         img = _write(out, f"ct_lung1/img_{z}.tif", _unit(sl, -1000.0, 1000.0))
         seg[split].append({"image": img, "label": _write(out, f"ct_lung1/seg_{z}.tif", label)})
-        level[split].append({"image": img, "label": min(2, 3 * z // n)})
+        fine_body = _body(fine[z])
+        for y in range(0, 128 - 63, 32):
+            for x in range(0, 128 - 63, 32):
+                if fine_body[y:y + 64, x:x + 64].mean() < 0.5:
+                    continue
+                win = _write(out, f"ct_lung1/win_{z}_{y}_{x}.tif", _unit(fine[z, y:y + 64, x:x + 64], -1000.0, 1000.0))
+                level[split].append({"image": win, "label": min(3, 4 * z // n)})
     src = SOURCES["ct"]
     return [
         _task(out, "ct_lung1_tissue_seg", "segmentation", ["outside", "lung", "bone", "soft_tissue"], "pretrain",
               "CT", seg, src, "HU rule: lung < -400 HU and bone > 300 HU inside the body", 64),
-        _task(out, "ct_lung1_level_cls", "classification", ["cranial", "middle", "caudal"], "pretrain", "CT",
-              level, src, "which third of the scan the slice is in", 64),
+        _task(out, "ct_lung1_level_cls", "classification", ["first", "second", "third", "fourth"], "pretrain", "CT",
+              level, src, "which quarter of the scan a 64 px window (2.3 mm pixels) is from", 64),
     ]
 
 
@@ -277,7 +305,7 @@ def pretrain_real(out: Path, sources: Path | None, quick: bool, seed: int, itera
 
 def run_study(out: Path, sources: Path | None, quick: bool, seed: int, repeats: int, min_per_class: int,
               finetune_fractions: tuple[float, ...], iterations_per_task: int | None,
-              extra_encoders: dict[str, str] | None = None, finetune_epochs: int = 8,
+              extra_encoders: dict[str, str] | None = None, finetune_epochs: int = 10,
               finetune_repeats: int = 2, random_frozen_reference: bool = False,
               transfer: bool = True) -> dict[str, Any]:
     """:func:`pretrain_real`, then (unless ``transfer`` is false) the transfer protocol on each held-out task."""
@@ -292,8 +320,9 @@ def run_study(out: Path, sources: Path | None, quick: bool, seed: int, repeats: 
         common = dict(task_name=t["name"], seed=seed, network=DEMO_NETWORK, min_per_class=min_per_class,
                       note=f"{t['modality']}, {'in' if t['modality'] != 'MR' else 'out of'} domain; "
                       "sources in tasks.json")
-        ft = {"epochs": 1 if quick else finetune_epochs, "min_iterations": 2 if quick else 16, "batch_size": 16,
-              "optimizer": {"name": "AdamW", "lr": 1e-4, "weight_decay": 0.05}, "head_init": "linear_probe"}
+        ft = {"epochs": 1 if quick else finetune_epochs, "min_iterations": 2 if quick else 64, "batch_size": 16,
+              "optimizer": {"name": "AdamW", "lr": FINETUNE_LR, "weight_decay": 0.05}, "head_lr_factor": 1.0,
+              "head_init": "linear_probe"}
         lin = run_transfer_config(transfer_config(tasks_file, encoders, out / "transfer" / t["name"] / "linear",
                                                   modes=["linear"], fractions=fractions,
                                                   repeats=2 if quick else repeats, **common))
@@ -345,7 +374,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="linear-probe repeats per fraction (default 5)")
     parser.add_argument("--min-per-class", type=int, default=2)
     parser.add_argument("--finetune-fractions", type=float, nargs="+", default=[10.0, 100.0])
-    parser.add_argument("--finetune-epochs", type=int, default=8, help="fine-tuning passes over the subset")
+    parser.add_argument("--finetune-epochs", type=int, default=10,
+                        help="fine-tuning passes over the subset (at least 64 iterations; default 10)")
     parser.add_argument("--finetune-repeats", type=int, default=2)
     parser.add_argument("--iterations-per-task", type=int, default=None, help="default: the demo's (100)")
     parser.add_argument("--encoder", action="append", default=[], metavar="NAME=SOURCE",

@@ -106,3 +106,34 @@ def test_random_frozen_reference_keeps_the_encoder_at_its_initial_weights(tmp_pa
         assert not all(torch.equal(final[k], start[k]) for k in heads)
     # the reference starts from the pre-training's own random encoder (same seed, same config)
     assert all(torch.equal(starts["pretrain"][k], starts["pretrain_random_frozen"][k]) for k in starts["pretrain"])
+
+
+def test_ct_level_task_windows_carry_the_quarter_of_their_slice(tmp_path):
+    """The CT level task on a known phantom: a body rectangle (rows 40-112, columns 16-112 at
+    128 px) with a lung hole; 64 px windows on a 32 px grid count when at least half is body, so
+    the top row of windows (24 of 64 rows body) is left out and 2 x 3 windows per slice remain.
+    Label = the quarter of the scan, validation = every 4th slice."""
+    import SimpleITK as sitk
+
+    study = load_script(EXAMPLE)
+    n = 16
+    hu = np.full((n, 512, 512), -1000.0, np.float32)
+    hu[:, 160:448, 64:448] = 40.0  # soft tissue (x4 of the 128 px rectangle)
+    hu[:, 240:360, 120:240] = -800.0  # a lung inside the body: filled into the body
+    (tmp_path / "src" / "ct").mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(hu), str(tmp_path / "src" / "ct" / "lung1_image.nrrd"))
+    tasks = {t["name"]: t for t in study.ct_tasks(tmp_path / "out", tmp_path / "src")}
+    level = json.loads((tmp_path / "out" / "ct_lung1_level_cls.json").read_text())
+    assert tasks["ct_lung1_level_cls"]["class_names"] == ["first", "second", "third", "fourth"]
+    assert tasks["ct_lung1_level_cls"]["counts"] == {"training": 12 * 6, "validation": 4 * 6}
+    for split in ("training", "validation"):
+        for item in level[split]:
+            z, y, x = (int(v) for v in Path(item["image"]).stem.split("_")[1:])
+            assert (z % 4 == 3) == (split == "validation")
+            assert (y, x) in {(32, 0), (32, 32), (32, 64), (64, 0), (64, 32), (64, 64)}
+            assert item["label"] == z // 4  # 16 slices: quarters of 4
+            window = tifffile.imread(tmp_path / "out" / item["image"])
+            assert window.shape == (64, 64)
+    # the lung hole is lung in the tissue labels (inside the body), the rest of the rectangle soft tissue
+    seg = tifffile.imread(tmp_path / "out" / "ct_lung1" / "seg_0.tif")
+    assert seg[30, 20] == 1 and seg[50, 50] == 3 and seg[5, 5] == 0
