@@ -205,8 +205,8 @@ def ct_tasks(out: Path, sources: Path) -> list[dict[str, Any]]:
         img = _write(out, f"ct_lung1/img_{z}.tif", _unit(sl, -1000.0, 1000.0))
         seg[split].append({"image": img, "label": _write(out, f"ct_lung1/seg_{z}.tif", label)})
         fine_body = _body(fine[z])
-        for y in range(0, 128 - 63, 32):
-            for x in range(0, 128 - 63, 32):
+        for y in range(0, fine.shape[-2] - 63, 32):
+            for x in range(0, fine.shape[-1] - 63, 32):
                 if fine_body[y:y + 64, x:x + 64].mean() < 0.5:
                     continue
                 win = _write(out, f"ct_lung1/win_{z}_{y}_{x}.tif", _unit(fine[z, y:y + 64, x:x + 64], -1000.0, 1000.0))
