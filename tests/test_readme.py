@@ -155,14 +155,33 @@ def _run(command: list[str], cwd: Path, what: str, timeout: float = BLOCK_TIMEOU
         os.killpg(proc.pid, signal.SIGKILL)  # the block's children (e.g. the medfound command) too
         output, _ = proc.communicate()
         pytest.fail(f"{what} did not finish within {timeout:.0f} s (README blocks must run on the small "
-                    f"demo data; state full-size settings in prose):\n{_tail(output)}", pytrace=False)
+                    f"demo data; state full-size settings in prose):\n{failure_excerpt(output)}", pytrace=False)
     if proc.returncode != 0:
-        pytest.fail(f"{what} failed (exit {proc.returncode}, {time.monotonic() - start:.0f} s):\n{_tail(output)}",
+        seconds = time.monotonic() - start
+        pytest.fail(f"{what} failed (exit {proc.returncode}, {seconds:.0f} s):\n{failure_excerpt(output)}",
                     pytrace=False)
 
 
-def _tail(output: str, lines: int = 60) -> str:
-    return "\n".join(output.splitlines()[-lines:])
+def failure_excerpt(output: str, tail_lines: int = 60, traceback_lines: int = 40) -> str:
+    """The last ``tail_lines`` of a failed block's output, preceded by its first traceback if that is earlier.
+
+    Under ``torchrun`` the rank that failed prints its traceback long before the launcher's summary
+    ("exitcode: 1, error_file: <N/A>"), so the tail alone does not say why a rank died.
+    """
+    lines = output.splitlines()
+    tail_start = max(0, len(lines) - tail_lines)
+    first = next((i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line), None)
+    if first is None or first >= tail_start:
+        return "\n".join(lines[tail_start:])
+    prefix = lines[first].split("Traceback")[0]  # e.g. "[rank1]: " where torch prefixes each line
+    end = first + 1
+    # a traceback ends at its first line that is not indented (the exception), or after traceback_lines
+    while (end < min(len(lines), first + traceback_lines) and lines[end].startswith(prefix)
+           and lines[end][len(prefix):][:1] in (" ", "\t")):
+        end += 1
+    head = lines[first:min(end + 1, tail_start)]
+    return "\n".join(["first traceback:", *head, f"... ({tail_start - first - len(head)} lines) ...",
+                      *lines[tail_start:]])
 
 
 def run_block(block: Block, cwd: Path) -> None:
@@ -274,3 +293,16 @@ def test_command_synopsis_matches_parser():
     problems += [f"`medfound {name}` is not in the synopsis" for name in missing]
     assert not problems, "README.md:{}: the command synopsis and the parser differ:\n{}".format(
         synopsis[0].line, "\n".join(problems))
+
+
+def test_failure_excerpt_shows_an_early_traceback_before_the_tail():
+    rank1 = ["[rank1]: Traceback (most recent call last):", '[rank1]:   File "x.py", line 3, in <module>',
+             "[rank1]:     main()", "[rank1]: ValueError: shard 1 is empty"]
+    output = "\n".join(["start"] + rank1 + [f"rank0 line {i}" for i in range(100)])
+    excerpt = failure_excerpt(output, tail_lines=5).splitlines()
+    assert excerpt[:5] == ["first traceback:", *rank1]
+    assert excerpt[5] == "... (95 lines) ..."  # rank0 lines 0-94, between the traceback and the tail
+    assert excerpt[6:] == [f"rank0 line {i}" for i in range(95, 100)]
+    # a traceback inside the tail is shown once, as part of the tail
+    assert failure_excerpt(output, tail_lines=200) == output
+    assert failure_excerpt("a\nb\nc", tail_lines=2) == "b\nc"
