@@ -57,8 +57,9 @@ def test_pretrain_command_writes_weights_and_resumes_with_the_whole_history(mult
             log.removeHandler(stats)
     out = capsys.readouterr().out
     assert "pre-training on 3 tasks" in out and "seed 0" in out  # the defaulted seed is reported ...
-    assert [m.split(" -- ")[0] for m in stats.messages if "loss: " in m] == [  # StatsHandler: losses, metrics
-        "Epoch: 1/1, Iter: 3/30", "Epoch: 1/1, Iter: 6/30"]
+    # StatsHandler: losses, metrics; an epoch is 3 tasks x the largest task's 40 batches (160 nodule images / 4)
+    assert [m.split(" -- ")[0] for m in stats.messages if "loss: " in m] == [
+        "Epoch: 1/1, Iter: 3/120", "Epoch: 1/1, Iter: 6/120"]
     assert any("mean_score: " in m for m in stats.messages)
     run = tmp_path / "run"
     for name in ("train.json", "model.pt", "encoder.pt", "network.json", "history.json", "last.pt"):

@@ -46,7 +46,7 @@ def test_yaml_task_file_with_defaults(tmp_path, multitask_demo):
     (task,) = load_tasks(tmp_path / "tasks.yaml")
     assert task.batch_size == 3 and task.primary_metric == "auc_macro"
     assert task.build_loss().label_smoothing == 0.1
-    assert len(task.load_split("val")) == 32
+    assert len(task.load_split("val")) == 128  # 4 x 32: a task labelled per image (IMAGE_LABEL_COUNT_FACTOR)
 
 
 @pytest.mark.parametrize(

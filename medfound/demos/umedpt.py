@@ -106,13 +106,15 @@ def demo_pretrain_config(tasks_file: str | Path, n_pretrain: int, quick: bool, s
       shared learning rate a segmentation head's 3x3 conv moved too little in 100 steps;
     - :data:`ITERATIONS_PER_TASK` 100 (was 50): at 50 the small-structure tasks (MR lesion, CT
       organs) were still at Dice 0 in every recipe tried;
-    - validation on all images of each task (32 per synthetic task): F1 / AUC on 16 images moved
-      by 0.1-0.2 between validations of the same run.
+    - validation on all images of each task (32 per synthetic task, 128 for the two labelled per
+      image): F1 / AUC on 16 images moved by 0.1-0.2 between validations of the same run.
 
     The task side of the recipe is in the task definitions the generator writes
     (:data:`medfound.data.synthetic.multitask.PRETRAIN_TASK_OPTIONS`: batch-standardised
     classification heads; the CT abdomen window; X-ray nodules the detector's strides can see; CT chest
-    nodules larger than the vessel dots, which the pre-training otherwise memorised at chance).
+    nodules larger than the vessel dots, which the pre-training otherwise memorised at chance; four
+    times the images for the tasks labelled per image,
+    :data:`~medfound.data.synthetic.multitask.IMAGE_LABEL_COUNT_FACTOR`).
 
     Examples
     --------
