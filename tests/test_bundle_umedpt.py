@@ -244,8 +244,25 @@ def test_transfer_json_writes_table_and_plot_at_demo_scale(trained_bundle, multi
 DDP_WORKER = """
 import sys, torch
 from monai.bundle import ConfigWorkflow
-configs, meta, root, data, overrides = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+configs, meta, root, data, overrides, timing = sys.argv[1:7]
 import json
+if timing == "slow_rank0":
+    # rank 0 attaches its checkpoint saver (which removes stale temporaries in output_dir) 3 s late, and
+    # network.json's temporary stays 5 s before its rename: a rank other than 0 writing network.json into
+    # the same folder loses its temporary to rank 0's clean-up (a CI failure: rank 1, FileNotFoundError)
+    import contextlib, os, time
+    import medfound.handlers.checkpoint as checkpoint
+    import medfound.utils.files as files
+    attach, atomic_path = checkpoint.AtomicCheckpointSaver.attach, files.atomic_path
+    def late_attach(self, engine):
+        time.sleep(3 if os.environ["RANK"] == "0" else 0)
+        return attach(self, engine)
+    @contextlib.contextmanager
+    def slow_atomic_path(path, *args, **kwargs):
+        with atomic_path(path, *args, **kwargs) as tmp:
+            yield tmp
+            time.sleep(5 if str(path).endswith("network.json") else 0)
+    checkpoint.AtomicCheckpointSaver.attach, files.atomic_path = late_attach, slow_atomic_path
 wf = ConfigWorkflow(config_file=json.loads(configs), meta_file=meta, workflow_type="train", bundle_root=root,
                     dataset_dir=data, **json.loads(overrides))
 wf.initialize()
@@ -260,14 +277,16 @@ wf.finalize()
 
 
 @pytest.mark.slow
-def test_multi_gpu_train_json_under_torchrun_two_gloo_processes(multitask_demo, tmp_path):
-    """A real 2-process torchrun (gloo, CPU) of train.json + multi_gpu_train.json: ranks end equal."""
+@pytest.mark.parametrize("timing", ["as_it_comes", "slow_rank0"])
+def test_multi_gpu_train_json_under_torchrun_two_gloo_processes(multitask_demo, tmp_path, timing):
+    """A real 2-process torchrun (gloo, CPU) of train.json + multi_gpu_train.json: ranks end equal; also
+    when rank 0 starts late (only rank 0 writes into output_dir: its clean-up cannot hit another rank)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER)
     configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-           configs, META, str(tmp_path), str(multitask_demo), json.dumps({**DEMO_TRAIN, "max_iterations": 3})]
+           configs, META, str(tmp_path), str(multitask_demo), json.dumps({**DEMO_TRAIN, "max_iterations": 3}), timing]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     # torchrun interleaves both ranks' tracebacks: name the first failing rank's error lines, not only the tail
     errors = [line for line in done.stderr.splitlines() if "Error" in line or "[rank1]" in line][:60]
@@ -280,6 +299,7 @@ def test_multi_gpu_train_json_under_torchrun_two_gloo_processes(multitask_demo, 
     saved = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(saved[k], r0[k]) for k in r0)  # rank 0 wrote the final weights
     assert (tmp_path / "models" / "last.pt").is_file()
+    assert json.loads((tmp_path / "models" / "network.json").read_text())["umedpt"] == DEMO_TRAIN["network_args"]
 
 
 def test_inference_json_reads_a_dicom_series_folder(trained_bundle, tmp_path):

@@ -394,7 +394,7 @@ def bundle_multi_gpu_overlay(train: Mapping[str, Any]) -> dict[str, Any]:
     iteration, backward at once, shared gradients all-reduced once per accumulation window), so the
     network is not wrapped in ``DistributedDataParallel``. Logging, TensorBoard and the progress
     bar run on rank 0 only; checkpoints, history and curves are written by rank 0 (their handlers
-    know the rank); validation runs on every rank.
+    know the rank), and so is ``network.json``; validation runs on every rank.
 
     Example
     -------
@@ -404,7 +404,10 @@ def bundle_multi_gpu_overlay(train: Mapping[str, Any]) -> dict[str, Any]:
     """
     initialize = []
     for line in train["initialize"]:
-        if "@progress_bar.attach" in line:  # one bar, on rank 0
+        # one progress bar; files into output_dir from rank 0 only: rank 0's checkpoint saver removes the
+        # temporaries of interrupted writes there when it attaches, which would delete another rank's
+        # network.json temporary in flight (rank 1 then dies at its os.replace, FileNotFoundError)
+        if "@progress_bar.attach" in line or "atomic_write" in line:
             line = f"{line} if dist.get_rank() == 0 else None"
         initialize.append(line)
     return {
