@@ -25,7 +25,7 @@ encoder.
 The mechanism (config, table, seed summary, curves) is :mod:`medfound.multitask.frozen_reference`,
 shared with ``examples/umedpt_real_transfer.py --random-frozen-reference``.
 
-The full run (900 task-iterations, validation of all images every 4 epochs) takes ~2-3 min CPU
+The full run (900 task-iterations, validation of all images every epoch of 180 iterations) takes ~2-3 min CPU
 per run on one thread; ``--quick`` (18 iterations) only checks the machinery.
 """
 

@@ -142,8 +142,10 @@ def demo_pretrain_config(tasks_file: str | Path, n_pretrain: int, quick: bool, s
             "task_order": "shuffle",
             "checkpoint_every": 10 * n_pretrain,
         },
-        # every 4 epochs and at the end, on all validation images
-        "validation": {"interval": 4, "max_batches_per_task": None},
+        # every epoch and at the end, on all validation images: an epoch is every task's largest epoch once,
+        # 180 task-iterations here (9 tasks x the 20 batches of the 160-image tasks), so each learning curve
+        # gets 5 validation points (every 4 epochs of 54 iterations gave 5 when every task had 40 images)
+        "validation": {"interval": 1, "max_batches_per_task": None},
         "log_every": n_pretrain if quick else 5 * n_pretrain,
         "progress_bar": False,
     }
