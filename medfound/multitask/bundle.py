@@ -343,8 +343,12 @@ def bundle_train_config(
                      "evaluator": "@validate#evaluator" if cfg["validate"] else None}
     cfg["initialize"] = [
         "$os.makedirs(@output_dir, exist_ok=True)", *cfg["initialize"], "$@curves.attach(@trainer)",
+        # written by rank 0 only, like the handlers' files: under torchrun rank 0's checkpoint saver removes
+        # the temporaries of interrupted writes in output_dir when it attaches, which would delete another
+        # rank's network.json temporary in flight (that rank then dies at its rename, FileNotFoundError)
         "$medfound.utils.atomic_write_json(@output_dir + '/network.json', "
-        "{'umedpt': dict(@network_args), 'tasks': [s.head_config() for s in @tasks]})",
+        "{'umedpt': dict(@network_args), 'tasks': [s.head_config() for s in @tasks]}) "
+        "if medfound.utils.devices.rank() == 0 else None",
     ]
     return _rename_refs(cfg, BUNDLE_IDS)
 
@@ -404,10 +408,7 @@ def bundle_multi_gpu_overlay(train: Mapping[str, Any]) -> dict[str, Any]:
     """
     initialize = []
     for line in train["initialize"]:
-        # one progress bar; files into output_dir from rank 0 only: rank 0's checkpoint saver removes the
-        # temporaries of interrupted writes there when it attaches, which would delete another rank's
-        # network.json temporary in flight (rank 1 then dies at its os.replace, FileNotFoundError)
-        if "@progress_bar.attach" in line or "atomic_write" in line:
+        if "@progress_bar.attach" in line:  # one bar, on rank 0
             line = f"{line} if dist.get_rank() == 0 else None"
         initialize.append(line)
     return {
